@@ -1,0 +1,52 @@
+"""Django admin for hosts, datastores and templates."""
+
+from django.contrib import admin, messages
+
+from vms.models import OperationKind
+from vms.services.operations import operation_create
+
+from .models import Datastore, Host, Template
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    """Manage hosts; refreshing reads their facts through a worker."""
+
+    list_display = ("name", "uri", "status", "accel", "vcpus", "memory_mib", "last_seen_at")
+    list_filter = ("status", "accel")
+    search_fields = ("name", "uri", "address")
+    readonly_fields = ("vcpus", "memory_mib", "accel", "last_seen_at", "last_error",
+                       "unknown_domains", "missing_domains", "reconciled_at")
+    actions = ["refresh"]
+
+    def save_model(self, request, obj, form, change) -> None:  # noqa: ANN001
+        """Save the host and queue the reading of its facts."""
+        super().save_model(request, obj, form, change)
+        if not change:
+            operation_create(kind=OperationKind.HOST_REFRESH, host=obj,
+                             requested_by=request.user)
+
+    @admin.action(description="Refresh the selected hosts' facts")
+    def refresh(self, request, queryset) -> None:  # noqa: ANN001
+        """Queue a refresh of each selected host."""
+        for host in queryset:
+            operation_create(kind=OperationKind.HOST_REFRESH, host=host,
+                             requested_by=request.user)
+        self.message_user(request, f"Refresh of {queryset.count()} host(s) queued.",
+                          messages.SUCCESS)
+
+
+@admin.register(Datastore)
+class DatastoreAdmin(admin.ModelAdmin):
+    """Manage datastores."""
+
+    list_display = ("name", "path", "capacity_gib")
+    filter_horizontal = ("hosts",)
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    """Manage templates and the sizes they allow."""
+
+    list_display = ("name", "os_name", "datastore", "image", "is_active")
+    list_filter = ("is_active", "datastore")

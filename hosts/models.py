@@ -1,0 +1,144 @@
+"""Hypervisor hosts, the datastores their disks live on, and the templates VMs start from."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+NAME_VALIDATOR = RegexValidator(
+    r"^[a-z][a-z0-9-]{0,62}\Z",
+    "Use 1 to 63 lower-case letters, digits and hyphens, starting with a letter.",
+)
+
+
+class HostStatus(models.TextChoices):
+    """Whether a host takes new VMs."""
+
+    UP = "up", "Up"
+    DOWN = "down", "Down"
+    MAINTENANCE = "maintenance", "Maintenance"
+
+
+class Host(models.Model):
+    """A KVM host reached through a libvirt URI."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[NAME_VALIDATOR])
+    uri = models.CharField(
+        "libvirt URI", max_length=255, unique=True,
+        help_text="qemu:///system for this machine, qemu+ssh://root@host/system for another.",
+    )
+    address = models.CharField(max_length=255, blank=True, help_text="SSH address, if any.")
+    status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.UP)
+    vcpus = models.PositiveIntegerField("physical CPUs", default=0)
+    memory_mib = models.PositiveIntegerField("physical memory (MiB)", default=0)
+    cpu_overcommit = models.DecimalField(
+        max_digits=4, decimal_places=2, default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(32)],
+        help_text="How many vCPUs may be given per physical CPU.",
+    )
+    memory_reserved_mib = models.PositiveIntegerField(
+        default=1024, help_text="Memory kept for the host itself."
+    )
+    accel = models.CharField(
+        "acceleration", max_length=8, blank=True,
+        help_text="kvm, qemu (TCG) or test; read from the host by the workers.",
+    )
+    ssh_host_key = models.TextField(blank=True, help_text="Recorded when the host is registered.")
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    unknown_domains = models.JSONField(
+        default=list, blank=True,
+        help_text="Domains on the host that the portal does not know (last reconcile).",
+    )
+    missing_domains = models.JSONField(
+        default=list, blank=True,
+        help_text="VMs the portal places here whose domain the host lacks (last reconcile).",
+    )
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def vcpu_capacity(self) -> int:
+        """Return how many vCPUs the host may give out."""
+        return int(self.vcpus * self.cpu_overcommit)
+
+    @property
+    def memory_capacity_mib(self) -> int:
+        """Return how much memory the host may give out."""
+        return max(self.memory_mib - self.memory_reserved_mib, 0)
+
+
+class Datastore(models.Model):
+    """A directory of disk images, seen by libvirt as a storage pool on its hosts."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[NAME_VALIDATOR])
+    path = models.CharField(max_length=255, help_text="Absolute directory on every host.")
+    hosts = models.ManyToManyField(Host, related_name="datastores", blank=True)
+    capacity_gib = models.PositiveIntegerField(default=0, help_text="0 means not limited.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def pool_name(self) -> str:
+        """Return the libvirt storage pool name of this datastore."""
+        return f"portal-{self.name}"
+
+    def clean(self) -> None:
+        """Refuse a relative or non-normal path."""
+        p = PurePosixPath(self.path)
+        if not p.is_absolute() or ".." in p.parts or str(p) != self.path.rstrip("/"):
+            raise ValidationError({"path": "Give an absolute, normalised directory path."})
+
+
+class Template(models.Model):
+    """A base image VMs are installed from, with the sizes a request may choose."""
+
+    name = models.CharField(max_length=120, unique=True)
+    datastore = models.ForeignKey(Datastore, on_delete=models.PROTECT, related_name="templates")
+    image = models.CharField(
+        max_length=255, help_text="File name of the qcow2 image inside the datastore."
+    )
+    os_name = models.CharField("operating system", max_length=120, blank=True)
+    min_vcpus = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    max_vcpus = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
+    min_memory_mib = models.PositiveIntegerField(default=256, validators=[MinValueValidator(64)])
+    max_memory_mib = models.PositiveIntegerField(default=8192, validators=[MinValueValidator(64)])
+    min_disk_gib = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    max_disk_gib = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Refuse an image path outside the datastore and inverted bounds."""
+        errors = {}
+        p = PurePosixPath(self.image)
+        if p.is_absolute() or ".." in p.parts or len(p.parts) != 1 or not self.image:
+            errors["image"] = "Give the image's file name inside the datastore, with no folder."
+        for what in ("vcpus", "memory_mib", "disk_gib"):
+            lo, hi = getattr(self, f"min_{what}"), getattr(self, f"max_{what}")
+            if lo is not None and hi is not None and lo > hi:
+                errors[f"max_{what}"] = "The maximum must not be below the minimum."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def image_path(self) -> str:
+        """Return the image's absolute path on the hosts."""
+        return str(PurePosixPath(self.datastore.path) / self.image)

@@ -1,0 +1,56 @@
+"""Choosing a host with room for a VM."""
+
+from __future__ import annotations
+
+from django.db.models import Q, Sum
+
+from portal.errors import PortalError
+
+from .models import Host, HostStatus, Template
+
+
+class NoHostAvailable(PortalError):
+    """No host has room for the VM."""
+
+
+def host_usage(host: Host) -> tuple[int, int]:
+    """Return the vCPUs and MiB of RAM given to the host's live VMs."""
+    from vms.models import VMState
+
+    used = host.vms.exclude(state=VMState.DELETED).aggregate(
+        vcpus=Sum("vcpus"), memory=Sum("memory_mib")
+    )
+    return used["vcpus"] or 0, used["memory"] or 0
+
+
+def host_choose(*, vcpus: int, memory_mib: int, template: Template,
+                exclude: tuple[int, ...] = ()) -> Host:
+    """Lock and return the up host with the most free RAM that fits the VM.
+
+    Call inside a transaction: the candidate rows stay locked until it ends, so two
+    workers placing at once see each other's VMs.
+    """
+    candidates = list(
+        Host.objects.select_for_update()
+        .filter(status=HostStatus.UP, datastores=template.datastore)
+        .filter(~Q(accel=""))
+        .exclude(pk__in=exclude)
+        .order_by("pk")
+    )
+    best: tuple[int, Host] | None = None
+    reasons = []
+    for host in candidates:
+        used_cpu, used_mem = host_usage(host)
+        free_cpu = host.vcpu_capacity - used_cpu
+        free_mem = host.memory_capacity_mib - used_mem
+        if free_cpu >= vcpus and free_mem >= memory_mib:
+            if best is None or free_mem > best[0]:
+                best = (free_mem, host)
+        else:
+            reasons.append(f"{host.name} has {free_cpu} vCPUs and {free_mem} MiB free")
+    if best is None:
+        detail = "; ".join(reasons) if reasons else "no host is up with the template's datastore"
+        raise NoHostAvailable(
+            f"No host has {vcpus} vCPUs and {memory_mib} MiB of RAM free ({detail})."
+        )
+    return best[1]

@@ -1,0 +1,22 @@
+"""The libvirt adapter: the only package that imports libvirt; no Django here."""
+
+from .connection import close_all, get_connection, is_remote
+from .errors import NotFound, VirtError
+from .facts import DomainFacts, HostFacts, ImageFacts
+from .hypervisor import DOMAIN_STATES, Hypervisor
+from .names import DOMAIN_NAME_RE, OBJECT_NAME_RE
+
+__all__ = [
+    "DOMAIN_NAME_RE",
+    "DOMAIN_STATES",
+    "OBJECT_NAME_RE",
+    "DomainFacts",
+    "HostFacts",
+    "Hypervisor",
+    "ImageFacts",
+    "NotFound",
+    "VirtError",
+    "close_all",
+    "get_connection",
+    "is_remote",
+]

@@ -1,0 +1,21 @@
+"""Typed errors raised by the libvirt adapter."""
+
+from __future__ import annotations
+
+
+class VirtError(Exception):
+    """A libvirt operation failed or was refused before reaching libvirt."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        """Keep a readable message and the libvirt error code (None when refused locally)."""
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __str__(self) -> str:
+        """Return the readable message."""
+        return self.message
+
+
+class NotFound(VirtError):
+    """A domain, storage pool, volume or network does not exist."""

@@ -1,0 +1,1 @@
+"""Monitoring keeps its data in RRD files, not in the database."""

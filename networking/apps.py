@@ -1,0 +1,10 @@
+"""Networking: VLANs and the address pools VMs draw from."""
+
+from django.apps import AppConfig
+
+
+class NetworkingConfig(AppConfig):
+    """Register the networking application."""
+
+    name = "networking"
+    verbose_name = "Networking"

@@ -1,0 +1,11 @@
+"""Accounts: users with a role in an organisation."""
+
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    """Register the accounts application."""
+
+    name = "portal.accounts"
+    label = "accounts"
+    verbose_name = "Accounts"

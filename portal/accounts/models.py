@@ -1,0 +1,57 @@
+"""Users, their roles and their organisations."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class Organisation(models.Model):
+    """A department, faculty or group whose members request VMs."""
+
+    name = models.CharField(max_length=120, unique=True)
+    slug = models.SlugField(max_length=60, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    """A user's place in the approval chain, most junior first."""
+
+    USER = "user", "User"
+    FACULTY = "faculty", "Faculty"
+    ORG_ADMIN = "org_admin", "Org-admin"
+    ADMIN = "admin", "Admin"
+
+
+ROLE_RANK = {Role.USER: 0, Role.FACULTY: 1, Role.ORG_ADMIN: 2, Role.ADMIN: 3}
+
+
+class User(AbstractUser):
+    """A person who logs in to the portal."""
+
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="members"
+    )
+
+    class Meta:
+        ordering = ["username"]
+
+    def __str__(self) -> str:
+        full = self.get_full_name()
+        return f"{full} ({self.username})" if full else self.username
+
+    @property
+    def rank(self) -> int:
+        """Return the role's seniority, 0 for a user and 3 for an admin."""
+        return ROLE_RANK[Role(self.role)]
+
+    @property
+    def is_portal_admin(self) -> bool:
+        """Return whether the user administers the whole portal."""
+        return self.role == Role.ADMIN or self.is_superuser

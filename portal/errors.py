@@ -1,0 +1,12 @@
+"""Errors services raise for people to read."""
+
+
+class PortalError(Exception):
+    """An action that cannot be done now, with a message for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,0 +1,20 @@
+"""Top-level URLs of the portal."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from . import views
+
+admin.site.site_header = "VM portal administration"
+admin.site.site_title = "VM portal"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True),
+         name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("hosts/", include("hosts.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("vms.urls")),
+]

@@ -1,0 +1,37 @@
+"""The dashboard each role lands on."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from portal import permissions
+from vms.models import OperationStatus, VMState
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Show the user's VMs, requests, pending approvals and, for admins, the pool's health."""
+    user = request.user
+    vms = permissions.vms_visible_to(user).exclude(state=VMState.DELETED)
+    states = dict(vms.values_list("state").annotate(n=Count("id")).order_by())
+    context = {
+        "my_vms": vms.filter(owner=user).select_related("host", "private_ip")[:8],
+        "vm_total": sum(states.values()),
+        "vm_running": states.get(VMState.RUNNING, 0),
+        "my_requests": permissions.requests_visible_to(user).filter(requester=user)
+        .select_related("template")[:5],
+        "awaiting_count": permissions.requests_awaiting(user).count(),
+        "recent_ops": permissions.operations_visible_to(user).select_related("vm", "host")[:6],
+    }
+    if permissions.is_admin(user):
+        from hosts.views import _with_usage
+
+        context["hosts"] = _with_usage(permissions.hosts_visible_to(user))
+        context["failed_ops"] = permissions.operations_visible_to(user).filter(
+            status=OperationStatus.FAILED, dismissed=False).count()
+    return render(request, "portal/dashboard.html", context)

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Run the test tiers one after the other; exit non-zero when any tier fails.
+#
+#   tier 1 fast       SQLite, no external service
+#   tier 2 postgres   the same tests plus `postgres` ones, on PostgreSQL
+#   tier 3 redis      `redis` tests with REDIS_URL
+#   tier 4 ldap       `ldap` tests (slapd)
+#   tier 5 hypervisor `hypervisor` tests (libvirtd, qemu)
+#   tier 6 browser    `browser` tests (Chromium through Playwright)
+#
+# Each test runs in one of tiers 3-6 only: a test carrying several of those markers runs in the
+# first of redis, browser, hypervisor, ldap that it carries (the service checks in
+# tests/conftest.py still cover every marker it has).
+# `scripts/run-tests.sh 1 3` runs only the given tiers; extra pytest arguments go in PYTEST_ARGS.
+# JUnit reports land in artifacts/junit-tier<N>.xml; the last line reads "N passed, M failed".
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PY="$ROOT/.venv/bin/python"
+ARTIFACTS="$ROOT/artifacts"
+mkdir -p "$ARTIFACTS"
+[ -x "$PY" ] || {
+  echo "run-tests: $PY is missing; run scripts/setup.sh test first" >&2
+  exit 1
+}
+
+export PYTHONUNBUFFERED=1
+export PYTHONDONTWRITEBYTECODE=1
+export PYTHONHASHSEED="${PYTHONHASHSEED:-0}"
+export LANG=C.UTF-8 LC_ALL=C.UTF-8
+export TZ=UTC
+export PORTAL_ARTIFACTS_DIR="$ARTIFACTS"  # screenshots and other test output
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 # browser tests use /usr/bin/chromium
+# Each tier picks its own database and broker below; ignore whatever the caller had set.
+unset DATABASE_URL REDIS_URL DJANGO_SETTINGS_MODULE
+
+POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/portal}"
+TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+read -r -a EXTRA <<<"${PYTEST_ARGS:-}"
+
+FAST="not hypervisor and not browser and not postgres and not ldap and not redis"
+TIER_NAMES=("" fast postgres redis ldap hypervisor browser)
+TIER_EXPR=(""
+  "$FAST"
+  "not hypervisor and not browser and not ldap and not redis"
+  "redis"
+  "ldap and not redis and not browser and not hypervisor"
+  "hypervisor and not redis and not browser"
+  "browser and not redis"
+)
+
+SUMMARY=()
+RESULTS=() # "tier:exit code"
+FAILED_TIERS=0
+
+run_tier() { # number
+  local n="$1" name="${TIER_NAMES[$1]}" junit="$ARTIFACTS/junit-tier$1.xml" rc
+  local tier_env=()
+  case "$name" in
+    postgres) tier_env=("DATABASE_URL=$POSTGRES_URL") ;;
+    redis) tier_env=("REDIS_URL=$TEST_REDIS_URL") ;;
+    browser) tier_env=("DJANGO_ALLOW_ASYNC_UNSAFE=true") ;; # Playwright's sync API runs a loop
+  esac
+  rm -f "$junit"
+  echo
+  echo "=== tier $n ($name): -m \"${TIER_EXPR[$n]}\" ${tier_env[*]}"
+  env "${tier_env[@]}" "$PY" -m pytest -m "${TIER_EXPR[$n]}" --junitxml="$junit" \
+    -o junit_family=xunit2 "${EXTRA[@]}"
+  rc=$?
+  RESULTS+=("$n:$rc")
+  local counts
+  counts="$(junit_counts "$junit")"
+  case "$rc" in
+    0) SUMMARY+=("tier $n ($name): ok ($counts)") ;;
+    5) SUMMARY+=("tier $n: no tests yet") ;;
+    *)
+      SUMMARY+=("tier $n ($name): FAILED, pytest exit $rc ($counts)")
+      FAILED_TIERS=$((FAILED_TIERS + 1))
+      ;;
+  esac
+}
+
+# Prints "P passed, F failed, S skipped" for one JUnit file (zeros when it is missing).
+junit_counts() {
+  "$PY" - "$1" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+passed = failed = skipped = 0
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    root = None
+if root is not None:
+    suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
+    for s in suites:
+        tests = int(s.get("tests", 0))
+        bad = int(s.get("failures", 0)) + int(s.get("errors", 0))
+        skip = int(s.get("skipped", 0))
+        failed += bad
+        skipped += skip
+        passed += tests - bad - skip
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+EOF
+}
+
+if [ "$#" -gt 0 ]; then
+  TIERS=("$@")
+else
+  TIERS=(1 2 3 4 5 6)
+fi
+for n in "${TIERS[@]}"; do
+  if ! [[ "$n" =~ ^[1-6]$ ]]; then
+    echo "run-tests: unknown tier '$n' (1-6)" >&2
+    exit 2
+  fi
+  run_tier "$n"
+done
+
+echo
+echo "=== summary"
+printf '%s\n' "${SUMMARY[@]}"
+[ "${CI:-}" ] && echo "(CI=${CI}: a tier whose service is missing fails instead of skipping)"
+
+# Sum every tier; a failed tier without any recorded failing test counts as one failure.
+"$PY" - "$ARTIFACTS" "${RESULTS[@]}" <<'EOF'
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+artifacts, results = sys.argv[1], sys.argv[2:]
+passed = failed = 0
+for result in results:
+    tier, rc = result.split(":")
+    bad = 0
+    try:
+        root = ET.parse(os.path.join(artifacts, f"junit-tier{tier}.xml")).getroot()
+    except (OSError, ET.ParseError):
+        root = None
+    if root is not None:
+        suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
+        for s in suites:
+            suite_bad = int(s.get("failures", 0)) + int(s.get("errors", 0))
+            bad += suite_bad
+            passed += int(s.get("tests", 0)) - suite_bad - int(s.get("skipped", 0))
+    if rc not in ("0", "5") and bad == 0:
+        bad = 1
+    failed += bad
+print(f"{passed} passed, {failed} failed")
+EOF
+
+[ "$FAILED_TIERS" -eq 0 ]

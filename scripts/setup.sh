@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Install everything the portal needs on Debian 12, idempotently.
+#
+#   scripts/setup.sh demo   system packages, .venv from requirements.txt, npm assets, libvirtd
+#   scripts/setup.sh test   the same with requirements-dev.txt, plus chromium, slapd, ldap-utils,
+#                           and PostgreSQL / Redis when they do not already answer
+#
+# Every step checks first and only acts when something is missing or changed, so a second
+# run takes seconds. Run it as root (or as a user with sudo).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PROFILE="${1:-demo}"
+case "$PROFILE" in
+  demo | test) ;;
+  *)
+    echo "usage: $0 demo|test" >&2
+    exit 2
+    ;;
+esac
+
+VENV="$ROOT/.venv"
+VAR_DIR="${PORTAL_VAR_DIR:-$ROOT/var}"
+PYTHON="${PYTHON:-python3}"
+export DEBIAN_FRONTEND=noninteractive
+
+DONE=()
+did() {
+  DONE+=("$*")
+  echo "setup: $*"
+}
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo DEBIAN_FRONTEND=noninteractive)
+  fi
+fi
+
+# --- system packages --------------------------------------------------------------------------
+
+PACKAGES=(
+  ca-certificates
+  python3 python3-venv
+  pkg-config gcc
+  libvirt-daemon-system libvirt-clients libvirt-dev
+  qemu-system-x86 qemu-utils dnsmasq-base iptables
+  rrdtool librrd-dev
+  libldap2-dev libsasl2-dev
+)
+
+# Wheels for libvirt-python and python-ldap are built from source: the interpreter's headers
+# must exist. Debian's python3 needs python3-dev; a pyenv or custom build ships its own.
+if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+  PACKAGES+=(python3-dev)
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
+
+tcp_answers() { # host port
+  "$PYTHON" - "$1" "$2" <<'EOF' 2>/dev/null
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
+except OSError:
+    sys.exit(1)
+EOF
+}
+
+if [ "$PROFILE" = test ]; then
+  PACKAGES+=(chromium fonts-dejavu-core slapd ldap-utils)
+  # Reuse services that already answer (a developer's own server, a CI service container).
+  if ! tcp_answers 127.0.0.1 5432; then
+    PACKAGES+=(postgresql)
+  fi
+  if ! tcp_answers 127.0.0.1 6379; then
+    PACKAGES+=(redis-server)
+  fi
+fi
+
+MISSING=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    MISSING+=("$pkg")
+  fi
+done
+
+if [ "${#MISSING[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+    echo "setup: missing packages ${MISSING[*]}; run as root or install sudo" >&2
+    exit 1
+  fi
+  echo "setup: installing ${MISSING[*]}"
+  "${SUDO[@]}" apt-get update -q
+  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${MISSING[@]}"
+  did "installed Debian packages: ${MISSING[*]}"
+fi
+
+# --- Python virtualenv ------------------------------------------------------------------------
+
+if [ "$PROFILE" = test ]; then
+  REQUIREMENTS=(requirements-dev.txt requirements.txt)
+else
+  REQUIREMENTS=(requirements.txt)
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+  did "created virtualenv $VENV"
+fi
+
+STAMP="$VENV/.requirements-$PROFILE.sha256"
+WANT="$(cat "${REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "${REQUIREMENTS[0]}"
+  echo "$WANT" >"$STAMP"
+  if [ "$PROFILE" = test ]; then # the dev set includes the runtime set
+    sha256sum requirements.txt | cut -d' ' -f1 >"$VENV/.requirements-demo.sha256"
+  fi
+  did "installed Python packages from ${REQUIREMENTS[0]}"
+fi
+
+# --- browser assets from npm ------------------------------------------------------------------
+
+NPM_STAMP="$ROOT/node_modules/.package-lock.sha256"
+NPM_WANT="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -d "$ROOT/node_modules" ] || [ ! -f "$NPM_STAMP" ] || [ "$(cat "$NPM_STAMP")" != "$NPM_WANT" ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$NPM_WANT" >"$NPM_STAMP"
+  did "installed npm assets into node_modules/ (npm ci)"
+fi
+
+# --- runtime directories (portal/settings.py makes var/secret_key on first use) -------------
+
+mkdir -p "$VAR_DIR/run" "$VAR_DIR/log" "$ROOT/artifacts"
+
+# --- libvirtd ---------------------------------------------------------------------------------
+
+if out="$(bash "$ROOT/scripts/start-libvirtd.sh" 2>&1)"; then
+  [ -n "$out" ] && printf '%s\n' "$out"
+  if grep -q "^start-libvirtd: started" <<<"$out"; then
+    did "started libvirt (see above)"
+  fi
+else
+  printf '%s\n' "$out" >&2
+  if [ "$PROFILE" = demo ]; then
+    echo "setup: libvirtd could not be started; the demo cannot run VMs" >&2
+    exit 1
+  fi
+  # Tiers 1-4 do not need libvirt; the hypervisor tier reports the problem itself.
+  echo "setup: WARNING libvirtd could not be started; hypervisor tests will not pass" >&2
+  did "libvirtd NOT started (warning)"
+fi
+
+# --- summary ----------------------------------------------------------------------------------
+
+if [ "${#DONE[@]}" -eq 0 ]; then
+  echo "setup ($PROFILE): everything already in place, nothing to do"
+else
+  echo "setup ($PROFILE): done:"
+  for line in "${DONE[@]}"; do
+    echo "  - $line"
+  done
+fi

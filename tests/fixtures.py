@@ -1,0 +1,75 @@
+"""Fixtures of the portal's fast tier: a whole small site on libvirt's test driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from django.test import Client
+
+from hosts.models import Datastore, Host, Template
+from networking.models import VLAN
+from portal.accounts.models import Organisation, Role, User
+from tests import factories as f
+
+
+@dataclass
+class Site:
+    """One organisation with an account per role, a host, a template and an IP pool."""
+
+    org: Organisation
+    other_org: Organisation
+    student: User
+    faculty: User
+    orgadmin: User
+    admin: User
+    other_student: User
+    other_faculty: User
+    other_orgadmin: User
+    host: Host
+    datastore: Datastore
+    template: Template
+    vlan: VLAN
+    users: dict[str, User] = field(default_factory=dict)
+
+    def client(self, user: User | None) -> Client:
+        """Return a test client logged in as the user (anonymous for None)."""
+        c = Client()
+        if user is not None:
+            c.force_login(user)
+        return c
+
+
+@pytest.fixture(autouse=True)
+def fresh_test_driver():
+    """Give every test libvirt's test driver in its initial state."""
+    from hosts.virt import close_all
+
+    close_all()
+    yield
+    close_all()
+
+
+@pytest.fixture
+def site(db) -> Site:  # noqa: ANN001
+    """Build the small site every fast test starts from."""
+    org = f.OrganisationFactory(name="Computer Science", slug="cs")
+    other = f.OrganisationFactory(name="Physics", slug="phy")
+    users = {
+        "student": f.UserFactory(username="stu", role=Role.USER, organisation=org),
+        "faculty": f.UserFactory(username="fac", role=Role.FACULTY, organisation=org),
+        "orgadmin": f.UserFactory(username="oadm", role=Role.ORG_ADMIN, organisation=org),
+        "admin": f.UserFactory(username="adm", role=Role.ADMIN, organisation=org,
+                               is_staff=True, is_superuser=True),
+        "other_student": f.UserFactory(username="pstu", role=Role.USER, organisation=other),
+        "other_faculty": f.UserFactory(username="pfac", role=Role.FACULTY, organisation=other),
+        "other_orgadmin": f.UserFactory(username="poadm", role=Role.ORG_ADMIN,
+                                        organisation=other),
+    }
+    host = f.HostFactory(name="hv1")
+    ds = f.DatastoreFactory(name="local", path="/srv/portal/local", hosts=[host])
+    template = f.TemplateFactory(name="Debian", datastore=ds)
+    vlan = f.VLANFactory(name="campus", tag=10)
+    f.make_pool(vlan, 5)
+    return Site(org=org, other_org=other, host=host, datastore=ds, template=template,
+                vlan=vlan, users=users, **users)

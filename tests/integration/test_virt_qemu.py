@@ -1,0 +1,280 @@
+"""Hypervisor-tier tests of the libvirt adapter against the real qemu:///system.
+
+Every test works in its own directory under /var/tmp (pytest's tmp_path is private to root,
+but qemu runs as another user and must reach the images), its own storage pool and its own
+isolated network without <ip> (so no dnsmasq), all named portaltest-<random> and removed in
+fixture teardown. The `default` network and /var/lib/libvirt/images are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hosts.virt import Hypervisor, NotFound, VirtError, close_all
+from vms.domain_xml import DomainSpec, build_domain_xml, parse_domain_xml
+
+pytestmark = pytest.mark.hypervisor
+
+URI = "qemu:///system"
+MIB = 1024**2
+
+
+def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=120, check=check
+    )
+
+
+def virsh_info(command: str, name: str) -> dict[str, str]:
+    """Return the 'Key: value' lines of virsh pool-info / net-info as a dict."""
+    lines = virsh(command, name).stdout.splitlines()
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if v}
+
+
+def domstate(name: str) -> str:
+    return virsh("domstate", name).stdout.strip()
+
+
+def unique(prefix: str = "portaltest") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def make_base_image(workdir: Path, name: str = "base.qcow2") -> Path:
+    """Write a 1 MiB disk whose boot sector spins forever, converted to qcow2."""
+    raw = workdir.parent / f"{workdir.name}.raw"
+    sector = bytes([0xEB, 0xFE]) + bytes(508) + b"\x55\xaa"  # jmp $ ; boot signature
+    raw.write_bytes(sector + bytes(MIB - len(sector)))
+    base = workdir / name
+    try:
+        subprocess.run(
+            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(base)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        raw.unlink()
+    base.chmod(0o644)
+    return base
+
+
+def qemu_img_info(path: str) -> dict:
+    result = subprocess.run(
+        ["qemu-img", "info", "--output=json", "-f", "qcow2", path],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def hv() -> Iterator[Hypervisor]:
+    close_all()
+    yield Hypervisor(URI)
+    close_all()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="portaltest-", dir="/var/tmp"))
+    path.chmod(0o755)  # qemu runs as libvirt-qemu and must reach the images
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pool(hv: Hypervisor, workdir: Path) -> Iterator[tuple[str, Path]]:
+    """Return (pool name, base image path) of a fresh dir pool holding a bootable base."""
+    name = unique()
+    base = make_base_image(workdir)
+    hv.ensure_pool(name, str(workdir))
+    yield name, base
+    virsh("pool-destroy", name, check=False)
+    virsh("pool-undefine", name, check=False)
+
+
+@pytest.fixture
+def network(workdir: Path) -> Iterator[str]:
+    """Return the name of a defined but inactive isolated network without <ip>."""
+    name = unique()
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = name
+    xml_file = workdir.parent / f"{workdir.name}-net.xml"
+    xml_file.write_text(ET.tostring(root, encoding="unicode"))
+    try:
+        virsh("net-define", str(xml_file))
+    finally:
+        xml_file.unlink()
+    yield name
+    virsh("net-destroy", name, check=False)
+    virsh("net-undefine", name, check=False)
+
+
+@pytest.fixture
+def domain_name(hv: Hypervisor) -> Iterator[str]:
+    """Return a fresh domain name and make sure no such domain survives the test."""
+    name = unique()
+    yield name
+    try:
+        hv.undefine_domain(name)
+    finally:
+        virsh("destroy", name, check=False)
+        virsh("undefine", name, "--nvram", check=False)
+
+
+def test_facts_detect_acceleration_and_leave_no_probe_domain(hv: Hypervisor) -> None:
+    facts = hv.facts()
+    assert facts.accel in ("kvm", "qemu")
+    if facts.accel == "kvm":
+        assert Path("/dev/kvm").exists()
+    assert facts.hypervisor.startswith("QEMU ")
+    assert facts.cpus >= 1
+    assert facts.memory_mib > 0
+    assert hv.facts() == facts  # the probe result is cached per URI
+    names = virsh("list", "--all", "--name").stdout.split()
+    assert not [n for n in names if n.startswith("portal-kvm-probe-")]
+
+
+def test_overlay_is_qcow2_backed_by_the_base_with_explicit_formats(
+    hv: Hypervisor, pool: tuple[str, Path]
+) -> None:
+    pool_name, base = pool
+    path = hv.create_overlay(pool_name, "disk.qcow2", str(base), 8 * MIB)
+    assert path == str(base.parent / "disk.qcow2")
+
+    info = qemu_img_info(path)
+    assert info["format"] == "qcow2"
+    assert info["virtual-size"] == 8 * MIB
+    assert info["backing-filename"] == str(base)
+    assert info["backing-filename-format"] == "qcow2"
+
+    facts = hv.inspect_image(pool_name, "disk.qcow2")
+    assert (facts.path, facts.format, facts.capacity_bytes, facts.backing_path) == (
+        path, "qcow2", 8 * MIB, str(base),
+    )  # fmt: skip
+    assert hv.inspect_image(pool_name, "base.qcow2").backing_path is None
+
+    assert hv.create_overlay(pool_name, "disk.qcow2", str(base), 8 * MIB) == path
+    other = make_base_image(base.parent, "other.qcow2")
+    with pytest.raises(VirtError, match="already exists with backing"):
+        hv.create_overlay(pool_name, "disk.qcow2", str(other), 8 * MIB)
+
+    hv.delete_volume(pool_name, "disk.qcow2")
+    hv.delete_volume(pool_name, "disk.qcow2")
+    assert not Path(path).exists()
+    assert hv.list_volumes(pool_name) == ["base.qcow2", "other.qcow2"]
+
+
+def test_ensure_pool_is_idempotent_and_sees_files_added_behind_libvirt(
+    hv: Hypervisor, pool: tuple[str, Path]
+) -> None:
+    pool_name, base = pool
+    hv.ensure_pool(pool_name, str(base.parent))
+    info = virsh_info("pool-info", pool_name)
+    assert (info["State"], info["Persistent"], info["Autostart"]) == ("running", "yes", "yes")
+    make_base_image(base.parent, "late.qcow2")
+    assert hv.volume_exists(pool_name, "late.qcow2")
+
+
+def test_ensure_network_active_starts_an_isolated_network(hv: Hypervisor, network: str) -> None:
+    hv.ensure_network_active(network)
+    hv.ensure_network_active(network)
+    info = virsh_info("net-info", network)
+    assert (info["Active"], info["Autostart"]) == ("yes", "yes")
+    with pytest.raises(NotFound):
+        hv.ensure_network_active(unique())
+
+
+def test_domain_lifecycle_on_real_qemu_leaves_nothing_behind(
+    hv: Hypervisor, pool: tuple[str, Path], network: str, domain_name: str
+) -> None:
+    pool_name, base = pool
+    hv.ensure_network_active(network)
+    disk = hv.create_overlay(pool_name, f"{domain_name}.qcow2", str(base), 8 * MIB)
+    spec = DomainSpec(
+        name=domain_name,
+        uuid=str(uuid.uuid4()),
+        domain_type=hv.facts().accel,
+        vcpus=1,
+        memory_mib=64,
+        disk_path=disk,
+        network=network,
+        mac="52:54:00:7e:57:01",
+        description="</description><evil/> & 'quotes'",
+        vnc_password="s3cret",
+        metadata={"owner": "integration"},
+    )
+
+    defined = hv.define_domain(build_domain_xml(spec))
+    assert defined.state == "shutoff"
+    assert domstate(domain_name) == "shut off"
+
+    assert hv.start(domain_name).state == "running"
+    assert domstate(domain_name) == "running"
+    assert hv.start(domain_name).state == "running"
+    live = parse_domain_xml(hv.domain_xml(domain_name))
+    assert live.vnc_port is not None and live.vnc_port >= 5900  # autoport chose one
+    assert live.macs == ["52:54:00:7e:57:01"]
+    assert live.metadata == {"owner": "integration"}
+
+    assert hv.suspend(domain_name).state == "paused"
+    assert domstate(domain_name) == "paused"
+    assert hv.suspend(domain_name).state == "paused"
+    assert hv.resume(domain_name).state == "running"
+    assert domstate(domain_name) == "running"
+
+    assert hv.reboot(domain_name).state == "running"
+    assert domstate(domain_name) == "running"
+
+    # The boot sector only spins, so the guest never answers the ACPI power button.
+    with pytest.raises(VirtError, match="did not shut down within 1 s; use Force off"):
+        hv.shutdown(domain_name, timeout=1)
+
+    assert hv.destroy(domain_name).state == "shutoff"
+    assert domstate(domain_name) == "shut off"
+    assert hv.destroy(domain_name).state == "shutoff"
+    with pytest.raises(VirtError, match="not running"):
+        hv.reboot(domain_name)
+
+    hv.undefine_domain(domain_name)
+    hv.undefine_domain(domain_name)
+    assert hv.find_domain(domain_name) is None
+    assert virsh("dominfo", domain_name, check=False).returncode != 0
+
+    hv.delete_volume(pool_name, f"{domain_name}.qcow2")
+    assert not Path(disk).exists()
+    assert hv.list_volumes(pool_name) == ["base.qcow2"]
+
+
+def test_undefine_domain_forces_off_a_running_domain(
+    hv: Hypervisor, pool: tuple[str, Path], network: str, domain_name: str
+) -> None:
+    pool_name, base = pool
+    hv.ensure_network_active(network)
+    disk = hv.create_overlay(pool_name, f"{domain_name}.qcow2", str(base), 8 * MIB)
+    spec = DomainSpec(
+        name=domain_name,
+        uuid=str(uuid.uuid4()),
+        domain_type=hv.facts().accel,
+        vcpus=1,
+        memory_mib=64,
+        disk_path=disk,
+        network=network,
+    )
+    hv.define_domain(build_domain_xml(spec))
+    hv.start(domain_name)
+    hv.undefine_domain(domain_name)
+    assert virsh("dominfo", domain_name, check=False).returncode != 0
+    hv.delete_volume(pool_name, f"{domain_name}.qcow2")
+    assert not Path(disk).exists()

@@ -1,0 +1,134 @@
+"""Every URL for every role and for anonymous: allowed or denied, and nothing unlisted."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
+from vms.services.workflow import vm_request_create
+
+ROLES = ("anon", "student", "faculty", "orgadmin", "admin", "other_student", "other_orgadmin")
+LOGIN = 302  # anonymous users are sent to the login page
+OK, GO, NO = 200, 302, 404
+
+
+def row(ok=(), go=(), anon=LOGIN, default=NO):
+    """Expected status per role: 200 for `ok`, 302 for `go`, `default` for the rest."""
+    out = {r: default for r in ROLES}
+    out.update({r: OK for r in ok})
+    out.update({r: GO for r in go})
+    out["anon"] = anon
+    return out
+
+
+EVERYONE = ("student", "faculty", "orgadmin", "admin", "other_student", "other_orgadmin")
+SEES_REQUEST = ("student", "faculty", "orgadmin", "admin")
+SEES_VM = ("student", "faculty", "orgadmin", "admin")
+
+# name -> (method, object the URL takes, expected status per role)
+MATRIX = {
+    "dashboard": ("get", None, row(ok=EVERYONE)),
+    "login": ("get", None, row(go=EVERYONE, anon=OK)),
+    "logout": ("post", None, row(go=EVERYONE, anon=GO)),
+    "vms:request_list": ("get", None, row(ok=EVERYONE)),
+    "vms:request_create": ("get", None, row(ok=EVERYONE)),
+    "vms:request_detail": ("get", "request", row(ok=SEES_REQUEST)),
+    "vms:request_approve": ("post", "request", row(go=("faculty", "admin"))),
+    "vms:request_reject": ("post", "request", row(go=("faculty", "admin"))),
+    "vms:request_cancel": ("post", "request", row(go=("student",))),
+    "vms:approvals": ("get", None, row(ok=EVERYONE)),
+    "vms:vm_list": ("get", None, row(ok=EVERYONE)),
+    "vms:vm_detail": ("get", "vm", row(ok=SEES_VM)),
+    "vms:vm_status": ("get", "vm", row(ok=SEES_VM)),
+    "vms:vm_action": ("post", "vm_action", row(go=("student", "orgadmin", "admin"))),
+    "vms:operation_list": ("get", None, row(ok=EVERYONE)),
+    "vms:operation_retry": ("post", "operation", row(go=("admin",))),
+    "vms:operation_dismiss": ("post", "operation", row(go=("admin",))),
+    "hosts:host_list": ("get", None, row(ok=("admin",))),
+    "hosts:host_detail": ("get", "host", row(ok=("admin",))),
+    # Django admin: staff only; everyone else is sent to its login page.
+    "admin:index": ("get", None, row(ok=("admin",),
+                                     go=tuple(r for r in EVERYONE if r != "admin"))),
+}
+
+
+def url_names(resolver: URLResolver | None = None, prefix: str = "") -> set[str]:
+    """Return every named URL of the portal, with its namespace."""
+    names = set()
+    for p in (resolver or get_resolver()).url_patterns:
+        if isinstance(p, URLResolver):
+            ns = f"{prefix}{p.namespace}:" if p.namespace else prefix
+            names |= url_names(p, ns)
+        elif isinstance(p, URLPattern) and p.name:
+            names.add(prefix + p.name)
+    return names
+
+
+def test_the_matrix_lists_every_url():
+    portal_urls = {n for n in url_names() if not n.startswith("admin:")}
+    assert portal_urls - set(MATRIX) == set(), "add these URLs to the permission matrix"
+    assert set(MATRIX) - portal_urls - {"admin:index"} == set()
+
+
+@pytest.fixture
+def objects(site, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        req = vm_request_create(
+            requester=site.student, name="matrix", template=site.template, vcpus=1,
+            memory_mib=512, disk_gib=2, purpose="x", faculty=site.faculty)
+        other = vm_request_create(
+            requester=site.student, name="matrix-vm", template=site.template, vcpus=1,
+            memory_mib=512, disk_gib=2, purpose="x", faculty=site.faculty)
+        vm = VirtualMachine.objects.create(
+            name="matrix-vm", owner=site.student, organisation=site.org, request=other,
+            template=site.template, host=site.host, vcpus=1, memory_mib=512, disk_gib=2,
+            state=VMState.RUNNING)
+        other.stage = "approved"
+        other.save()
+        op = Operation.objects.create(kind=OperationKind.START, vm=vm,
+                                      status=OperationStatus.FAILED, message="x")
+    return {"request": req, "vm": vm, "operation": op, "host": site.host}
+
+
+def url_for(name, kind, objects):
+    if kind is None:
+        return reverse(name)
+    if kind == "vm_action":
+        return reverse(name, args=[objects["vm"].pk, "suspend"])
+    return reverse(name, args=[objects[kind].pk])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_permission_matrix(site, objects, django_capture_on_commit_callbacks, name, role):
+    method, kind, expected = MATRIX[name]
+    client = site.client(None if role == "anon" else site.users[role])
+    url = url_for(name, kind, objects)
+    data = {"seen_stage": "faculty", "reason": "matrix"} if "request_" in name else {}
+    with django_capture_on_commit_callbacks(execute=False):
+        response = getattr(client, method)(url, data)
+    assert response.status_code == expected[role], (name, role, response.status_code)
+    if role == "anon" and expected[role] == LOGIN and name != "logout":
+        assert response["Location"].startswith(reverse("login") if not name.startswith(
+            "admin:") else reverse("admin:login"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(n for n, (m, _, _) in MATRIX.items() if m == "post"))
+def test_state_changes_refuse_get(site, objects, name):
+    _, kind, _ = MATRIX[name]
+    response = site.client(site.admin).get(url_for(name, kind, objects))
+    assert response.status_code == 405
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(n for n, (m, _, _) in MATRIX.items() if m == "post"))
+def test_state_changes_need_a_csrf_token(site, objects, name):
+    _, kind, _ = MATRIX[name]
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(site.admin)
+    response = client.post(url_for(name, kind, objects), {"seen_stage": "faculty"})
+    assert response.status_code == 403

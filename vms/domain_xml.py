@@ -1,0 +1,286 @@
+"""Build and read libvirt domain XML with ElementTree; no Django, no libvirt."""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+import uuid as uuid_mod
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+PORTAL_NS = "https://portal.invalid/xmlns/vm/1"
+PORTAL_PREFIX = "portal"
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+NETWORK_RE = re.compile(r"^[a-z][a-z0-9._-]{0,62}$")
+METADATA_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# Characters XML 1.0 cannot carry at all; ElementTree would write them and produce bad XML.
+_NOT_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# VNC authentication uses at most 8 characters; accepting more would be false security.
+_VNC_PASSWORD_RE = re.compile(r"^[\x21-\x7e]{1,8}$")
+
+DOMAIN_TYPES = ("kvm", "qemu", "test")
+DISK_FORMATS = ("qcow2", "raw")
+MIN_MEMORY_MIB = 64
+MAX_MEMORY_MIB = 4 * 1024 * 1024
+MAX_VCPUS = 256
+VNC_PORTS = range(5900, 65536)
+
+_SIZE_UNITS = {
+    "b": 1, "bytes": 1,
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
+}  # fmt: skip
+
+ET.register_namespace(PORTAL_PREFIX, PORTAL_NS)
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything the portal decides about one VM's libvirt definition."""
+
+    name: str
+    uuid: str
+    domain_type: str  # 'kvm' | 'qemu' | 'test'
+    vcpus: int
+    memory_mib: int
+    disk_path: str
+    disk_format: str = "qcow2"
+    network: str = "default"
+    mac: str = ""  # empty lets libvirt choose
+    portgroup: str | None = None
+    description: str = ""
+    vnc_port: int | None = None  # None -> autoport
+    vnc_listen: str = "127.0.0.1"
+    vnc_password: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ParsedDomain:
+    """The parts of a domain's XML the portal reads back."""
+
+    name: str
+    uuid: str
+    vcpus: int
+    memory_mib: int
+    disk_paths: list[str]
+    macs: list[str]
+    vnc_port: int | None
+    metadata: dict[str, str]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_text(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, not {type(value).__name__}")
+    if _NOT_XML_RE.search(value):
+        raise ValueError(f"{what} contains control characters that XML cannot hold")
+    return value
+
+
+def _check_name(what: str, value: object, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"invalid {what} {value!r}: it must match {pattern.pattern}")
+    return value
+
+
+def _check_abs_path(what: str, value: object) -> str:
+    text = _check_text(what, value)
+    if (
+        not text.startswith("/")
+        or text.startswith("//")
+        or posixpath.normpath(text) != text
+        or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+    ):
+        raise ValueError(f"invalid {what} {value!r}: give an absolute, normalised path")
+    return text
+
+
+def validate_spec(spec: DomainSpec) -> None:
+    """Raise ValueError naming the first field of spec that cannot be used."""
+    _check_name("domain name", spec.name, NAME_RE)
+    try:
+        uuid_mod.UUID(str(spec.uuid))
+    except ValueError:
+        raise ValueError(f"invalid uuid {spec.uuid!r}") from None
+    if spec.domain_type not in DOMAIN_TYPES:
+        raise ValueError(f"invalid domain type {spec.domain_type!r}: use one of {DOMAIN_TYPES}")
+    if not _is_int(spec.vcpus) or not 1 <= spec.vcpus <= MAX_VCPUS:
+        raise ValueError(f"invalid vcpus {spec.vcpus!r}: give 1 to {MAX_VCPUS}")
+    if not _is_int(spec.memory_mib) or not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
+        raise ValueError(
+            f"invalid memory {spec.memory_mib!r} MiB: give {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB}"
+        )
+    _check_abs_path("disk path", spec.disk_path)
+    if spec.disk_format not in DISK_FORMATS:
+        raise ValueError(f"invalid disk format {spec.disk_format!r}: use one of {DISK_FORMATS}")
+    _check_name("network name", spec.network, NETWORK_RE)
+    if not isinstance(spec.mac, str):
+        raise ValueError(f"invalid MAC address {spec.mac!r}: give text or ''")
+    if spec.mac:
+        if not MAC_RE.fullmatch(spec.mac.lower()):
+            raise ValueError(f"invalid MAC address {spec.mac!r}: use six hex pairs joined by ':'")
+        if int(spec.mac[:2], 16) & 1:
+            raise ValueError(f"invalid MAC address {spec.mac!r}: it is multicast")
+    if spec.portgroup is not None:
+        _check_name("portgroup", spec.portgroup, NETWORK_RE)
+    _check_text("description", spec.description)
+    if spec.vnc_port is not None and (not _is_int(spec.vnc_port) or spec.vnc_port not in VNC_PORTS):
+        raise ValueError(f"invalid VNC port {spec.vnc_port!r}: give 5900 to 65535 or None")
+    try:
+        ipaddress.ip_address(spec.vnc_listen)
+    except ValueError:
+        raise ValueError(f"invalid VNC listen address {spec.vnc_listen!r}") from None
+    if spec.vnc_password is not None and (
+        not isinstance(spec.vnc_password, str) or not _VNC_PASSWORD_RE.fullmatch(spec.vnc_password)
+    ):
+        raise ValueError("invalid VNC password: give 1 to 8 printable ASCII characters")
+    if not isinstance(spec.metadata, dict):
+        raise ValueError("metadata must be a dict of text")
+    for key, value in spec.metadata.items():
+        _check_name("metadata key", key, METADATA_KEY_RE)
+        _check_text(f"metadata value of {key!r}", value)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
+    elem = ET.SubElement(parent, tag, attrib)
+    if text is not None:
+        elem.text = text
+    return elem
+
+
+def build_domain_xml(spec: DomainSpec) -> str:
+    """Return the libvirt domain XML for spec; raise ValueError on a bad spec."""
+    validate_spec(spec)
+    root = ET.Element("domain", type=spec.domain_type)
+    _sub(root, "name", spec.name)
+    _sub(root, "uuid", str(uuid_mod.UUID(str(spec.uuid))))
+    if spec.description:
+        _sub(root, "description", spec.description)
+    if spec.metadata:
+        vm = _sub(_sub(root, "metadata"), f"{{{PORTAL_NS}}}vm")
+        for key, value in spec.metadata.items():
+            _sub(vm, f"{{{PORTAL_NS}}}{key}", value)
+    _sub(root, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(root, "currentMemory", str(spec.memory_mib), unit="MiB")
+    _sub(root, "vcpu", str(spec.vcpus), placement="static")
+
+    os_el = _sub(root, "os")
+    # No machine attribute: libvirt picks the host's default, which survives qemu upgrades.
+    _sub(os_el, "type", "hvm", arch="x86_64")
+    _sub(os_el, "boot", dev="hd")
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if spec.domain_type == "kvm":
+        _sub(root, "cpu", mode="host-passthrough")
+    _sub(root, "clock", offset="utc")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "restart")
+    _sub(root, "on_crash", "destroy")
+
+    devices = _sub(root, "devices")
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type=spec.disk_format)
+    _sub(disk, "source", file=spec.disk_path)
+    _sub(disk, "target", dev="vda", bus="virtio")
+
+    nic = _sub(devices, "interface", type="network")
+    if spec.mac:
+        _sub(nic, "mac", address=spec.mac.lower())
+    source = _sub(nic, "source", network=spec.network)
+    if spec.portgroup:
+        source.set("portgroup", spec.portgroup)
+    _sub(nic, "model", type="virtio")
+
+    _sub(_sub(devices, "serial", type="pty"), "target", port="0")
+    _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
+
+    graphics = _sub(devices, "graphics", type="vnc", listen=spec.vnc_listen)
+    if spec.vnc_port is None:
+        graphics.set("autoport", "yes")
+    else:
+        graphics.set("port", str(spec.vnc_port))
+        graphics.set("autoport", "no")
+    if spec.vnc_password is not None:
+        graphics.set("passwd", spec.vnc_password)
+    _sub(graphics, "listen", type="address", address=spec.vnc_listen)
+
+    _sub(_sub(devices, "video"), "model", type="vga")
+    _sub(devices, "memballoon", model="virtio")
+    return ET.tostring(root, encoding="unicode")
+
+
+def _memory_mib(elem: ET.Element | None) -> int:
+    if elem is None or not (elem.text or "").strip():
+        raise ValueError("domain XML has no <memory>")
+    unit = elem.get("unit", "KiB").lower()
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"domain XML has an unknown memory unit {unit!r}")
+    try:
+        amount = int(elem.text.strip())
+    except ValueError:
+        raise ValueError(f"domain XML has a bad memory amount {elem.text!r}") from None
+    return amount * _SIZE_UNITS[unit] // (1024 * 1024)
+
+
+def parse_domain_xml(xml: str) -> ParsedDomain:
+    """Read the portal's view of a domain from its XML; raise ValueError if unreadable."""
+    try:
+        # libvirt's own output; ElementTree fetches no external entities and expat caps expansion.
+        root = ET.fromstring(xml)  # noqa: S314
+    except ET.ParseError as exc:
+        raise ValueError(f"domain XML does not parse: {exc}") from None
+    if root.tag != "domain":
+        raise ValueError(f"root element is <{root.tag}>, not <domain>")
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise ValueError("domain XML has no <name>")
+    try:
+        vcpus = int((root.findtext("vcpu") or "").strip())
+    except ValueError:
+        raise ValueError("domain XML has no valid <vcpu>") from None
+
+    disk_paths = [
+        src.get("file") or src.get("dev") or ""
+        for disk in root.iterfind("devices/disk")
+        if disk.get("device", "disk") == "disk"
+        for src in disk.iterfind("source")
+    ]
+    macs = [
+        mac.get("address", "").lower()
+        for mac in root.iterfind("devices/interface/mac")
+        if mac.get("address")
+    ]
+    vnc_port = None
+    for graphics in root.iterfind("devices/graphics"):
+        if graphics.get("type") == "vnc":
+            port = graphics.get("port", "")
+            # libvirt writes port='-1' for an autoport display that is not running.
+            if port.isdigit() and int(port) > 0:
+                vnc_port = int(port)
+            break
+    metadata: dict[str, str] = {}
+    vm = root.find(f"metadata/{{{PORTAL_NS}}}vm")
+    if vm is not None:
+        for child in vm:
+            key = child.tag.rpartition("}")[2]
+            metadata[key] = child.text or ""
+    return ParsedDomain(
+        name=name,
+        uuid=(root.findtext("uuid") or "").strip(),
+        vcpus=vcpus,
+        memory_mib=_memory_mib(root.find("memory")),
+        disk_paths=[p for p in disk_paths if p],
+        macs=macs,
+        vnc_port=vnc_port,
+        metadata=metadata,
+    )

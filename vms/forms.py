@@ -1,0 +1,59 @@
+"""Forms of the VMs application: they parse; services decide."""
+
+from __future__ import annotations
+
+from django import forms
+
+from hosts.models import NAME_VALIDATOR, Template
+from portal.accounts.models import Role, User
+
+from .models import RequestStage
+from .services.sizes import size_bounds
+from .services.workflow import faculty_choices
+
+
+class FacultyChoiceField(forms.ModelChoiceField):
+    """Show faculty by full name and username."""
+
+    def label_from_instance(self, obj: User) -> str:
+        return str(obj)
+
+
+class VMRequestForm(forms.Form):
+    """What a requester fills in to ask for a VM."""
+
+    name = forms.CharField(
+        max_length=63, validators=[NAME_VALIDATOR],
+        help_text="Lower-case letters, digits and hyphens, starting with a letter.",
+        widget=forms.TextInput(attrs={"autofocus": True, "placeholder": "e.g. thesis-lab"}),
+    )
+    template = forms.ModelChoiceField(queryset=Template.objects.filter(is_active=True),
+                                      empty_label=None)
+    vcpus = forms.IntegerField(label="vCPUs", min_value=1, initial=1)
+    memory_mib = forms.IntegerField(label="RAM (MiB)", min_value=64, initial=512)
+    disk_gib = forms.IntegerField(label="Disk (GiB)", min_value=1, initial=2)
+    purpose = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
+                              help_text="What the VM is for; approvers read this.")
+    faculty = FacultyChoiceField(queryset=User.objects.none(), required=False,
+                                 help_text="The faculty member who approves first.")
+
+    def __init__(self, *args: object, requester: User, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.requester = requester
+        if requester.role == Role.USER:
+            self.fields["faculty"].queryset = faculty_choices(requester=requester)
+            self.fields["faculty"].required = True
+        else:
+            del self.fields["faculty"]
+
+    def template_bounds(self) -> list[tuple[Template, dict[str, tuple[int, int]]]]:
+        """Return each offered template with the sizes it allows, for the page to show."""
+        return [(t, size_bounds(t)) for t in self.fields["template"].queryset]
+
+
+class DecisionForm(forms.Form):
+    """An approver's reason, and the stage they saw, so a stale page changes nothing."""
+
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False,
+                             max_length=2000)
+    seen_stage = forms.ChoiceField(choices=RequestStage.choices, widget=forms.HiddenInput)

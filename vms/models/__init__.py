@@ -1,0 +1,17 @@
+"""Models of the VMs application."""
+
+from .machines import VirtualMachine, VMState
+from .operations import Operation, OperationKind, OperationStatus
+from .requests import ApprovalStep, Decision, RequestStage, VMRequest
+
+__all__ = [
+    "ApprovalStep",
+    "Decision",
+    "Operation",
+    "OperationKind",
+    "OperationStatus",
+    "RequestStage",
+    "VMRequest",
+    "VMState",
+    "VirtualMachine",
+]

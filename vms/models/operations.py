@@ -1,0 +1,86 @@
+"""Durable intent: every action on a hypervisor is first an Operation row."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class OperationKind(models.TextChoices):
+    """What an operation does."""
+
+    INSTALL = "install", "Install"
+    START = "start", "Start"
+    SHUTDOWN = "shutdown", "Shut down"
+    DESTROY = "destroy", "Force off"
+    REBOOT = "reboot", "Reboot"
+    SUSPEND = "suspend", "Suspend"
+    RESUME = "resume", "Resume"
+    DELETE = "delete", "Delete"
+    HOST_REFRESH = "host_refresh", "Refresh host"
+
+
+class OperationStatus(models.TextChoices):
+    """Where an operation stands."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Done"
+    FAILED = "failed", "Failed"
+
+
+ACTIVE_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)
+
+
+class Operation(models.Model):
+    """One action on a VM or host, queued -> running -> succeeded | failed."""
+
+    kind = models.CharField(max_length=24, choices=OperationKind.choices)
+    vm = models.ForeignKey(
+        "vms.VirtualMachine", on_delete=models.PROTECT, null=True, blank=True,
+        related_name="operations",
+    )
+    host = models.ForeignKey(
+        "hosts.Host", on_delete=models.PROTECT, null=True, blank=True, related_name="operations"
+    )
+    arguments = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=OperationStatus.choices, default=OperationStatus.QUEUED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    progress = models.CharField(max_length=200, blank=True, help_text="The step under way.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+        related_name="operations",
+    )
+    dismissed = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "enqueued_at"], name="vms_operation_status_enq"),
+            models.Index(fields=["vm", "status"], name="vms_operation_vm_status"),
+        ]
+        constraints = [
+            # One operation at a time per VM: two workers never act on one domain at once.
+            models.UniqueConstraint(
+                fields=["vm"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="%(app_label)s_%(class)s_one_active_per_vm",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        target = self.vm or self.host or "-"
+        return f"{self.get_kind_display()} {target} ({self.get_status_display()})"
+
+    @property
+    def is_active(self) -> bool:
+        """Return whether the operation is queued or running."""
+        return self.status in ACTIVE_STATUSES

@@ -1,0 +1,92 @@
+"""Requests for new VMs and the approval steps they pass through."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from hosts.models import NAME_VALIDATOR
+
+
+class RequestStage(models.TextChoices):
+    """Where a request stands in the approval chain."""
+
+    FACULTY = "faculty", "Awaiting faculty"
+    ORG_ADMIN = "org_admin", "Awaiting org-admin"
+    ADMIN = "admin", "Awaiting admin"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+PENDING_STAGES = (RequestStage.FACULTY, RequestStage.ORG_ADMIN, RequestStage.ADMIN)
+
+
+class Decision(models.TextChoices):
+    """What an approver decided."""
+
+    SUBMITTED = "submitted", "Submitted"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class VMRequest(models.Model):
+    """A person's request for a new VM."""
+
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="vm_requests"
+    )
+    organisation = models.ForeignKey(
+        "accounts.Organisation", on_delete=models.PROTECT, related_name="vm_requests"
+    )
+    faculty = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+        related_name="faculty_requests", help_text="The faculty who approves first.",
+    )
+    name = models.CharField(max_length=63, validators=[NAME_VALIDATOR])
+    template = models.ForeignKey("hosts.Template", on_delete=models.PROTECT)
+    vcpus = models.PositiveIntegerField("vCPUs")
+    memory_mib = models.PositiveIntegerField("RAM (MiB)")
+    disk_gib = models.PositiveIntegerField("disk (GiB)")
+    purpose = models.TextField()
+    stage = models.CharField(max_length=16, choices=RequestStage.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "VM request"
+        indexes = [models.Index(fields=["stage", "organisation"], name="vms_vmrequest_stage_org")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=models.Q(stage__in=["faculty", "org_admin", "admin"]),
+                name="%(app_label)s_%(class)s_pending_name",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_stage_display()})"
+
+    @property
+    def is_pending(self) -> bool:
+        """Return whether the request still waits for someone."""
+        return self.stage in PENDING_STAGES
+
+
+class ApprovalStep(models.Model):
+    """One decision on a request: who, when, what, why."""
+
+    request = models.ForeignKey(VMRequest, on_delete=models.CASCADE, related_name="steps")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    stage = models.CharField(max_length=16, choices=RequestStage.choices)
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_decision_display()} by {self.actor} at {self.stage}"

@@ -1,0 +1,1 @@
+"""Services own every write of the VMs application."""

@@ -1,0 +1,37 @@
+"""The one check of VM sizes against the template's and the site's bounds."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from hosts.models import Template
+
+
+def size_bounds(template: Template) -> dict[str, tuple[int, int]]:
+    """Return the (lowest, highest) vCPUs, RAM and disk a VM of this template may have."""
+    site = settings.PORTAL
+    return {
+        "vcpus": (template.min_vcpus, min(template.max_vcpus, site["MAX_VCPUS"])),
+        "memory_mib": (template.min_memory_mib,
+                       min(template.max_memory_mib, site["MAX_MEMORY_MIB"])),
+        "disk_gib": (template.min_disk_gib, min(template.max_disk_gib, site["MAX_DISK_GIB"])),
+    }
+
+
+UNITS = {"vcpus": "vCPUs", "memory_mib": "MiB", "disk_gib": "GiB"}
+
+
+def vm_sizes_validate(*, template: Template, vcpus: int | None, memory_mib: int | None,
+                      disk_gib: int | None) -> None:
+    """Raise a ValidationError naming every size outside its bounds."""
+    errors: dict[str, str] = {}
+    given = {"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    for field, (lo, hi) in size_bounds(template).items():
+        value = given[field]
+        if value is None:
+            errors[field] = "This field is required."
+        elif not lo <= value <= hi:
+            errors[field] = f"Choose between {lo} and {hi} {UNITS[field]} for {template.name}."
+    if errors:
+        raise ValidationError(errors)

@@ -1,0 +1,196 @@
+"""The approval chain of VM requests: user -> faculty -> org-admin -> admin."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from hosts.models import Template
+from portal import permissions
+from portal.accounts.models import Role, User
+from portal.errors import PortalError
+
+from ..models import (
+    ApprovalStep,
+    Decision,
+    RequestStage,
+    VirtualMachine,
+    VMRequest,
+)
+from ..models.machines import LIVE_STATES
+from ..models.requests import PENDING_STAGES
+from .notify import absolute_url, notify
+from .sizes import vm_sizes_validate
+
+# The first stage a request waits at, by the requester's role: senior roles skip the
+# steps below them.
+FIRST_STAGE = {
+    Role.USER: RequestStage.FACULTY,
+    Role.FACULTY: RequestStage.ORG_ADMIN,
+    Role.ORG_ADMIN: RequestStage.ADMIN,
+    Role.ADMIN: RequestStage.ADMIN,
+}
+NEXT_STAGE = {
+    RequestStage.FACULTY: RequestStage.ORG_ADMIN,
+    RequestStage.ORG_ADMIN: RequestStage.ADMIN,
+    RequestStage.ADMIN: RequestStage.APPROVED,
+}
+
+
+def faculty_choices(*, requester: User):  # noqa: ANN201 - a queryset of users
+    """Return the faculty who may approve the requester's requests."""
+    return User.objects.filter(
+        role=Role.FACULTY, organisation_id=requester.organisation_id, is_active=True
+    ).exclude(pk=requester.pk)
+
+
+def name_in_use(name: str) -> bool:
+    """Return whether a live VM or a pending request already has this name."""
+    return (
+        VirtualMachine.objects.filter(name=name, state__in=LIVE_STATES).exists()
+        or VMRequest.objects.filter(name=name, stage__in=PENDING_STAGES).exists()
+    )
+
+
+def vm_request_create(
+    *, requester: User, name: str, template: Template, vcpus: int, memory_mib: int,
+    disk_gib: int, purpose: str, faculty: User | None = None,
+) -> VMRequest:
+    """Submit a request for a new VM at the first stage the requester's role allows."""
+    errors: dict[str, str] = {}
+    if requester.organisation_id is None:
+        raise ValidationError("Your account has no organisation; ask an admin to add you to one.")
+    if not template.is_active:
+        errors["template"] = "This template is no longer offered."
+    stage = FIRST_STAGE[Role(requester.role)]
+    if stage == RequestStage.FACULTY:
+        if faculty is None:
+            errors["faculty"] = "Choose the faculty who will approve this request."
+        elif not faculty_choices(requester=requester).filter(pk=faculty.pk).exists():
+            errors["faculty"] = "Choose a faculty member of your own organisation."
+    else:
+        faculty = None
+    if name_in_use(name):
+        errors["name"] = "A VM or pending request already has this name."
+    try:
+        vm_sizes_validate(template=template, vcpus=vcpus, memory_mib=memory_mib,
+                          disk_gib=disk_gib)
+    except ValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.message_dict.items()})
+    if not purpose.strip():
+        errors["purpose"] = "Say what the VM is for."
+    if errors:
+        raise ValidationError(errors)
+
+    request = VMRequest(
+        requester=requester, organisation_id=requester.organisation_id, faculty=faculty,
+        name=name, template=template, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
+        purpose=purpose.strip(), stage=stage,
+    )
+    request.full_clean()
+    try:
+        with transaction.atomic():
+            request.save()
+            ApprovalStep.objects.create(
+                request=request, actor=requester, stage=stage, decision=Decision.SUBMITTED
+            )
+    except IntegrityError as exc:
+        raise ValidationError({"name": "A VM or pending request already has this name."}) from exc
+    _notify_approvers(request)
+    return request
+
+
+def _approvers(request: VMRequest) -> list[str]:
+    if request.stage == RequestStage.FACULTY and request.faculty:
+        return [request.faculty.email]
+    if request.stage == RequestStage.ORG_ADMIN:
+        return list(User.objects.filter(role=Role.ORG_ADMIN, is_active=True,
+                                        organisation_id=request.organisation_id)
+                    .values_list("email", flat=True))
+    if request.stage == RequestStage.ADMIN:
+        return list(User.objects.filter(role=Role.ADMIN, is_active=True)
+                    .values_list("email", flat=True))
+    return []
+
+
+def _notify_approvers(request: VMRequest) -> None:
+    notify(
+        recipients=_approvers(request),
+        subject=f"Request {request.name} awaits your approval",
+        body=(f"{request.requester} asks for VM {request.name} "
+              f"({request.vcpus} vCPUs, {request.memory_mib} MiB, {request.disk_gib} GiB).\n"
+              f"Purpose: {request.purpose}\n\n{absolute_url('vms:approvals')}"),
+    )
+
+
+def _lock_for_decision(request: VMRequest, actor: User, seen_stage: str | None) -> VMRequest:
+    locked = VMRequest.objects.select_for_update().get(pk=request.pk)
+    if not locked.is_pending:
+        raise PortalError(f"Request {locked.name} is already {locked.get_stage_display().lower()}.")
+    if seen_stage is not None and locked.stage != seen_stage:
+        raise PortalError(
+            f"Request {locked.name} has moved on to '{locked.get_stage_display()}' since you "
+            "opened it; nothing was changed."
+        )
+    if not permissions.can_decide(actor, locked):
+        raise PortalError(f"You may not decide on request {locked.name} at this stage.")
+    return locked
+
+
+def vm_request_approve(*, request: VMRequest, actor: User, reason: str = "",
+                       seen_stage: str | None = None) -> VMRequest:
+    """Approve the request at its stage; an admin's approval is final and installs the VM."""
+    from .lifecycle import vm_create_from_request
+
+    with transaction.atomic():
+        locked = _lock_for_decision(request, actor, seen_stage)
+        stage = RequestStage(locked.stage)
+        ApprovalStep.objects.create(request=locked, actor=actor, stage=stage,
+                                    decision=Decision.APPROVED, reason=reason.strip())
+        locked.stage = (RequestStage.APPROVED if permissions.is_admin(actor)
+                        else NEXT_STAGE[stage])
+        locked.full_clean()
+        locked.save(update_fields=["stage", "updated_at"])
+        if locked.stage == RequestStage.APPROVED:
+            vm_create_from_request(request=locked, actor=actor)
+            body = (f"{actor} approved your request {locked.name}. The VM is being installed; "
+                    f"follow it at {absolute_url('vms:vm_list')}")
+        else:
+            body = (f"{actor} approved your request {locked.name}; it now waits for "
+                    f"{locked.get_stage_display().lower().replace('awaiting ', 'the ')}.")
+            _notify_approvers(locked)
+        if reason.strip():
+            body += f"\n\nReason: {reason.strip()}"
+        notify(recipients=[locked.requester.email],
+               subject=f"Request {locked.name} approved by {actor.get_username()}", body=body)
+    return locked
+
+
+def vm_request_reject(*, request: VMRequest, actor: User, reason: str,
+                      seen_stage: str | None = None) -> VMRequest:
+    """Reject the request with a reason; nothing is installed."""
+    if not reason.strip():
+        raise ValidationError({"reason": "Give a reason for the rejection."})
+    with transaction.atomic():
+        locked = _lock_for_decision(request, actor, seen_stage)
+        ApprovalStep.objects.create(request=locked, actor=actor, stage=locked.stage,
+                                    decision=Decision.REJECTED, reason=reason.strip())
+        locked.stage = RequestStage.REJECTED
+        locked.save(update_fields=["stage", "updated_at"])
+        notify(recipients=[locked.requester.email],
+               subject=f"Request {locked.name} rejected",
+               body=f"{actor} rejected your request {locked.name}.\n\nReason: {reason.strip()}")
+    return locked
+
+
+def vm_request_cancel(*, request: VMRequest, actor: User) -> VMRequest:
+    """Withdraw a pending request on its requester's behalf."""
+    with transaction.atomic():
+        locked = VMRequest.objects.select_for_update().get(pk=request.pk)
+        if not permissions.can_cancel(actor, locked):
+            raise PortalError(f"Request {locked.name} can no longer be cancelled.")
+        ApprovalStep.objects.create(request=locked, actor=actor, stage=locked.stage,
+                                    decision=Decision.CANCELLED)
+        locked.stage = RequestStage.CANCELLED
+        locked.save(update_fields=["stage", "updated_at"])
+    return locked

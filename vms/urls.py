@@ -1,0 +1,28 @@
+"""URLs of requests, approvals, VMs and operations."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "vms"
+
+urlpatterns = [
+    path("requests/", views.request_list, name="request_list"),
+    path("requests/new/", views.request_create, name="request_create"),
+    path("requests/<int:pk>/", views.request_detail, name="request_detail"),
+    path("requests/<int:pk>/approve/", views.request_decide, {"decision": "approve"},
+         name="request_approve"),
+    path("requests/<int:pk>/reject/", views.request_decide, {"decision": "reject"},
+         name="request_reject"),
+    path("requests/<int:pk>/cancel/", views.request_cancel, name="request_cancel"),
+    path("approvals/", views.approvals, name="approvals"),
+    path("vms/", views.vm_list, name="vm_list"),
+    path("vms/<int:pk>/", views.vm_detail, name="vm_detail"),
+    path("vms/<int:pk>/status/", views.vm_status, name="vm_status"),
+    path("vms/<int:pk>/<str:action>/", views.vm_action, name="vm_action"),
+    path("operations/", views.operation_list, name="operation_list"),
+    path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},
+         name="operation_retry"),
+    path("operations/<int:pk>/dismiss/", views.operation_manage, {"action": "dismiss"},
+         name="operation_dismiss"),
+]

@@ -1,0 +1,256 @@
+"""Views of requests, approvals, VMs and operations: parse, check, call a service, redirect."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_tables2 import RequestConfig
+
+from portal import permissions
+from portal.errors import PortalError
+
+from .forms import DecisionForm, VMRequestForm
+from .models import Operation, OperationKind, OperationStatus, VMState
+from .services.lifecycle import ACTION_STATES, vm_action_request
+from .services.operations import operation_dismiss, operation_retry
+from .services.workflow import (
+    vm_request_approve,
+    vm_request_cancel,
+    vm_request_create,
+    vm_request_reject,
+)
+from .tables import OperationTable, VirtualMachineTable, VMRequestTable
+
+PER_PAGE = 25
+
+
+def _table(request: HttpRequest, table: object) -> object:
+    RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(table)
+    return table
+
+
+@login_required
+@require_GET
+def request_list(request: HttpRequest) -> HttpResponse:
+    """List the requests the user made or may see."""
+    mine = request.GET.get("scope") != "all"
+    qs = permissions.requests_visible_to(request.user).select_related("requester", "template")
+    if mine:
+        qs = qs.filter(requester=request.user)
+    table = _table(request, VMRequestTable(qs))
+    return render(request, "vms/request_list.html", {"table": table, "mine": mine})
+
+
+@login_required
+def request_create(request: HttpRequest) -> HttpResponse:
+    """Show and take the form asking for a new VM."""
+    form = VMRequestForm(request.POST or None, requester=request.user)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            vm_request = vm_request_create(
+                requester=request.user, name=data["name"], template=data["template"],
+                vcpus=data["vcpus"], memory_mib=data["memory_mib"], disk_gib=data["disk_gib"],
+                purpose=data["purpose"], faculty=data.get("faculty"),
+            )
+        except ValidationError as exc:
+            _form_errors(form, exc)
+        else:
+            waits = vm_request.get_stage_display().lower().replace("awaiting", "awaits")
+            messages.success(request, f"Request {vm_request.name} submitted; it now {waits}.")
+            return redirect("vms:request_detail", pk=vm_request.pk)
+    return render(request, "vms/request_form.html", {"form": form})
+
+
+def _form_errors(form: object, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+@login_required
+@require_GET
+def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show a request with its approval history and the actions open to the user."""
+    vm_request = get_object_or_404(
+        permissions.requests_visible_to(request.user).select_related(
+            "requester", "faculty", "template", "organisation"), pk=pk)
+    steps = vm_request.steps.select_related("actor")
+    context = {
+        "vm_request": vm_request,
+        "steps": steps,
+        "can_decide": permissions.can_decide(request.user, vm_request),
+        "can_cancel": permissions.can_cancel(request.user, vm_request),
+        "decision_form": DecisionForm(initial={"seen_stage": vm_request.stage}),
+        "vm": getattr(vm_request, "vm", None),
+    }
+    return render(request, "vms/request_detail.html", context)
+
+
+@login_required
+@require_POST
+def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+    """Approve or reject a request at its current stage."""
+    vm_request = get_object_or_404(permissions.requests_visible_to(request.user), pk=pk)
+    permissions.require(permissions.can_decide(request.user, vm_request)
+                        or not vm_request.is_pending)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The decision form was incomplete; nothing was changed.")
+        return redirect("vms:request_detail", pk=pk)
+    reason, seen = form.cleaned_data["reason"], form.cleaned_data["seen_stage"]
+    try:
+        if decision == "approve":
+            done = vm_request_approve(request=vm_request, actor=request.user, reason=reason,
+                                      seen_stage=seen)
+            messages.success(request, f"Approved {done.name}: {done.get_stage_display()}.")
+        else:
+            done = vm_request_reject(request=vm_request, actor=request.user, reason=reason,
+                                     seen_stage=seen)
+            messages.success(request, f"Rejected {done.name}.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    next_url = request.POST.get("next")
+    if next_url == "approvals":
+        return redirect("vms:approvals")
+    return redirect("vms:request_detail", pk=pk)
+
+
+@login_required
+@require_POST
+def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Withdraw one's own pending request."""
+    vm_request = get_object_or_404(permissions.requests_visible_to(request.user), pk=pk)
+    permissions.require(permissions.can_cancel(request.user, vm_request)
+                        or not vm_request.is_pending)
+    try:
+        vm_request_cancel(request=vm_request, actor=request.user)
+        messages.success(request, f"Request {vm_request.name} cancelled.")
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    return redirect("vms:request_detail", pk=pk)
+
+
+@login_required
+@require_GET
+def approvals(request: HttpRequest) -> HttpResponse:
+    """List the requests waiting for the user's decision."""
+    qs = permissions.requests_awaiting(request.user).select_related(
+        "requester", "template", "faculty").order_by("created_at")
+    return render(request, "vms/approvals.html", {"pending": qs[:PER_PAGE],
+                                                  "count": qs.count()})
+
+
+@login_required
+@require_GET
+def vm_list(request: HttpRequest) -> HttpResponse:
+    """List the VMs the user may see."""
+    show_deleted = request.GET.get("deleted") == "1"
+    qs = permissions.vms_visible_to(request.user).select_related(
+        "owner", "host", "private_ip")
+    if not show_deleted:
+        qs = qs.exclude(state=VMState.DELETED)
+    table = _table(request, VirtualMachineTable(qs))
+    return render(request, "vms/vm_list.html", {"table": table, "show_deleted": show_deleted})
+
+
+def _vm_context(request: HttpRequest, pk: int) -> dict:
+    vm = get_object_or_404(
+        permissions.vms_visible_to(request.user).select_related(
+            "owner", "host", "datastore", "template", "organisation", "request"), pk=pk)
+    ops = vm.operations.select_related("requested_by")[:10]
+    active = any(op.is_active for op in ops)
+    can_operate = permissions.can_operate_vm(request.user, vm)
+    actions = []
+    if can_operate and not active:
+        actions = [kind for kind, states in ACTION_STATES.items() if vm.state in states]
+    return {
+        "vm": vm,
+        "ip": getattr(vm, "private_ip", None),
+        "operations": ops,
+        "active": active,
+        "actions": [(k.value, k.label) for k in actions],
+        "can_operate": can_operate,
+        "is_admin": permissions.is_admin(request.user),
+    }
+
+
+@login_required
+@require_GET
+def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show a VM with its state, placement, address and operations."""
+    return render(request, "vms/vm_detail.html", _vm_context(request, pk))
+
+
+@login_required
+@require_GET
+def vm_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """Render the VM's live part (state, actions, operations) for polling."""
+    return render(request, "vms/_vm_live.html", _vm_context(request, pk))
+
+
+@login_required
+@require_POST
+def vm_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Queue a power action or deletion on a VM."""
+    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
+    try:
+        kind = OperationKind(action)
+    except ValueError:
+        kind = None
+    if kind not in ACTION_STATES:
+        messages.error(request, f"'{action}' is not an action on a VM.")
+        return redirect("vms:vm_detail", pk=pk)
+    permissions.require(permissions.can_operate_vm(request.user, vm))
+    try:
+        vm_action_request(vm=vm, kind=kind, actor=request.user)
+        messages.success(request, f"{kind.label} of {vm.name} queued.")
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    return redirect("vms:vm_detail", pk=pk)
+
+
+@login_required
+@require_GET
+def operation_list(request: HttpRequest) -> HttpResponse:
+    """List operations the user may see; admins may narrow to failed ones."""
+    qs = permissions.operations_visible_to(request.user).select_related(
+        "vm", "host", "requested_by")
+    status = request.GET.get("status", "")
+    if status in OperationStatus.values:
+        qs = qs.filter(status=status)
+    if request.GET.get("attention") == "1":
+        qs = qs.filter(status=OperationStatus.FAILED, dismissed=False)
+    table = _table(request, OperationTable(qs))
+    return render(request, "vms/operation_list.html", {
+        "table": table, "status": status, "statuses": OperationStatus.choices,
+        "attention": request.GET.get("attention") == "1",
+    })
+
+
+@login_required
+@require_POST
+def operation_manage(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Retry or dismiss a failed operation (admins)."""
+    permissions.require(permissions.can_manage_operations(request.user))
+    op = get_object_or_404(Operation, pk=pk)
+    try:
+        if action == "retry":
+            operation_retry(operation=op, actor=request.user)
+            messages.success(request, f"Operation #{op.pk} queued again.")
+        else:
+            operation_dismiss(operation=op, actor=request.user)
+            messages.success(request, f"Operation #{op.pk} dismissed.")
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    if op.vm_id and request.POST.get("next") == "vm":
+        return redirect("vms:vm_detail", pk=op.vm_id)
+    return redirect("vms:operation_list")
