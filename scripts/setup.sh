@@ -46,7 +46,7 @@ PACKAGES=(
   python3 python3-venv
   pkg-config gcc
   libvirt-daemon-system libvirt-clients libvirt-dev
-  qemu-system-x86 qemu-utils dnsmasq-base iptables
+  qemu-system-x86 qemu-utils dnsmasq-base iptables iproute2 dmidecode
   rrdtool librrd-dev
   libldap2-dev libsasl2-dev
 )
@@ -98,6 +98,10 @@ if [ "${#MISSING[@]}" -gt 0 ]; then
   "${SUDO[@]}" apt-get update -q
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${MISSING[@]}"
   did "installed Debian packages: ${MISSING[*]}"
+  if [[ " ${MISSING[*]} " == *" postgresql "* ]]; then
+    # Lets start-services.sh open this fresh cluster to passwordless local TCP for the tests.
+    mkdir -p "$VAR_DIR" && touch "$VAR_DIR/.postgresql-installed-by-setup"
+  fi
 fi
 
 # --- Python virtualenv ------------------------------------------------------------------------

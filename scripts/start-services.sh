@@ -10,6 +10,7 @@ PYTHON="python3"
 if [ -x "$ROOT/.venv/bin/python" ]; then
   PYTHON="$ROOT/.venv/bin/python"
 fi
+VAR_DIR="${PORTAL_VAR_DIR:-$ROOT/var}"
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "start-services: $*"; }
@@ -24,6 +25,9 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
 fi
 APT_UPDATED=0
 apt_install() {
+  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+    die "$* is missing; run as root or install sudo"
+  fi
   if [ "$APT_UPDATED" -eq 0 ]; then
     "${SUDO[@]}" apt-get update -q
     APT_UPDATED=1
@@ -82,6 +86,7 @@ pg_start() {
   if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(pg_version)" ]; then
     apt_install postgresql
     PG_INSTALLED=1
+    mkdir -p "$VAR_DIR" && touch "$VAR_DIR/.postgresql-installed-by-setup"
   fi
   local version
   version="$(pg_version)"
@@ -102,7 +107,8 @@ pg_start() {
 }
 
 # A fresh Debian cluster asks for a password over TCP; the tests connect as postgres without
-# one. Only a cluster this script installed (or any cluster under CI) is switched to trust.
+# one. Only a cluster that this script or setup.sh installed (or any cluster under CI) is
+# switched to trust, and only for user postgres from 127.0.0.1.
 pg_trust_localhost() {
   local version hba
   version="$(pg_version)"
@@ -115,6 +121,7 @@ pg_trust_localhost() {
 }
 
 PG_INSTALLED=0
+[ -e "$VAR_DIR/.postgresql-installed-by-setup" ] && PG_INSTALLED=1
 if ! pg_ok; then
   pg_start
   wait_for 30 tcp_answers 127.0.0.1 5432 ||

@@ -36,6 +36,8 @@ class Command(BaseCommand):
         """Take the host URI and the network to use."""
         parser.add_argument("--uri", default=os.environ.get("PORTAL_DEMO_HOST_URI",
                                                             "qemu:///system"))
+        parser.add_argument("--datastore-name", default="local",
+                            help="Datastore name; its libvirt pool is portal-NAME.")
         parser.add_argument("--network", default="default")
         parser.add_argument("--subnet", default="192.168.122.0/24")
         parser.add_argument("--first-ip", default="192.168.122.100")
@@ -55,7 +57,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Made the template image {image}")
         with transaction.atomic():
             host, _ = Host.objects.get_or_create(uri=opts["uri"], defaults={"name": "local"})
-            ds, _ = Datastore.objects.get_or_create(name="local",
+            ds, _ = Datastore.objects.get_or_create(name=opts["datastore_name"],
                                                     defaults={"path": str(datastore_dir)})
             ds.hosts.add(host)
             Template.objects.get_or_create(name="Tiny demo guest", defaults={

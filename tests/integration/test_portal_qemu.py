@@ -1,0 +1,168 @@
+"""The portal's install, lifecycle and delete on a real libvirtd with qemu."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hosts.demo_image import build_template_image
+from hosts.models import Host
+from hosts.virt import close_all
+from networking.models import PrivateIP
+from tests import factories as f
+from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
+from vms.services.lifecycle import vm_action_request
+from vms.services.operations import operation_run
+from vms.services.workflow import vm_request_approve, vm_request_create
+
+pytestmark = [pytest.mark.hypervisor, pytest.mark.django_db]
+URI = "qemu:///system"
+
+
+def virsh(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True,
+                          timeout=120, check=check)
+
+
+def suffix() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+@pytest.fixture
+def real_site(site) -> Iterator:
+    """Point the fast tier's site at qemu:///system, a fresh datastore and an isolated network."""
+    close_all()
+    workdir = Path(tempfile.mkdtemp(prefix="portaltest-", dir="/var/tmp"))
+    workdir.chmod(0o755)  # qemu runs as another user and must reach the images
+    build_template_image(workdir / "base.qcow2", "portal hypervisor test")
+    (workdir / "base.qcow2").chmod(0o644)
+    net = f"portaltest-{suffix()}"
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = net
+    xml_file = workdir / "net.xml"
+    xml_file.write_text(ET.tostring(root, encoding="unicode"))
+    virsh("net-define", str(xml_file), check=True)
+    xml_file.unlink()
+
+    Host.objects.filter(pk=site.host.pk).update(uri=URI, accel="", vcpus=0, memory_mib=0)
+    site.host.refresh_from_db()
+    site.datastore.name = f"t{suffix()}"
+    site.datastore.path = str(workdir)
+    site.datastore.save()
+    site.template.image = "base.qcow2"
+    site.template.min_memory_mib = 64
+    site.template.save()
+    site.vlan.network_name = net
+    site.vlan.save()
+    refresh = Operation.objects.create(kind=OperationKind.HOST_REFRESH, host=site.host)
+    assert operation_run(operation_id=refresh.pk).status == OperationStatus.SUCCEEDED
+    site.host.refresh_from_db()
+    assert site.host.accel in ("kvm", "qemu")
+    try:
+        yield site
+    finally:
+        for vm in VirtualMachine.objects.all():
+            virsh("destroy", vm.domain_name)
+            virsh("undefine", vm.domain_name)
+        pool = site.datastore.pool_name
+        virsh("pool-destroy", pool)
+        virsh("pool-undefine", pool)
+        virsh("net-destroy", net)
+        virsh("net-undefine", net)
+        shutil.rmtree(workdir, ignore_errors=True)
+        close_all()
+
+
+def install(site, capture, name):
+    req = vm_request_create(requester=site.admin, name=name, template=site.template, vcpus=1,
+                            memory_mib=64, disk_gib=1, purpose="hypervisor tier")
+    with capture(execute=False):
+        vm_request_approve(request=req, actor=site.admin)
+    vm = VirtualMachine.objects.get(request=req)
+    op = operation_run(operation_id=vm.operations.get().pk)
+    vm.refresh_from_db()
+    return vm, op
+
+
+def act(vm, kind, site, capture):
+    with capture(execute=False):
+        op = vm_action_request(vm=vm, kind=kind, actor=site.admin)
+    op = operation_run(operation_id=op.pk)
+    vm.refresh_from_db()
+    return op
+
+
+def domstate(name: str) -> str:
+    return virsh("domstate", name).stdout.strip()
+
+
+def test_install_runs_a_real_vm_and_delete_leaves_nothing(
+        real_site, django_capture_on_commit_callbacks):
+    site = real_site
+    name = f"pt-{suffix()}"
+    vm, op = install(site, django_capture_on_commit_callbacks, name)
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    assert vm.state == VMState.RUNNING
+    assert domstate(name) == "running"
+    disk = Path(site.datastore.path) / vm.volume_name
+    info = subprocess.run(["qemu-img", "info", "--output=json", "-U", "-f", "qcow2", str(disk)],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+    assert '"backing-filename-format": "qcow2"' in info
+    assert str(Path(site.datastore.path) / "base.qcow2") in info
+    ip = PrivateIP.objects.get(vm=vm)
+    dumped = virsh("dumpxml", name).stdout
+    assert ip.mac in dumped and site.vlan.network_name in dumped
+
+    steps = [
+        (OperationKind.SUSPEND, VMState.PAUSED, "paused"),
+        (OperationKind.RESUME, VMState.RUNNING, "running"),
+        (OperationKind.REBOOT, VMState.RUNNING, "running"),
+        (OperationKind.DESTROY, VMState.SHUTOFF, "shut off"),
+        (OperationKind.START, VMState.RUNNING, "running"),
+    ]
+    for kind, state, virsh_state in steps:
+        op = act(vm, kind, site, django_capture_on_commit_callbacks)
+        assert op.status == OperationStatus.SUCCEEDED, (kind, op.message)
+        assert vm.state == state
+        assert domstate(name) == virsh_state
+
+    op = act(vm, OperationKind.DELETE, site, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    assert vm.state == VMState.DELETED
+    assert virsh("dominfo", name).returncode != 0
+    assert not disk.exists()
+    assert not PrivateIP.objects.filter(vm=vm).exists()
+
+
+def test_a_guest_that_ignores_acpi_fails_shutdown_clearly_and_keeps_running(
+        real_site, django_capture_on_commit_callbacks, settings):
+    settings.PORTAL = {**settings.PORTAL, "SHUTDOWN_TIMEOUT": 2}
+    site = real_site
+    name = f"pt-{suffix()}"
+    vm, op = install(site, django_capture_on_commit_callbacks, name)
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    op = act(vm, OperationKind.SHUTDOWN, site, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.FAILED
+    assert "Force off" in op.message
+    assert vm.state == VMState.RUNNING and domstate(name) == "running"
+
+
+def test_a_missing_template_image_fails_the_install_and_leaves_nothing(
+        real_site, django_capture_on_commit_callbacks):
+    site = real_site
+    (Path(site.datastore.path) / "base.qcow2").unlink()
+    name = f"pt-{suffix()}"
+    vm, op = install(site, django_capture_on_commit_callbacks, name)
+    assert op.status == OperationStatus.FAILED
+    assert "cannot create volume" in op.message and "base.qcow2" in op.message, op.message
+    assert vm.state == VMState.FAILED and vm.host is None
+    assert virsh("dominfo", name).returncode != 0
+    assert not (Path(site.datastore.path) / vm.volume_name).exists()
+    assert not PrivateIP.objects.filter(vm=vm).exists()
