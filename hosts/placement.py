@@ -31,7 +31,7 @@ def host_choose(*, vcpus: int, memory_mib: int, template: Template,
     workers placing at once see each other's VMs.
     """
     candidates = list(
-        Host.objects.select_for_update()
+        Host.objects.select_for_update(of=("self",))
         .filter(status=HostStatus.UP, datastores=template.datastore)
         .filter(~Q(accel=""))
         .exclude(pk__in=exclude)

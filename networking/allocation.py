@@ -28,7 +28,7 @@ def ip_allocate(*, vm: VirtualMachine) -> PrivateIP:
         # skip_locked lets concurrent allocators take different rows instead of queueing;
         # the unique one-to-one on vm is the safety net.
         candidate = (
-            PrivateIP.objects.select_for_update(skip_locked=True)
+            PrivateIP.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(vm__isnull=True)
             .order_by("vlan__tag", "id")
             .first()

@@ -68,8 +68,12 @@ try:
     import psycopg
 except ImportError:
     sys.exit(3)
-with psycopg.connect(sys.argv[1], connect_timeout=3) as conn:
-    conn.execute("SELECT 1")
+try:
+    with psycopg.connect(sys.argv[1], connect_timeout=3) as conn:
+        conn.execute("SELECT 1")
+except psycopg.Error as exc:
+    print(str(exc).strip().splitlines()[-1])
+    sys.exit(1)
 EOF
   )"; then
     return 0
@@ -131,7 +135,7 @@ if ! pg_ok; then
     if [ "$PG_INSTALLED" -eq 1 ] || [ "$ci" = true ] || [ "$ci" = 1 ]; then
       pg_trust_localhost || true
     fi
-    wait_for 10 pg_ok ||
+    wait_for 5 pg_ok ||
       die "PostgreSQL answers but user postgres cannot log in from 127.0.0.1 without a password: $PG_ERROR
   (the postgres tier needs: host all postgres 127.0.0.1/32 trust in pg_hba.conf)"
   fi

@@ -16,7 +16,6 @@ from hosts.demo_image import build_template_image
 from hosts.models import Host
 from hosts.virt import close_all
 from networking.models import PrivateIP
-from tests import factories as f
 from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
 from vms.services.lifecycle import vm_action_request
 from vms.services.operations import operation_run
