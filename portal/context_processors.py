@@ -12,10 +12,16 @@ def navigation(request: HttpRequest) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
+    # Table cells render with the request's context too; compute once per request.
+    cached = getattr(request, "_portal_navigation", None)
+    if cached is not None:
+        return cached
     admin = permissions.is_admin(user)
     approver = admin or user.role in ("faculty", "org_admin")
-    return {
+    cached = {
         "nav_is_admin": admin,
         "nav_is_approver": approver,
         "nav_awaiting": permissions.requests_awaiting(user).count() if approver else 0,
     }
+    request._portal_navigation = cached
+    return cached

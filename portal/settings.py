@@ -135,8 +135,9 @@ vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="portal@localhost")
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 
-# Security headers; HTTPS-only cookies and HSTS follow DJANGO_SECURE (on behind TLS).
-SECURE = env.bool("DJANGO_SECURE", default=not DEBUG and env.bool("DJANGO_HTTPS", default=False))
+# HTTPS-only cookies, redirects and HSTS: on in production (DJANGO_HTTPS=1), off for the
+# demo, which is served over plain HTTP on localhost.
+SECURE = env.bool("DJANGO_HTTPS", default=False)
 SESSION_COOKIE_SECURE = SECURE
 CSRF_COOKIE_SECURE = SECURE
 SECURE_SSL_REDIRECT = SECURE

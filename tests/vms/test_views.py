@@ -152,3 +152,34 @@ def test_admin_sees_failed_operations_needing_attention(site, django_capture_on_
 def test_host_pages_show_capacity_to_admins(site):
     body = site.client(site.admin).get(reverse("hosts:host_list")).content.decode()
     assert "hv1" in body and "test:///default" in body
+
+
+@pytest.mark.parametrize("url_name", ["vms:vm_list", "vms:request_list", "vms:operation_list",
+                                      "dashboard"])
+def test_list_pages_make_the_same_number_of_queries_whatever_the_row_count(
+        site, django_assert_max_num_queries, url_name):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests import factories as f
+    from vms.models import Operation
+
+    def add(n, start):
+        for i in range(start, start + n):
+            req = f.VMRequestFactory(requester=site.student, template=site.template,
+                                     name=f"row-{i}", stage="approved")
+            vm = VirtualMachine.objects.create(
+                name=f"row-{i}", owner=site.student, organisation=site.org, request=req,
+                template=site.template, host=site.host, vcpus=1, memory_mib=256, disk_gib=1,
+                state="running")
+            Operation.objects.create(kind="start", vm=vm, requested_by=site.student,
+                                     status="succeeded")
+
+    client = site.client(site.admin)
+    counts = []
+    for n, start in ((2, 0), (20, 100)):
+        add(n, start)
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(reverse(url_name), {"scope": "all"}).status_code == 200
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1], counts
