@@ -69,6 +69,12 @@ def site(db) -> Site:  # noqa: ANN001
     host = f.HostFactory(name="hv1")
     ds = f.DatastoreFactory(name="local", path="/srv/portal/local", hosts=[host])
     template = f.TemplateFactory(name="Debian", datastore=ds)
+    # The template's image, as a standalone qcow2 in the datastore's pool on the test driver.
+    from hosts.virt import Hypervisor
+
+    hv = Hypervisor(host.uri)
+    hv.ensure_pool(ds.pool_name, ds.path)
+    hv.create_volume(ds.pool_name, template.image, 2 * 1024**3)
     vlan = f.VLANFactory(name="campus", tag=10)
     f.make_pool(vlan, 5)
     return Site(org=org, other_org=other, host=host, datastore=ds, template=template,

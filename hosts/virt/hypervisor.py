@@ -504,6 +504,24 @@ class Hypervisor:
             )
         return facts.path
 
+    def create_volume(self, pool: str, volume: str, capacity_bytes: int) -> str:
+        """Create an empty qcow2 volume and return its path; an existing one is kept."""
+        check_pool_name(pool)
+        check_volume_name(volume)
+        check_size("capacity", capacity_bytes)
+        what = f"volume '{volume}' in pool '{pool}'"
+        handle = self._lookup_pool(pool, f"create volume '{volume}' in")
+        existing = self._find_volume(handle, pool, volume)
+        if existing is not None:
+            with self._doing("inspect", what):
+                return existing.path()
+        root = ET.Element("volume", type="file")
+        ET.SubElement(root, "name").text = volume
+        ET.SubElement(root, "capacity", unit="bytes").text = str(capacity_bytes)
+        ET.SubElement(ET.SubElement(root, "target"), "format", type="qcow2")
+        with self._doing("create", what):
+            return handle.createXML(ET.tostring(root, encoding="unicode"), 0).path()
+
     def delete_volume(self, pool: str, volume: str) -> None:
         """Delete the volume; a missing volume is fine, a missing pool raises NotFound."""
         check_pool_name(pool)

@@ -13,6 +13,7 @@ Screenshots and the servers' logs go to artifacts/browser/.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -122,6 +123,16 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+    # qcluster's workers may outlive their leader for a moment; none may outlive the tier.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _wait_until_up(url: str, procs: list[subprocess.Popen], logs: list[Path]) -> None:

@@ -606,3 +606,13 @@ def test_ensure_network_active_raises_not_found_for_a_missing_network(
     with pytest.raises(NotFound, match="network 'ghost'") as caught:
         hv.ensure_network_active("ghost")
     assert caught.value.code == VIR_ERR_NO_NETWORK
+
+
+def test_create_volume_makes_a_standalone_qcow2_once(hv: Hypervisor) -> None:
+    hv.ensure_pool("disks", "/srv/disks")
+    path = hv.create_volume("disks", "extra.qcow2", 3 * GIB)
+    assert hv.create_volume("disks", "extra.qcow2", 3 * GIB) == path
+    facts = hv.inspect_image("disks", "extra.qcow2")
+    assert (facts.format, facts.capacity_bytes, facts.backing_path) == ("qcow2", 3 * GIB, None)
+    with pytest.raises(VirtError):
+        hv.create_volume("disks", "../escape.qcow2", GIB)

@@ -160,7 +160,7 @@ def test_a_missing_template_image_fails_the_install_and_leaves_nothing(
     name = f"pt-{suffix()}"
     vm, op = install(site, django_capture_on_commit_callbacks, name)
     assert op.status == OperationStatus.FAILED
-    assert "cannot create volume" in op.message and "base.qcow2" in op.message, op.message
+    assert "image base.qcow2 is not in datastore" in op.message, op.message
     assert vm.state == VMState.FAILED and vm.host is None
     assert virsh("dominfo", name).returncode != 0
     assert not (Path(site.datastore.path) / vm.volume_name).exists()

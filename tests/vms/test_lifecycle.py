@@ -86,8 +86,8 @@ def test_install_places_allocates_creates_disk_defines_and_starts(
 
 
 @pytest.mark.parametrize("step", [
-    "host_choose", "ip_allocate", "ensure_pool", "create_overlay", "ensure_network_active",
-    "define_domain", "start",
+    "host_choose", "ip_allocate", "ensure_pool", "inspect_image", "create_overlay",
+    "ensure_network_active", "define_domain", "start",
 ])
 def test_a_failure_at_any_install_step_gives_everything_back(
         site, django_capture_on_commit_callbacks, monkeypatch, step):
@@ -304,3 +304,22 @@ def test_operations_are_enqueued_only_after_commit(site, django_capture_on_commi
     op = vm.operations.get(kind=OperationKind.DELETE)
     assert sent == [("vms.tasks.run_operation", op.pk)]
     assert Operation.objects.get(pk=op.pk).enqueued_at is not None
+
+
+def test_a_template_image_with_a_backing_file_is_refused(site, django_capture_on_commit_callbacks):
+    hv = Hypervisor(URI)
+    pool = site.datastore.pool_name
+    hv.delete_volume(pool, site.template.image)
+    hv.create_overlay(pool, site.template.image, "/srv/elsewhere/base.qcow2", 1024**3)
+    vm, op = install(site, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.FAILED
+    assert "has a backing file" in op.message
+    nothing_left(site, vm)
+
+
+def test_a_missing_template_image_is_refused(site, django_capture_on_commit_callbacks):
+    Hypervisor(URI).delete_volume(site.datastore.pool_name, site.template.image)
+    vm, op = install(site, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.FAILED
+    assert "is not in datastore local" in op.message
+    nothing_left(site, vm)

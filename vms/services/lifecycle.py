@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hosts.placement import host_choose
-from hosts.virt import DomainFacts, Hypervisor, VirtError
+from hosts.virt import DomainFacts, Hypervisor, NotFound, VirtError
 from networking.allocation import ip_allocate, ip_release
 from portal import permissions
 from portal.errors import PortalError
@@ -143,6 +143,7 @@ def vm_install(op: Operation) -> str:
         ds = vm.datastore
         operation_progress(op, f"Creating the disk on {ds.name}")
         hv.ensure_pool(ds.pool_name, ds.path)
+        _check_template_image(hv, vm)
         disk_path = hv.create_overlay(ds.pool_name, vm.volume_name, vm.template.image_path,
                                       vm.disk_gib * GIB)
         undo.append(("disk", lambda: hv.delete_volume(ds.pool_name, vm.volume_name)))
@@ -173,6 +174,24 @@ def vm_install(op: Operation) -> str:
            body=(f"Your VM {vm.name} runs on {vm.host.name} with IP {ip.address}.\n"
                  f"{absolute_url('vms:vm_detail', vm.pk)}"))
     return f"Installed on {vm.host.name} with IP {ip.address} and MAC {ip.mac}."
+
+
+def _check_template_image(hv: Hypervisor, vm: VirtualMachine) -> None:
+    """Refuse a template image that is not a standalone qcow2 inside its datastore."""
+    template, pool = vm.template, vm.datastore.pool_name
+    try:
+        image = hv.inspect_image(pool, template.image)
+    except NotFound as exc:
+        raise PortalError(
+            f"Template {template.name}: image {template.image} is not in datastore "
+            f"{vm.datastore.name} on {vm.host.name}."
+        ) from exc
+    if image.format != "qcow2":
+        raise PortalError(f"Template {template.name}: image {template.image} is "
+                          f"{image.format}, not qcow2.")
+    if image.backing_path:
+        raise PortalError(f"Template {template.name}: image {template.image} has a backing "
+                          "file; templates must be standalone images.")
 
 
 def _forget_host(vm: VirtualMachine) -> None:
