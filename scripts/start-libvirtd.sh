@@ -21,6 +21,14 @@ pid_alive() { # pidfile
   [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
+# Without udev (containers, CI) /dev/kvm stays root-only, so qemu (running as libvirt-qemu)
+# cannot use KVM and libvirt re-probes qemu on every call. Give it Debian's udev permissions.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null 2>&1; then
+  if [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm && say "started: set /dev/kvm to root:kvm 0660"
+  fi
+fi
+
 if ! virsh_ok; then
   if [ -d /run/systemd/system ]; then
     systemctl start virtlogd.socket libvirtd.service
