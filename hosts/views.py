@@ -35,7 +35,8 @@ def host_list(request: HttpRequest) -> HttpResponse:
 def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show one host with its VMs, datastores and operations (admins)."""
     host = get_object_or_404(_with_usage(permissions.hosts_visible_to(request.user)), pk=pk)
-    vms = host.vms.exclude(state=VMState.DELETED).select_related("owner", "private_ip")
+    vms = (host.vms.exclude(state=VMState.DELETED).select_related("owner")
+           .prefetch_related("private_ips"))
     return render(request, "hosts/host_detail.html", {
         "host": host, "vms": vms, "datastores": host.datastores.all(),
         "operations": host.operations.select_related("requested_by")[:10],

@@ -1,47 +1,121 @@
-"""Allocation of private IP + MAC pairs, without duplicates under concurrency."""
+"""Allocation of private IP + MAC pairs, public IPs and VNC ports, never twice."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from portal.errors import PortalError
 
-from .models import PrivateIP
+from .models import VLAN, PrivateIP, PublicIP
 
 if TYPE_CHECKING:
     from vms.models import VirtualMachine
 
 
 class PoolExhausted(PortalError):
-    """No free address is left in the pool."""
+    """No free address or port is left in the pool."""
 
 
-def ip_allocate(*, vm: VirtualMachine) -> PrivateIP:
-    """Give the VM a free private IP and MAC, keeping one it already holds."""
+def ip_allocate(*, vm: VirtualMachine, vlan: VLAN) -> PrivateIP:
+    """Give the VM a free private IP and MAC on the VLAN, keeping one it already holds there."""
     with transaction.atomic():
-        held = PrivateIP.objects.select_related("vlan").filter(vm=vm).first()
+        held = PrivateIP.objects.select_related("vlan").filter(vm=vm, vlan=vlan).first()
         if held is not None:
             return held
-        # skip_locked lets concurrent allocators take different rows instead of queueing;
-        # the unique one-to-one on vm is the safety net.
+        # skip_locked lets concurrent allocators take different rows instead of queueing
+        # behind one another; "of" keeps the lock off the joined VLAN row.
         candidate = (
             PrivateIP.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(vm__isnull=True)
-            .order_by("vlan__tag", "id")
+            .filter(vlan=vlan, vm__isnull=True, host__isnull=True)
+            .order_by("id")
             .first()
         )
         if candidate is None:
-            raise PoolExhausted("No free private IP address is left in the pool.")
+            raise PoolExhausted(f"No free private IP address is left on {vlan}.")
         candidate.vm = vm
         candidate.allocated_at = timezone.now()
-        candidate.full_clean()
         candidate.save(update_fields=["vm", "allocated_at"])
-        return PrivateIP.objects.select_related("vlan").get(pk=candidate.pk)
+        candidate.vlan = vlan
+        return candidate
 
 
-def ip_release(*, vm: VirtualMachine) -> None:
-    """Give back the VM's private IP and MAC to the pool."""
-    PrivateIP.objects.filter(vm=vm).update(vm=None, allocated_at=None)
+def ip_release(*, vm: VirtualMachine, address: str | None = None) -> int:
+    """Give back the VM's private addresses (or just one of them) to the pool."""
+    qs = PrivateIP.objects.filter(vm=vm)
+    if address is not None:
+        qs = qs.filter(address=address)
+    return qs.update(vm=None, allocated_at=None)
+
+
+def public_ip_allocate(*, vm: VirtualMachine) -> PublicIP:
+    """Give the VM a free public IP, keeping one it already holds."""
+    with transaction.atomic():
+        held = PublicIP.objects.filter(vm=vm).first()
+        if held is not None:
+            return held
+        candidate = (
+            PublicIP.objects.select_for_update(skip_locked=True)
+            .filter(vm__isnull=True)
+            .order_by("id")
+            .first()
+        )
+        if candidate is None:
+            raise PoolExhausted("No free public IP address is left in the pool.")
+        candidate.vm = vm
+        candidate.allocated_at = timezone.now()
+        candidate.save(update_fields=["vm", "allocated_at"])
+        return candidate
+
+
+def public_ip_release(*, vm: VirtualMachine) -> int:
+    """Give back the VM's public IP to the pool."""
+    return PublicIP.objects.filter(vm=vm).update(vm=None, allocated_at=None)
+
+
+def vnc_port_range() -> tuple[int, int]:
+    """Return the first and last VNC port the portal hands out on each host."""
+    first, last = settings.PORTAL["VNC_PORTS"]
+    return first, last
+
+
+def vnc_port_allocate(*, vm: VirtualMachine) -> int:
+    """Give the VM the lowest free VNC port on its host, keeping one it already has."""
+    from hosts.models import Host
+    from vms.models import VirtualMachine
+
+    if vm.vnc_port is not None:
+        return vm.vnc_port
+    if vm.host_id is None:
+        raise PortalError(f"{vm.name} has no host to take a VNC port on.")
+    first, last = vnc_port_range()
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                # The host row serialises allocators of one host; the unique constraint on
+                # (host, vnc_port) is the safety net.
+                Host.objects.select_for_update().filter(pk=vm.host_id).first()
+                used = set(VirtualMachine.objects.filter(host_id=vm.host_id, vnc_port__isnull=False)
+                           .values_list("vnc_port", flat=True))
+                port = next((p for p in range(first, last + 1) if p not in used), None)
+                if port is None:
+                    raise PoolExhausted(
+                        f"No free VNC port is left on host {vm.host} ({first}-{last})."
+                    )
+                VirtualMachine.objects.filter(pk=vm.pk).update(vnc_port=port)
+                vm.vnc_port = port
+                return port
+        except IntegrityError:
+            continue
+    raise PoolExhausted(f"Could not take a VNC port on host {vm.host}; try again.")
+
+
+def vnc_port_release(*, vm: VirtualMachine) -> None:
+    """Give back the VM's VNC port."""
+    from vms.models import VirtualMachine
+
+    VirtualMachine.objects.filter(pk=vm.pk).update(vnc_port=None)
+    vm.vnc_port = None

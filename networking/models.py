@@ -1,4 +1,4 @@
-"""VLANs and their pools of private IP + MAC pairs."""
+"""VLANs, security domains, and the pools VMs draw addresses from."""
 
 from __future__ import annotations
 
@@ -11,6 +11,18 @@ from django.db import models
 MAC_VALIDATOR = RegexValidator(
     r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z", "Give a MAC address as six lower-case hex pairs."
 )
+LIBVIRT_NAME_VALIDATOR = RegexValidator(
+    r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z",
+    "Use letters, digits, '.', '_' and '-' only (a libvirt name).",
+)
+
+
+class AttachMode(models.TextChoices):
+    """How a VM's interface reaches the VLAN on its host."""
+
+    NETWORK = "network", "The libvirt network itself"
+    PORTGROUP = "portgroup", "A portgroup of the libvirt network"
+    TAG = "tag", "A VLAN tag on the interface (Open vSwitch bridge)"
 
 
 class VLAN(models.Model):
@@ -23,8 +35,16 @@ class VLAN(models.Model):
     subnet = models.CharField(max_length=43, help_text="CIDR, e.g. 192.168.122.0/24.")
     gateway = models.GenericIPAddressField(protocol="IPv4", null=True, blank=True)
     network_name = models.CharField(
-        "libvirt network", max_length=63, default="default",
+        "libvirt network", max_length=63, default="default", validators=[LIBVIRT_NAME_VALIDATOR],
         help_text="The libvirt network on every host that carries this VLAN.",
+    )
+    attach = models.CharField(
+        max_length=16, choices=AttachMode.choices, default=AttachMode.NETWORK,
+        help_text="How interfaces join the VLAN: whichever the hosts' network uses.",
+    )
+    portgroup = models.CharField(
+        max_length=63, blank=True, validators=[LIBVIRT_NAME_VALIDATOR],
+        help_text="Portgroup name, when interfaces attach through a portgroup.",
     )
 
     class Meta:
@@ -34,25 +54,58 @@ class VLAN(models.Model):
     def __str__(self) -> str:
         return f"{self.name} (VLAN {self.tag})"
 
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        """Return the VLAN's subnet."""
+        return ipaddress.IPv4Network(self.subnet)
+
     def clean(self) -> None:
-        """Refuse a malformed subnet or a gateway outside it."""
+        """Refuse a malformed subnet, a gateway outside it, or a portgroup mode without one."""
+        errors = {}
         try:
             net = ipaddress.IPv4Network(self.subnet, strict=True)
         except ValueError as exc:
             raise ValidationError({"subnet": f"Not an IPv4 network: {exc}"}) from exc
         if self.gateway and ipaddress.IPv4Address(self.gateway) not in net:
-            raise ValidationError({"gateway": "The gateway must lie inside the subnet."})
+            errors["gateway"] = "The gateway must lie inside the subnet."
+        if self.attach == AttachMode.PORTGROUP and not self.portgroup:
+            errors["portgroup"] = "Name the portgroup interfaces attach through."
+        if errors:
+            raise ValidationError(errors)
+
+
+class SecurityDomain(models.Model):
+    """A named network zone (Research, Private, ...) on one VLAN, offered to organisations."""
+
+    name = models.CharField(max_length=63, unique=True)
+    vlan = models.ForeignKey(VLAN, on_delete=models.PROTECT, related_name="security_domains")
+    organisations = models.ManyToManyField(
+        "accounts.Organisation", related_name="security_domains", blank=True,
+        help_text="Organisations whose members may place VMs here.",
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class PrivateIP(models.Model):
-    """One private address with its MAC, free or held by a VM."""
+    """One private address with its MAC, free or held by a VM or a host."""
 
     vlan = models.ForeignKey(VLAN, on_delete=models.PROTECT, related_name="addresses")
     address = models.GenericIPAddressField(protocol="IPv4", unique=True)
     mac = models.CharField("MAC", max_length=17, unique=True, validators=[MAC_VALIDATOR])
-    vm = models.OneToOneField(
+    # A VM holds two addresses only while it moves between security domains.
+    vm = models.ForeignKey(
         "vms.VirtualMachine", on_delete=models.SET_NULL, null=True, blank=True,
-        related_name="private_ip",
+        related_name="private_ips",
+    )
+    host = models.ForeignKey(
+        "hosts.Host", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="private_ips", help_text="Set when a host, not a VM, uses the address.",
     )
     allocated_at = models.DateTimeField(null=True, blank=True)
 
@@ -60,6 +113,52 @@ class PrivateIP(models.Model):
         ordering = ["vlan", "id"]
         verbose_name = "private IP"
         indexes = [models.Index(fields=["vlan", "vm"], name="networking_privateip_free")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(vm__isnull=True) | models.Q(host__isnull=True),
+                name="%(app_label)s_%(class)s_one_holder",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.address
+
+    @property
+    def holder(self) -> object | None:
+        """Return the VM or host that holds the address, if any."""
+        return self.vm or self.host
+
+
+class PublicIP(models.Model):
+    """A public address, reached from outside through NAT to a VM's private address."""
+
+    address = models.GenericIPAddressField(protocol="IPv4", unique=True)
+    vm = models.OneToOneField(
+        "vms.VirtualMachine", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="public_ip",
+    )
+    allocated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "public IP"
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class NATMapping(models.Model):
+    """A public IP forwarded to a private one on the NAT box, as the portal last applied it."""
+
+    public_ip = models.OneToOneField(PublicIP, on_delete=models.CASCADE, related_name="mapping")
+    private_address = models.GenericIPAddressField(protocol="IPv4")
+    vm = models.ForeignKey("vms.VirtualMachine", on_delete=models.CASCADE,
+                           related_name="nat_mappings")
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["public_ip_id"]
+        verbose_name = "NAT mapping"
+
+    def __str__(self) -> str:
+        return f"{self.public_ip.address} -> {self.private_address}"

@@ -178,6 +178,33 @@ PORTAL = {
     "SHUTDOWN_TIMEOUT": env.int("PORTAL_SHUTDOWN_TIMEOUT", default=120),
     "QUEUED_STALE_AFTER": env.int("PORTAL_QUEUED_STALE_AFTER", default=300),
     "RECONCILE_EVERY_MINUTES": env.int("PORTAL_RECONCILE_EVERY_MINUTES", default=5),
+    "VNC_PORTS": tuple(int(p) for p in env.str("PORTAL_VNC_PORTS", default="5900-6899")
+                       .split("-", 1)),
+    "MAX_RANGE": env.int("PORTAL_MAX_RANGE", default=4096),
+}
+
+# DHCP host entries: "libvirt" (the host's libvirt network), "isc-ssh" (an ISC dhcpd over
+# SSH) or "none".
+PORTAL_DHCP = {
+    "BACKEND": env.str("PORTAL_DHCP_BACKEND", default="libvirt"),
+    "ADDRESS": env.str("PORTAL_DHCP_SSH_ADDRESS", default=""),
+    "PORT": env.int("PORTAL_DHCP_SSH_PORT", default=22),
+    "USERNAME": env.str("PORTAL_DHCP_SSH_USER", default="root"),
+    "HOST_KEY": env.str("PORTAL_DHCP_SSH_HOST_KEY", default=""),
+    "KEY_FILE": env.str("PORTAL_DHCP_SSH_KEY_FILE", default=""),
+    "CONFIG_DIR": env.str("PORTAL_DHCP_CONFIG_DIR", default="/etc/dhcp/portal.d"),
+    "RELOAD": env.list("PORTAL_DHCP_RELOAD",
+                       default=["systemctl", "restart", "isc-dhcp-server"]),
+}
+# NAT of public IPs: "none" (no NAT box) or "iptables-ssh".
+PORTAL_NAT = {
+    "BACKEND": env.str("PORTAL_NAT_BACKEND", default="none"),
+    "ADDRESS": env.str("PORTAL_NAT_SSH_ADDRESS", default=""),
+    "PORT": env.int("PORTAL_NAT_SSH_PORT", default=22),
+    "USERNAME": env.str("PORTAL_NAT_SSH_USER", default="root"),
+    "HOST_KEY": env.str("PORTAL_NAT_SSH_HOST_KEY", default=""),
+    "KEY_FILE": env.str("PORTAL_NAT_SSH_KEY_FILE", default=""),
+    "INTERFACE": env.str("PORTAL_NAT_INTERFACE", default="eth0"),
 }
 
 LOGGING = {

@@ -15,6 +15,7 @@ urlpatterns = [
          name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("hosts/", include("hosts.urls")),
+    path("network/", include("networking.urls")),
     path("admin/", admin.site.urls),
     path("", include("vms.urls")),
 ]

@@ -20,7 +20,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     vms = permissions.vms_visible_to(user).exclude(state=VMState.DELETED)
     states = dict(vms.values_list("state").annotate(n=Count("id")).order_by())
     context = {
-        "my_vms": vms.filter(owner=user).select_related("host", "private_ip")[:8],
+        "my_vms": vms.filter(owner=user).select_related("host").prefetch_related("private_ips")[:8],
         "vm_total": sum(states.values()),
         "vm_running": states.get(VMState.RUNNING, 0),
         "my_requests": permissions.requests_visible_to(user).filter(requester=user)

@@ -7,9 +7,10 @@
 #   tier 4 ldap       `ldap` tests (slapd)
 #   tier 5 hypervisor `hypervisor` tests (libvirtd, qemu)
 #   tier 6 browser    `browser` tests (Chromium through Playwright)
+#   tier 7 netns      `netns` tests (root, ip netns, iptables, sshd in a network namespace)
 #
-# Each test runs in one of tiers 3-6 only: a test carrying several of those markers runs in the
-# first of redis, browser, hypervisor, ldap that it carries (the service checks in
+# Each test runs in one of tiers 3-7 only: a test carrying several of those markers runs in the
+# first of redis, browser, hypervisor, ldap, netns that it carries (the service checks in
 # tests/conftest.py still cover every marker it has).
 # `scripts/run-tests.sh 1 3` runs only the given tiers; extra pytest arguments go in PYTEST_ARGS.
 # JUnit reports land in artifacts/junit-tier<N>.xml; the last line reads "N passed, M failed".
@@ -40,15 +41,16 @@ POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/portal}"
 TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 read -r -a EXTRA <<<"${PYTEST_ARGS:-}"
 
-FAST="not hypervisor and not browser and not postgres and not ldap and not redis"
-TIER_NAMES=("" fast postgres redis ldap hypervisor browser)
+FAST="not hypervisor and not browser and not postgres and not ldap and not redis and not netns"
+TIER_NAMES=("" fast postgres redis ldap hypervisor browser netns)
 TIER_EXPR=(""
   "$FAST"
-  "not hypervisor and not browser and not ldap and not redis"
+  "not hypervisor and not browser and not ldap and not redis and not netns"
   "redis"
   "ldap and not redis and not browser and not hypervisor"
   "hypervisor and not redis and not browser"
   "browser and not redis"
+  "netns and not redis and not browser and not hypervisor and not ldap"
 )
 
 SUMMARY=()
@@ -109,11 +111,11 @@ EOF
 if [ "$#" -gt 0 ]; then
   TIERS=("$@")
 else
-  TIERS=(1 2 3 4 5 6)
+  TIERS=(1 2 3 4 5 6 7)
 fi
 for n in "${TIERS[@]}"; do
-  if ! [[ "$n" =~ ^[1-6]$ ]]; then
-    echo "run-tests: unknown tier '$n' (1-6)" >&2
+  if ! [[ "$n" =~ ^[1-7]$ ]]; then
+    echo "run-tests: unknown tier '$n' (1-7)" >&2
     exit 2
   fi
   run_tier "$n"

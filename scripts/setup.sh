@@ -3,7 +3,8 @@
 #
 #   scripts/setup.sh demo   system packages, .venv from requirements.txt, npm assets, libvirtd
 #   scripts/setup.sh test   the same with requirements-dev.txt, plus chromium, slapd, ldap-utils,
-#                           and PostgreSQL / Redis when they do not already answer
+#                           openssh-server (never started as a service), and PostgreSQL /
+#                           Redis when they do not already answer
 #
 # Every step checks first and only acts when something is missing or changed, so a second
 # run takes seconds. Run it as root (or as a user with sudo).
@@ -96,12 +97,51 @@ if [ "${#MISSING[@]}" -gt 0 ]; then
   fi
   echo "setup: installing ${MISSING[*]}"
   "${SUDO[@]}" apt-get update -q
+  APT_UPDATED=1
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${MISSING[@]}"
   did "installed Debian packages: ${MISSING[*]}"
   if [[ " ${MISSING[*]} " == *" postgresql "* ]]; then
     # Lets start-services.sh open this fresh cluster to passwordless local TCP for the tests.
     mkdir -p "$VAR_DIR" && touch "$VAR_DIR/.postgresql-installed-by-setup"
   fi
+fi
+
+# --- OpenSSH server for the netns tier ---------------------------------------------------------
+# The netns tests run their own sshd (own config, own keys) inside a throw-away network
+# namespace. The package must not start or enable the system's sshd: a policy-rc.d denies the
+# start during the install, and sshd_not_to_be_run keeps Debian's unit and init script off.
+
+POLICY_RC=/usr/sbin/policy-rc.d
+POLICY_MADE=0
+remove_policy_rc() {
+  if [ "$POLICY_MADE" = 1 ]; then
+    "${SUDO[@]}" rm -f "$POLICY_RC"
+    POLICY_MADE=0
+  fi
+}
+if [ "$PROFILE" = test ] &&
+  ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q "install ok installed"; then
+  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+    echo "setup: missing package openssh-server; run as root or install sudo" >&2
+    exit 1
+  fi
+  echo "setup: installing openssh-server (its service stays off)"
+  trap remove_policy_rc EXIT
+  if [ ! -e "$POLICY_RC" ]; then
+    printf '#!/bin/sh\n# written by scripts/setup.sh for one apt-get install\nexit 101\n' |
+      "${SUDO[@]}" tee "$POLICY_RC" >/dev/null
+    "${SUDO[@]}" chmod 755 "$POLICY_RC"
+    POLICY_MADE=1
+  fi
+  "${SUDO[@]}" mkdir -p /etc/ssh
+  "${SUDO[@]}" touch /etc/ssh/sshd_not_to_be_run
+  if [ "${APT_UPDATED:-0}" != 1 ]; then
+    "${SUDO[@]}" apt-get update -q
+  fi
+  "${SUDO[@]}" apt-get install -y -q --no-install-recommends openssh-server
+  remove_policy_rc
+  trap - EXIT
+  did "installed openssh-server for the netns tests (system sshd disabled: /etc/ssh/sshd_not_to_be_run)"
 fi
 
 # --- Python virtualenv ------------------------------------------------------------------------

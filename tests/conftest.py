@@ -1,9 +1,9 @@
 """Shared test plumbing.
 
-Tier markers (`hypervisor`, `postgres`, `redis`, `ldap`, `browser`) name a real service a test
-needs. Before such a test sets up any fixture, the service is checked once per session. When it
-is missing the test is skipped with the reason, except under CI (`CI=true` or `CI=1`), where it
-fails instead: a tier whose service cannot start must never pass by skipping.
+Tier markers (`hypervisor`, `postgres`, `redis`, `ldap`, `browser`, `netns`) name a real service
+a test needs. Before such a test sets up any fixture, the service is checked once per session.
+When it is missing the test is skipped with the reason, except under CI (`CI=true` or `CI=1`),
+where it fails instead: a tier whose service cannot start must never pass by skipping.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import pytest
 # ---- tier plumbing ----
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TIER_MARKERS = ("hypervisor", "postgres", "redis", "ldap", "browser")
+TIER_MARKERS = ("hypervisor", "postgres", "redis", "ldap", "browser", "netns")
 CHROMIUM = "/usr/bin/chromium"
 SLAPD = "/usr/sbin/slapd"
+SSHD = "/usr/sbin/sshd"
 MISSING_SERVICE_PROPERTY = "tier_service_missing"
 
 # marker -> None when the service is usable, else the reason it is not (cached per session).
@@ -117,12 +118,25 @@ def _check_browser() -> str | None:
     return None
 
 
+def _check_netns() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespaces and iptables need root"
+    tools = (("ip", "iproute2"), ("iptables", "iptables"), ("ssh-keygen", "openssh-client"))
+    for tool, package in tools:
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (package {package})"
+    if not os.access(SSHD, os.X_OK):
+        return f"{SSHD} is missing (package openssh-server)"
+    return None
+
+
 _CHECKS: dict[str, Callable[[], str | None]] = {
     "hypervisor": _check_hypervisor,
     "postgres": _check_postgres,
     "redis": _check_redis,
     "ldap": _check_ldap,
     "browser": _check_browser,
+    "netns": _check_netns,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 
 from hosts.models import Datastore, Host, Template
-from networking.models import VLAN, PrivateIP
+from networking.models import VLAN, PrivateIP, PublicIP, SecurityDomain
 from portal.accounts.models import Organisation, Role, User
 from vms.models import RequestStage, VMRequest
 
@@ -92,11 +92,26 @@ class VLANFactory(factory.django.DjangoModelFactory):
 
 def make_pool(vlan: VLAN, count: int, start: int = 100) -> list[PrivateIP]:
     """Add `count` private addresses with MACs to the VLAN."""
+    base = vlan.network.network_address
     return [
-        PrivateIP.objects.create(vlan=vlan, address=f"192.168.122.{start + i}",
+        PrivateIP.objects.create(vlan=vlan, address=str(base + start + i),
                                  mac=f"52:54:00:00:{vlan.tag % 256:02x}:{start + i:02x}")
         for i in range(count)
     ]
+
+
+class SecurityDomainFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SecurityDomain
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"Domain {n}")
+    vlan = factory.SubFactory("tests.factories.VLANFactory")
+
+    @factory.post_generation
+    def organisations(obj, create, extracted, **kwargs):  # noqa: N805
+        if create and extracted:
+            obj.organisations.set(extracted)
 
 
 class VMRequestFactory(factory.django.DjangoModelFactory):
@@ -112,3 +127,8 @@ class VMRequestFactory(factory.django.DjangoModelFactory):
     disk_gib = 2
     purpose = "Coursework"
     stage = RequestStage.FACULTY
+
+
+def make_public_pool(count: int, start: int = 10) -> list[PublicIP]:
+    """Add `count` public addresses from the documentation range 203.0.113.0/24."""
+    return [PublicIP.objects.create(address=f"203.0.113.{start + i}") for i in range(count)]

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from hosts.models import Datastore, Host, Template
-from networking.models import VLAN
+from networking.models import VLAN, SecurityDomain
 from portal.accounts.models import Organisation, Role, User
 from tests import factories as f
 
@@ -30,6 +30,9 @@ class Site:
     datastore: Datastore
     template: Template
     vlan: VLAN
+    domain: SecurityDomain
+    vlan2: VLAN
+    domain2: SecurityDomain
     users: dict[str, User] = field(default_factory=dict)
 
     def client(self, user: User | None) -> Client:
@@ -77,5 +80,10 @@ def site(db) -> Site:  # noqa: ANN001
     hv.create_volume(ds.pool_name, template.image, 2 * 1024**3)
     vlan = f.VLANFactory(name="campus", tag=10)
     f.make_pool(vlan, 5)
+    domain = f.SecurityDomainFactory(name="Research", vlan=vlan, organisations=[org])
+    vlan2 = f.VLANFactory(name="private", tag=20, subnet="10.20.0.0/24", attach="tag")
+    f.make_pool(vlan2, 3)
+    domain2 = f.SecurityDomainFactory(name="Private", vlan=vlan2, organisations=[org])
+    f.SecurityDomainFactory(name="Physics lab", vlan=vlan, organisations=[other])
     return Site(org=org, other_org=other, host=host, datastore=ds, template=template,
-                vlan=vlan, users=users, **users)
+                vlan=vlan, domain=domain, vlan2=vlan2, domain2=domain2, users=users, **users)

@@ -53,6 +53,7 @@ class DomainSpec:
     network: str = "default"
     mac: str = ""  # empty lets libvirt choose
     portgroup: str | None = None
+    vlan_tag: int | None = None  # tag on the interface, for Open vSwitch bridges
     description: str = ""
     vnc_port: int | None = None  # None -> autoport
     vnc_listen: str = "127.0.0.1"
@@ -132,6 +133,8 @@ def validate_spec(spec: DomainSpec) -> None:
             raise ValueError(f"invalid MAC address {spec.mac!r}: it is multicast")
     if spec.portgroup is not None:
         _check_name("portgroup", spec.portgroup, NETWORK_RE)
+    if spec.vlan_tag is not None and (not _is_int(spec.vlan_tag) or not 1 <= spec.vlan_tag <= 4094):
+        raise ValueError(f"invalid VLAN tag {spec.vlan_tag!r}: give 1 to 4094 or None")
     _check_text("description", spec.description)
     if spec.vnc_port is not None and (not _is_int(spec.vnc_port) or spec.vnc_port not in VNC_PORTS):
         raise ValueError(f"invalid VNC port {spec.vnc_port!r}: give 5900 to 65535 or None")
@@ -155,6 +158,25 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
     if text is not None:
         elem.text = text
     return elem
+
+
+def _interface(spec: DomainSpec) -> ET.Element:
+    nic = ET.Element("interface", type="network")
+    if spec.mac:
+        _sub(nic, "mac", address=spec.mac.lower())
+    source = _sub(nic, "source", network=spec.network)
+    if spec.portgroup:
+        source.set("portgroup", spec.portgroup)
+    if spec.vlan_tag is not None:
+        _sub(_sub(nic, "vlan"), "tag", id=str(spec.vlan_tag))
+    _sub(nic, "model", type="virtio")
+    return nic
+
+
+def build_interface_xml(spec: DomainSpec) -> str:
+    """Return the XML of the spec's network interface alone, for hot-plugging."""
+    validate_spec(spec)
+    return ET.tostring(_interface(spec), encoding="unicode")
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -193,13 +215,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
 
-    nic = _sub(devices, "interface", type="network")
-    if spec.mac:
-        _sub(nic, "mac", address=spec.mac.lower())
-    source = _sub(nic, "source", network=spec.network)
-    if spec.portgroup:
-        source.set("portgroup", spec.portgroup)
-    _sub(nic, "model", type="virtio")
+    devices.append(_interface(spec))
 
     _sub(_sub(devices, "serial", type="pty"), "target", port="0")
     _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from django import forms
 
 from hosts.models import NAME_VALIDATOR, Template
+from networking.models import SecurityDomain
+from networking.services import security_domains_for
 from portal.accounts.models import Role, User
 
-from .models import RequestStage
+from .models import RequestKind, RequestStage, VirtualMachine
 from .services.sizes import size_bounds
 from .services.workflow import faculty_choices
 
@@ -34,12 +36,21 @@ class VMRequestForm(forms.Form):
     disk_gib = forms.IntegerField(label="Disk (GiB)", min_value=1, initial=2)
     purpose = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
                               help_text="What the VM is for; approvers read this.")
+    security_domain = forms.ModelChoiceField(
+        queryset=SecurityDomain.objects.none(), empty_label=None,
+        help_text="The network zone the VM joins; it gets an address on its VLAN.",
+    )
+    public_ip = forms.BooleanField(
+        label="Also give it a public IP address", required=False,
+        help_text="Reachable from outside the campus through NAT.",
+    )
     faculty = FacultyChoiceField(queryset=User.objects.none(), required=False,
                                  help_text="The faculty member who approves first.")
 
     def __init__(self, *args: object, requester: User, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.requester = requester
+        self.fields["security_domain"].queryset = security_domains_for(requester)
         if requester.role == Role.USER:
             self.fields["faculty"].queryset = faculty_choices(requester=requester)
             self.fields["faculty"].required = True
@@ -57,3 +68,31 @@ class DecisionForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False,
                              max_length=2000)
     seen_stage = forms.ChoiceField(choices=RequestStage.choices, widget=forms.HiddenInput)
+
+
+class VMChangeForm(forms.Form):
+    """A change to an existing VM, asked of the same approvers as a new one."""
+
+    security_domain = forms.ModelChoiceField(queryset=SecurityDomain.objects.none(),
+                                             empty_label=None, label="Move to")
+    purpose = forms.CharField(label="Why", widget=forms.Textarea(attrs={"rows": 2}),
+                              max_length=2000)
+    faculty = FacultyChoiceField(queryset=User.objects.none(), required=False,
+                                 help_text="The faculty member who approves first.")
+
+    def __init__(self, *args: object, requester: User, vm: VirtualMachine, kind: RequestKind,
+                 **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+        if kind == RequestKind.NETWORK:
+            self.fields["security_domain"].queryset = security_domains_for(vm.owner).exclude(
+                pk=vm.security_domain_id)
+        else:
+            del self.fields["security_domain"]
+        if requester.role == Role.USER:
+            self.fields["faculty"].queryset = faculty_choices(requester=requester)
+            self.fields["faculty"].required = True
+            if vm.request and vm.request.faculty_id:
+                self.fields["faculty"].initial = vm.request.faculty_id
+        else:
+            del self.fields["faculty"]

@@ -10,14 +10,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
+from networking.models import PublicIP
 from portal import permissions
 from portal.errors import PortalError
 
-from .forms import DecisionForm, VMRequestForm
-from .models import Operation, OperationKind, OperationStatus, VMState
-from .services.lifecycle import ACTION_STATES, vm_action_request
+from .forms import DecisionForm, VMChangeForm, VMRequestForm
+from .models import Operation, OperationKind, OperationStatus, RequestKind, VMState
+from .models.requests import PENDING_STAGES
+from .services.lifecycle import ACTION_STATES, CHANGEABLE_STATES, vm_action_request
 from .services.operations import operation_dismiss, operation_retry
 from .services.workflow import (
+    vm_change_request_create,
     vm_request_approve,
     vm_request_cancel,
     vm_request_create,
@@ -56,6 +59,7 @@ def request_create(request: HttpRequest) -> HttpResponse:
                 requester=request.user, name=data["name"], template=data["template"],
                 vcpus=data["vcpus"], memory_mib=data["memory_mib"], disk_gib=data["disk_gib"],
                 purpose=data["purpose"], faculty=data.get("faculty"),
+                security_domain=data["security_domain"], public_ip=data["public_ip"],
             )
         except ValidationError as exc:
             _form_errors(form, exc)
@@ -155,7 +159,7 @@ def vm_list(request: HttpRequest) -> HttpResponse:
     """List the VMs the user may see."""
     show_deleted = request.GET.get("deleted") == "1"
     qs = permissions.vms_visible_to(request.user).select_related(
-        "owner", "host", "private_ip")
+        "owner", "host").prefetch_related("private_ips")
     if not show_deleted:
         qs = qs.exclude(state=VMState.DELETED)
     table = _table(request, VirtualMachineTable(qs))
@@ -165,16 +169,24 @@ def vm_list(request: HttpRequest) -> HttpResponse:
 def _vm_context(request: HttpRequest, pk: int) -> dict:
     vm = get_object_or_404(
         permissions.vms_visible_to(request.user).select_related(
-            "owner", "host", "datastore", "template", "organisation", "request"), pk=pk)
+            "owner", "host", "datastore", "template", "organisation", "request",
+            "security_domain").prefetch_related("private_ips__vlan"), pk=pk)
     ops = vm.operations.select_related("requested_by")[:10]
     active = any(op.is_active for op in ops)
     can_operate = permissions.can_operate_vm(request.user, vm)
+    public_ip = PublicIP.objects.filter(vm=vm).first()
     actions = []
     if can_operate and not active:
-        actions = [kind for kind, states in ACTION_STATES.items() if vm.state in states]
+        actions = [kind for kind, states in ACTION_STATES.items()
+                   if vm.state in states and (kind != OperationKind.PUBLIC_IP_RELEASE
+                                              or public_ip is not None)]
+    pending_change = vm.change_requests.filter(stage__in=PENDING_STAGES).first()
     return {
         "vm": vm,
-        "ip": getattr(vm, "private_ip", None),
+        "ip": vm.private_ip,
+        "public_ip": public_ip,
+        "pending_change": pending_change,
+        "can_change": can_operate and vm.state in CHANGEABLE_STATES and pending_change is None,
         "operations": ops,
         "active": active,
         "actions": [(k.value, k.label) for k in actions],
@@ -216,6 +228,31 @@ def vm_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     except PortalError as exc:
         messages.error(request, str(exc))
     return redirect("vms:vm_detail", pk=pk)
+
+
+@login_required
+def vm_change(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    """Show and take the form asking for a change to a VM."""
+    vm = get_object_or_404(permissions.vms_visible_to(request.user).select_related(
+        "request", "owner", "security_domain"), pk=pk)
+    permissions.require(permissions.can_operate_vm(request.user, vm))
+    change = RequestKind(kind)
+    form = VMChangeForm(request.POST or None, requester=request.user, vm=vm, kind=change)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            vm_request = vm_change_request_create(
+                requester=request.user, vm=vm, kind=change, purpose=data["purpose"],
+                security_domain=data.get("security_domain"), faculty=data.get("faculty"))
+        except ValidationError as exc:
+            _form_errors(form, exc)
+        except PortalError as exc:
+            messages.error(request, str(exc))
+            return redirect("vms:vm_detail", pk=pk)
+        else:
+            messages.success(request, f"Request submitted: {vm_request.summary}.")
+            return redirect("vms:request_detail", pk=vm_request.pk)
+    return render(request, "vms/vm_change.html", {"vm": vm, "form": form, "kind": change})
 
 
 @login_required

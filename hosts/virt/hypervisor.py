@@ -581,3 +581,97 @@ class Hypervisor:
             net.create()
             if net.isPersistent() and not net.autostart():
                 net.setAutostart(1)
+
+    # --- DHCP host entries of libvirt networks ----------------------------------------------
+
+    def network_dhcp_hosts(self, network: str) -> list[tuple[str, str, str]]:
+        """Return the (mac, ip, name) DHCP host entries of the network."""
+        check_network_name(network)
+        with self._doing("read", f"network '{network}'"):
+            xml = self._conn().networkLookupByName(network).XMLDesc(0)
+        root = ET.fromstring(xml)  # noqa: S314 - XML from libvirt itself
+        return [
+            (h.get("mac", "").lower(), h.get("ip", ""), h.get("name", ""))
+            for h in root.findall("./ip/dhcp/host")
+        ]
+
+    def network_dhcp_host_add(self, network: str, mac: str, ip: str, name: str) -> None:
+        """Add a DHCP host entry; an identical one is kept, a clashing one is refused."""
+        check_network_name(network)
+        mac = mac.lower()
+        for have_mac, have_ip, _ in self.network_dhcp_hosts(network):
+            if have_mac == mac and have_ip == ip:
+                return
+            if have_mac == mac or have_ip == ip:
+                raise VirtError(
+                    f"cannot add DHCP host {mac} -> {ip} to network '{network}' on {self.uri}: "
+                    f"it already has {have_mac} -> {have_ip}"
+                )
+        entry = ET.Element("host", mac=mac, name=name, ip=ip)
+        self._network_update(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, entry,
+                             f"add DHCP host {mac} -> {ip} to")
+
+    def network_dhcp_host_remove(self, network: str, mac: str) -> None:
+        """Remove the DHCP host entry of this MAC; a missing entry is fine."""
+        check_network_name(network)
+        mac = mac.lower()
+        for have_mac, have_ip, have_name in self.network_dhcp_hosts(network):
+            if have_mac == mac:
+                entry = ET.Element("host", mac=have_mac, ip=have_ip)
+                if have_name:
+                    entry.set("name", have_name)
+                self._network_update(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry,
+                                     f"remove DHCP host {mac} from")
+
+    def _network_update(self, network: str, command: int, entry: ET.Element, doing: str) -> None:
+        with self._doing(doing, f"network '{network}'"):
+            net = self._conn().networkLookupByName(network)
+            flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+            if net.isActive():
+                flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+            net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
+                       ET.tostring(entry, encoding="unicode"), flags)
+
+    # --- network interfaces of domains ------------------------------------------------------
+
+    def replace_interface(self, name: str, old_mac: str, interface_xml: str) -> None:
+        """Swap the domain's interface with old_mac for a new one, live when it runs."""
+        check_domain_name(name)
+        old_mac = old_mac.lower()
+        dom = self._lookup_domain(name, "change the interface of")
+        with self._doing("read", f"domain '{name}'"):
+            root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))  # noqa: S314
+            active = bool(dom.isActive())
+        devices = root.find("devices")
+        old = next((i for i in (devices.findall("interface") if devices is not None else [])
+                    if (i.find("mac") is not None
+                        and i.find("mac").get("address", "").lower() == old_mac)), None)
+        new = ET.fromstring(interface_xml)  # noqa: S314 - built by vms.domain_xml
+        if old is None:
+            # A retried move may find the new interface already in place.
+            macs = [i.find("mac").get("address", "").lower()
+                    for i in devices.findall("interface") if i.find("mac") is not None]
+            new_mac = new.find("mac").get("address", "").lower()
+            if new_mac in macs:
+                return
+            raise VirtError(f"cannot change the interface of domain '{name}' on {self.uri}: "
+                            f"it has no interface with MAC {old_mac}")
+        if not active:
+            devices.remove(old)
+            devices.append(new)
+            with self._doing("redefine", f"domain '{name}'"):
+                self._conn().defineXML(ET.tostring(root, encoding="unicode"))
+            return
+        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        with self._doing("detach an interface from", f"domain '{name}'"):
+            dom.detachDeviceFlags(ET.tostring(old, encoding="unicode"), flags)
+        try:
+            with self._doing("attach an interface to", f"domain '{name}'"):
+                dom.attachDeviceFlags(interface_xml, flags)
+        except VirtError:
+            # Put the old interface back so the VM keeps its network.
+            try:
+                dom.attachDeviceFlags(ET.tostring(old, encoding="unicode"), flags)
+            except libvirt.libvirtError:
+                log.exception("could not restore the interface %s of %s", old_mac, name)
+            raise

@@ -309,9 +309,6 @@ class User:
     def assert_clean(self) -> None:
         assert not self.errors, "\n".join(self.errors)
 
-    def message(self) -> str:
-        return self.page.locator("main .alert").first.inner_text()
-
 
 def request_vm(user: User, name: str, purpose: str) -> None:
     """Fill in and submit "Request a VM" as the student, naming the faculty."""
@@ -326,6 +323,16 @@ def request_vm(user: User, name: str, purpose: str) -> None:
     page.select_option("#id_faculty", value=faculty)
     page.get_by_role("button", name="Submit request").click()
     page.wait_for_load_state()
+
+
+def expect_submitted(user: User, text: str) -> None:
+    """Assert the request went in; if the form came back, say what it complained about."""
+    from playwright.sync_api import expect
+
+    errors = user.page.locator("#form-errors")
+    if errors.count():
+        pytest.fail(f"the request form refused the request: {errors.inner_text()}")
+    expect(user.page.locator("main .alert-success")).to_contain_text(text)
 
 
 def decide(user: User, name: str, decision: str, reason: str) -> None:
@@ -359,14 +366,14 @@ def test_bad_name_is_refused_and_faculty_rejection_reaches_the_student(browser, 
     expect(name_field).to_have_class(re.compile(r"\bis-invalid\b"))
     expect(student.page.locator("#error_1_id_name, .invalid-feedback").first).to_contain_text(
         "lower-case letters")
+    expect(student.page.locator("#form-errors")).to_contain_text("Name:")
     student.shot("request-bad-name")
     student.nav("My requests")
     expect(student.page.locator("main table")).not_to_contain_text("Bad_Name")
 
     student.nav("Request a VM")
     request_vm(student, name, "Coursework that the faculty turns down.")
-    expect(student.page.locator("main .alert-success")).to_contain_text(
-        f"Request {name} submitted")
+    expect_submitted(student, f"Request {name} submitted")
     student.logout()
 
     faculty = User(browser, portal, "faculty")
@@ -437,8 +444,7 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
     student.login()
     student.nav("Request a VM")
     request_vm(student, name, "Operating systems lab: a tiny guest that boots.")
-    expect(student.page.locator("main .alert-success")).to_contain_text(
-        f"Request {name} submitted; it now awaits faculty.")
+    expect_submitted(student, f"Request {name} submitted; it now awaits faculty.")
     student.shot("request-submitted")
     student.nav("My requests")
     expect(student.page.locator("main table tbody tr", has_text=name)).to_contain_text(
@@ -463,7 +469,7 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
     row.get_by_role("link", name=name).click()
     page = student.page
     expect(page.locator("#vm-live h1")).to_contain_text(name)
-    student.shot("vm-installing")
+    student.shot("vm-opened")
     # No reload from here on: the page polls its live part every 3 s.
     expect(page.locator("#vm-state [data-state]")).to_have_attribute(
         "data-state", "running", timeout=INSTALL_TIMEOUT_MS)
@@ -486,6 +492,7 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
         page.locator('#vm-actions button[data-action="delete"]').click()
     wait_for_operation(student, "delete")
     expect(page.locator("#vm-state [data-state]")).to_have_attribute("data-state", "deleted")
+    expect(page.locator("#vm-live [role=status]")).to_contain_text("This VM was deleted")
     student.shot("vm-deleted")
     assert virsh("dominfo", name).returncode != 0, f"domain {name} is still defined"
     assert not list(portal.datastore.glob("vm-*.qcow2")), "the VM's disk is still there"
@@ -502,6 +509,10 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
         expect(table.locator("tbody tr", has_text=name).filter(has_text=kind).first
                ).to_contain_text("Done")
     admin.shot("operations")
+    # A short page shows the table's pagination as it looks on a long list.
+    admin.goto("/operations/?per_page=3")
+    expect(admin.page.locator("main .pagination .page-item")).not_to_have_count(0)
+    admin.shot("operations-paginated")
     admin.nav("Hosts")
     host_row = admin.page.locator("main table tbody tr", has_text="local")
     expect(host_row).to_contain_text("qemu:///system")

@@ -81,7 +81,8 @@ def real_site(site) -> Iterator:
 
 def install(site, capture, name):
     req = vm_request_create(requester=site.admin, name=name, template=site.template, vcpus=1,
-                            memory_mib=64, disk_gib=1, purpose="hypervisor tier")
+                            memory_mib=64, disk_gib=1, purpose="hypervisor tier",
+                            security_domain=site.domain)
     with capture(execute=False):
         vm_request_approve(request=req, actor=site.admin)
     vm = VirtualMachine.objects.get(request=req)

@@ -27,27 +27,27 @@ def make_vms(site, n):
 @pytest.mark.django_db
 def test_allocation_takes_the_first_free_and_keeps_what_a_vm_holds(site):
     a, b = make_vms(site, 2)
-    first = ip_allocate(vm=a)
+    first = ip_allocate(vm=a, vlan=site.vlan)
     assert first.address == "192.168.122.100"
-    assert ip_allocate(vm=a) == first
-    assert ip_allocate(vm=b).address == "192.168.122.101"
+    assert ip_allocate(vm=a, vlan=site.vlan) == first
+    assert ip_allocate(vm=b, vlan=site.vlan).address == "192.168.122.101"
 
 
 @pytest.mark.django_db
 def test_released_addresses_are_reused(site):
     a, b = make_vms(site, 2)
-    held = ip_allocate(vm=a)
+    held = ip_allocate(vm=a, vlan=site.vlan)
     ip_release(vm=a)
-    assert ip_allocate(vm=b) == held
+    assert ip_allocate(vm=b, vlan=site.vlan) == held
 
 
 @pytest.mark.django_db
 def test_exhaustion_says_so_and_takes_nothing(site):
     vms = make_vms(site, 6)
     for vm in vms[:5]:
-        ip_allocate(vm=vm)
+        ip_allocate(vm=vm, vlan=site.vlan)
     with pytest.raises(PoolExhausted, match="No free private IP"):
-        ip_allocate(vm=vms[5])
+        ip_allocate(vm=vms[5], vlan=site.vlan)
     assert not PrivateIP.objects.filter(vm=vms[5]).exists()
 
 
@@ -62,7 +62,7 @@ def test_concurrent_allocators_never_share_an_address(site):
     def worker(vm):
         try:
             barrier.wait()
-            results.append(ip_allocate(vm=vm).address)
+            results.append(ip_allocate(vm=vm, vlan=site.vlan).address)
         except PoolExhausted as exc:
             errors.append(exc)
         finally:

@@ -43,11 +43,17 @@ MATRIX = {
     "vms:vm_detail": ("get", "vm", row(ok=SEES_VM)),
     "vms:vm_status": ("get", "vm", row(ok=SEES_VM)),
     "vms:vm_action": ("post", "vm_action", row(go=("student", "orgadmin", "admin"))),
+    "vms:vm_change_network": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),
+    "vms:vm_change_public_ip": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),
     "vms:operation_list": ("get", None, row(ok=EVERYONE)),
     "vms:operation_retry": ("post", "operation", row(go=("admin",))),
     "vms:operation_dismiss": ("post", "operation", row(go=("admin",))),
     "hosts:host_list": ("get", None, row(ok=("admin",))),
     "hosts:host_detail": ("get", "host", row(ok=("admin",))),
+    "networking:overview": ("get", None, row(ok=("admin",))),
+    "networking:vlan_detail": ("get", "vlan", row(ok=("admin",))),
+    "networking:public_pool": ("get", None, row(ok=("admin",))),
+    "networking:nat_resync": ("post", None, row(go=("admin",))),
     # Django admin: staff only; everyone else is sent to its login page.
     "admin:index": ("get", None, row(ok=("admin",),
                                      go=tuple(r for r in EVERYONE if r != "admin"))),
@@ -77,10 +83,12 @@ def objects(site, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         req = vm_request_create(
             requester=site.student, name="matrix", template=site.template, vcpus=1,
-            memory_mib=512, disk_gib=2, purpose="x", faculty=site.faculty)
+            memory_mib=512, disk_gib=2, purpose="x", faculty=site.faculty,
+            security_domain=site.domain)
         other = vm_request_create(
             requester=site.student, name="matrix-vm", template=site.template, vcpus=1,
-            memory_mib=512, disk_gib=2, purpose="x", faculty=site.faculty)
+            memory_mib=512, disk_gib=2, purpose="x", faculty=site.faculty,
+            security_domain=site.domain)
         vm = VirtualMachine.objects.create(
             name="matrix-vm", owner=site.student, organisation=site.org, request=other,
             template=site.template, host=site.host, vcpus=1, memory_mib=512, disk_gib=2,
@@ -89,7 +97,7 @@ def objects(site, django_capture_on_commit_callbacks):
         other.save()
         op = Operation.objects.create(kind=OperationKind.START, vm=vm,
                                       status=OperationStatus.FAILED, message="x")
-    return {"request": req, "vm": vm, "operation": op, "host": site.host}
+    return {"request": req, "vm": vm, "operation": op, "host": site.host, "vlan": site.vlan}
 
 
 def url_for(name, kind, objects):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hosts.virt import Hypervisor, VirtError
-from networking.models import PrivateIP
+from networking.models import NATMapping, PrivateIP, PublicIP
 from portal.errors import PortalError
+from tests import factories as f
 from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
 from vms.services import lifecycle
 from vms.services.operations import operation_run
@@ -20,7 +21,8 @@ def approved_vm(site, django_capture_on_commit_callbacks, name="lab1", **sizes):
     req = vm_request_create(
         requester=site.admin, name=name, template=site.template, vcpus=sizes.get("vcpus", 1),
         memory_mib=sizes.get("memory_mib", 512), disk_gib=sizes.get("disk_gib", 2),
-        purpose="Lab <b>&</b> tests",
+        purpose="Lab <b>&</b> tests", security_domain=site.domain,
+        public_ip=sizes.get("public_ip", False),
     )
     with django_capture_on_commit_callbacks(execute=False):
         vm_request_approve(request=req, actor=site.admin)
@@ -53,6 +55,11 @@ def nothing_left(site, vm):
     pool = site.datastore.pool_name
     assert not (vm.volume_name in hv.list_volumes(pool) if _pool_exists(hv, pool) else False)
     assert not PrivateIP.objects.filter(vm=vm).exists()
+    assert not PublicIP.objects.filter(vm=vm).exists()
+    assert not NATMapping.objects.filter(vm=vm).exists()
+    vm.refresh_from_db()
+    assert vm.vnc_port is None
+    assert [h for h in hv.network_dhcp_hosts("default") if h[2] == vm.domain_name] == []
 
 
 def _pool_exists(hv, pool):
@@ -86,25 +93,32 @@ def test_install_places_allocates_creates_disk_defines_and_starts(
 
 
 @pytest.mark.parametrize("step", [
-    "host_choose", "ip_allocate", "ensure_pool", "inspect_image", "create_overlay",
-    "ensure_network_active", "define_domain", "start",
+    "host_choose", "ip_allocate", "vnc_port_allocate", "ensure_pool", "inspect_image",
+    "create_overlay", "ensure_network_active", "dhcp_add", "define_domain", "start",
+    "nat_attach", "nat.apply",
 ])
 def test_a_failure_at_any_install_step_gives_everything_back(
         site, django_capture_on_commit_callbacks, monkeypatch, step):
+    from networking import nat
+
     def boom(*args, **kwargs):
         raise VirtError(f"injected failure in {step}")
 
-    if step in ("host_choose", "ip_allocate"):
+    f.make_public_pool(2)
+    if step in ("host_choose", "ip_allocate", "vnc_port_allocate", "dhcp_add", "nat_attach"):
         monkeypatch.setattr(lifecycle, step, boom)
+    elif step == "nat.apply":
+        monkeypatch.setattr(nat.NullNat, "apply", boom)
     else:
         monkeypatch.setattr(Hypervisor, step, boom)
-    vm, op = install(site, django_capture_on_commit_callbacks)
+    vm, op = install(site, django_capture_on_commit_callbacks, public_ip=True)
     assert op.status == OperationStatus.FAILED
     assert op.message == f"injected failure in {step}"
     assert vm.state == VMState.FAILED
     assert vm.host is None and vm.datastore is None
     nothing_left(site, vm)
-    assert PrivateIP.objects.filter(vm__isnull=True).count() == 5
+    assert PrivateIP.objects.filter(vm__isnull=False).count() == 0
+    assert PublicIP.objects.filter(vm__isnull=False).count() == 0
 
 
 def test_a_failed_install_succeeds_when_retried_after_the_cause_is_fixed(

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.django_db
 
 def form_data(site, **kw):
     data = {"name": "web-lab", "template": site.template.pk, "vcpus": 1, "memory_mib": 512,
-            "disk_gib": 2, "purpose": "Course project", "faculty": site.faculty.pk}
+            "disk_gib": 2, "purpose": "Course project", "faculty": site.faculty.pk,
+            "security_domain": site.domain.pk}
     data.update(kw)
     return data
 

@@ -31,7 +31,7 @@ def submit(site, requester=None, **overrides):
     args = {
         "requester": requester or site.student, "name": "thesis-lab",
         "template": site.template, "vcpus": 2, "memory_mib": 1024, "disk_gib": 4,
-        "purpose": "Thesis experiments",
+        "purpose": "Thesis experiments", "security_domain": site.domain,
         "faculty": site.faculty if (requester or site.student).role == "user" else None,
     }
     args.update(overrides)

@@ -2,7 +2,7 @@
 
 from .machines import VirtualMachine, VMState
 from .operations import Operation, OperationKind, OperationStatus
-from .requests import ApprovalStep, Decision, RequestStage, VMRequest
+from .requests import ApprovalStep, Decision, RequestKind, RequestStage, VMRequest
 
 __all__ = [
     "ApprovalStep",
@@ -10,6 +10,7 @@ __all__ = [
     "Operation",
     "OperationKind",
     "OperationStatus",
+    "RequestKind",
     "RequestStage",
     "VMRequest",
     "VMState",

@@ -49,6 +49,11 @@ class VirtualMachine(models.Model):
     datastore = models.ForeignKey(
         "hosts.Datastore", on_delete=models.PROTECT, null=True, blank=True, related_name="vms"
     )
+    security_domain = models.ForeignKey(
+        "networking.SecurityDomain", on_delete=models.PROTECT, null=True, blank=True,
+        related_name="vms",
+    )
+    vnc_port = models.PositiveIntegerField("VNC port", null=True, blank=True)
     vcpus = models.PositiveIntegerField("vCPUs")
     memory_mib = models.PositiveIntegerField("RAM (MiB)")
     disk_gib = models.PositiveIntegerField("disk (GiB)")
@@ -67,6 +72,11 @@ class VirtualMachine(models.Model):
                 condition=~models.Q(state="deleted"),
                 name="%(app_label)s_%(class)s_live_name",
             ),
+            models.UniqueConstraint(
+                fields=["host", "vnc_port"],
+                condition=models.Q(vnc_port__isnull=False),
+                name="%(app_label)s_%(class)s_host_vnc_port",
+            ),
         ]
         indexes = [models.Index(fields=["owner", "state"], name="vms_vm_owner_state")]
 
@@ -82,6 +92,15 @@ class VirtualMachine(models.Model):
     def volume_name(self) -> str:
         """Return the name of the VM's root disk volume, made by the portal."""
         return f"vm-{self.uuid.hex}.qcow2"
+
+    @property
+    def private_ip(self) -> object | None:
+        """Return the VM's current private address (the newest, while it moves)."""
+        ips = list(self.private_ips.all())  # uses a prefetch when the list page made one
+        if not ips:
+            return None
+        return max(ips, key=lambda ip: (ip.allocated_at.timestamp() if ip.allocated_at else 0,
+                                        ip.pk))
 
     @property
     def is_live(self) -> bool:

@@ -17,7 +17,11 @@ class OperationKind(models.TextChoices):
     SUSPEND = "suspend", "Suspend"
     RESUME = "resume", "Resume"
     DELETE = "delete", "Delete"
+    NETWORK_MOVE = "network_move", "Move to another security domain"
+    PUBLIC_IP_ATTACH = "public_ip_attach", "Attach a public IP"
+    PUBLIC_IP_RELEASE = "public_ip_release", "Release the public IP"
     HOST_REFRESH = "host_refresh", "Refresh host"
+    NAT_RESYNC = "nat_resync", "Re-apply NAT mappings"
 
 
 class OperationStatus(models.TextChoices):

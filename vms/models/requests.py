@@ -22,6 +22,14 @@ class RequestStage(models.TextChoices):
 PENDING_STAGES = (RequestStage.FACULTY, RequestStage.ORG_ADMIN, RequestStage.ADMIN)
 
 
+class RequestKind(models.TextChoices):
+    """What a request asks for: a new VM, or a change to one."""
+
+    NEW = "new", "New VM"
+    NETWORK = "network", "Move to another security domain"
+    PUBLIC_IP = "public_ip", "Public IP address"
+
+
 class Decision(models.TextChoices):
     """What an approver decided."""
 
@@ -44,8 +52,20 @@ class VMRequest(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
         related_name="faculty_requests", help_text="The faculty who approves first.",
     )
+    kind = models.CharField(max_length=16, choices=RequestKind.choices, default=RequestKind.NEW)
+    target = models.ForeignKey(
+        "vms.VirtualMachine", on_delete=models.PROTECT, null=True, blank=True,
+        related_name="change_requests", help_text="The VM a change request is about.",
+    )
     name = models.CharField(max_length=63, validators=[NAME_VALIDATOR])
     template = models.ForeignKey("hosts.Template", on_delete=models.PROTECT)
+    security_domain = models.ForeignKey(
+        "networking.SecurityDomain", on_delete=models.PROTECT, null=True, blank=True,
+        help_text="Where the VM's network goes (for a move: the new domain).",
+    )
+    public_ip = models.BooleanField("public IP", default=False,
+                                    help_text="Reach the VM from outside through NAT.")
+    params = models.JSONField(default=dict, blank=True)
     vcpus = models.PositiveIntegerField("vCPUs")
     memory_mib = models.PositiveIntegerField("RAM (MiB)")
     disk_gib = models.PositiveIntegerField("disk (GiB)")
@@ -61,13 +81,35 @@ class VMRequest(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["name"],
-                condition=models.Q(stage__in=["faculty", "org_admin", "admin"]),
+                condition=models.Q(stage__in=["faculty", "org_admin", "admin"], kind="new"),
                 name="%(app_label)s_%(class)s_pending_name",
+            ),
+            models.UniqueConstraint(
+                fields=["target"],
+                condition=models.Q(stage__in=["faculty", "org_admin", "admin"])
+                & ~models.Q(kind="new"),
+                name="%(app_label)s_%(class)s_one_pending_change",
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_stage_display()})"
+
+    @property
+    def is_change(self) -> bool:
+        """Return whether the request changes an existing VM."""
+        return self.kind != RequestKind.NEW
+
+    @property
+    def summary(self) -> str:
+        """Return one line saying what the request asks for."""
+        if self.kind == RequestKind.NETWORK:
+            return f"Move {self.name} to security domain {self.security_domain}"
+        if self.kind == RequestKind.PUBLIC_IP:
+            return f"Give {self.name} a public IP address"
+        extra = " with a public IP" if self.public_ip else ""
+        return (f"{self.template} · {self.vcpus} vCPUs · {self.memory_mib} MiB · "
+                f"{self.disk_gib} GiB{extra}")
 
     @property
     def is_pending(self) -> bool:

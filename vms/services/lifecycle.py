@@ -4,19 +4,44 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hosts.placement import host_choose
+from hosts.remote import RemoteError
 from hosts.virt import DomainFacts, Hypervisor, NotFound, VirtError
-from networking.allocation import ip_allocate, ip_release
+from networking.allocation import (
+    ip_allocate,
+    ip_release,
+    public_ip_release,
+    vnc_port_allocate,
+    vnc_port_release,
+)
+from networking.models import VLAN, AttachMode, NATMapping, PrivateIP, SecurityDomain
+from networking.services import (
+    dhcp_add,
+    dhcp_remove,
+    nat_attach,
+    nat_detach,
+    nat_remap,
+    nat_resync,
+)
 from portal import permissions
 from portal.errors import PortalError
 
-from ..domain_xml import DomainSpec, build_domain_xml
-from ..models import Operation, OperationKind, OperationStatus, VirtualMachine, VMRequest, VMState
+from ..domain_xml import DomainSpec, build_domain_xml, build_interface_xml
+from ..models import (
+    Operation,
+    OperationKind,
+    OperationStatus,
+    RequestKind,
+    VirtualMachine,
+    VMRequest,
+    VMState,
+)
 from .notify import absolute_url, notify
 from .operations import handles, operation_create, operation_progress
 
@@ -34,7 +59,11 @@ ACTION_STATES: dict[OperationKind, tuple[str, ...]] = {
     OperationKind.RESUME: (VMState.PAUSED,),
     OperationKind.DELETE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED,
                            VMState.FAILED, VMState.UNKNOWN, VMState.PENDING),
+    OperationKind.PUBLIC_IP_RELEASE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF,
+                                      VMState.CRASHED, VMState.UNKNOWN),
 }
+# States in which a VM may be changed through a request (network move, public IP).
+CHANGEABLE_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED)
 OWNER_ACTIONS = tuple(ACTION_STATES)
 
 LIBVIRT_STATE = {
@@ -50,7 +79,7 @@ def vm_create_from_request(*, request: VMRequest, actor) -> VirtualMachine:  # n
         name=request.name, owner=request.requester, organisation=request.organisation,
         request=request, template=request.template, vcpus=request.vcpus,
         memory_mib=request.memory_mib, disk_gib=request.disk_gib, purpose=request.purpose,
-        state=VMState.PENDING,
+        security_domain=request.security_domain, state=VMState.PENDING,
     )
     vm.full_clean(validate_constraints=False)
     try:
@@ -60,6 +89,28 @@ def vm_create_from_request(*, request: VMRequest, actor) -> VirtualMachine:  # n
         raise PortalError(f"A live VM is already called {request.name}.") from exc
     operation_create(kind=OperationKind.INSTALL, vm=vm, requested_by=actor)
     return vm
+
+
+CHANGE_OPERATIONS = {
+    RequestKind.NETWORK: OperationKind.NETWORK_MOVE,
+    RequestKind.PUBLIC_IP: OperationKind.PUBLIC_IP_ATTACH,
+}
+
+
+def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
+    """Queue the operation that carries out an approved change request."""
+    vm = VirtualMachine.objects.select_for_update().get(pk=request.target_id)
+    if vm.state not in CHANGEABLE_STATES:
+        raise PortalError(f"{vm.name} is {vm.get_state_display().lower()}; it cannot change now.")
+    if vm.operations.filter(status__in=[OperationStatus.QUEUED,
+                                        OperationStatus.RUNNING]).exists():
+        raise PortalError(f"Another operation on {vm.name} is under way; approve again when "
+                          "it has finished.")
+    arguments = {"request": request.pk}
+    if request.security_domain_id:
+        arguments["security_domain"] = request.security_domain_id
+    return operation_create(kind=CHANGE_OPERATIONS[RequestKind(request.kind)], vm=vm,
+                            requested_by=actor, arguments=arguments)
 
 
 def vm_action_request(*, vm: VirtualMachine, kind: OperationKind, actor) -> Operation:  # noqa: ANN001
@@ -101,11 +152,15 @@ def _hypervisor(vm: VirtualMachine) -> Hypervisor:
     return Hypervisor(vm.host.uri)
 
 
-def _spec(vm: VirtualMachine, disk_path: str, mac: str, network: str) -> DomainSpec:
+def _spec(vm: VirtualMachine, disk_path: str, ip: PrivateIP) -> DomainSpec:
+    vlan = ip.vlan
     return DomainSpec(
         name=vm.domain_name, uuid=str(vm.uuid), domain_type=vm.host.accel,
         vcpus=vm.vcpus, memory_mib=vm.memory_mib, disk_path=disk_path,
-        network=network, mac=mac, description=vm.purpose,
+        network=vlan.network_name, mac=ip.mac, description=vm.purpose,
+        portgroup=vlan.portgroup if vlan.attach == AttachMode.PORTGROUP else None,
+        vlan_tag=vlan.tag if vlan.attach == AttachMode.TAG else None,
+        vnc_port=vm.vnc_port,
         metadata={"vm-id": str(vm.pk), "owner": vm.owner.get_username(),
                   "organisation": vm.organisation.slug},
     )
@@ -113,15 +168,17 @@ def _spec(vm: VirtualMachine, disk_path: str, mac: str, network: str) -> DomainS
 
 @handles(OperationKind.INSTALL)
 def vm_install(op: Operation) -> str:
-    """Place the VM, give it an IP and MAC, make its disk, define and start its domain.
+    """Place the VM, give it an IP, MAC and VNC port, make its disk, define and start it.
 
     Each step is idempotent so a retried install picks up what is already there; if a
     step fails, every resource taken so far is given back before the error is raised.
     """
-    vm = VirtualMachine.objects.select_related("template__datastore", "owner",
-                                               "organisation").get(pk=op.vm_id)
+    vm = VirtualMachine.objects.select_related(
+        "template__datastore", "owner", "organisation", "security_domain__vlan", "request",
+    ).get(pk=op.vm_id)
     if vm.state not in (VMState.PENDING, VMState.FAILED, VMState.INSTALLING):
         raise PortalError(f"{vm.name} is {vm.get_state_display().lower()}; nothing to install.")
+    vlan = _vlan_of(vm)
     undo: list[tuple[str, Callable[[], None]]] = []
     vm.state = VMState.INSTALLING
     vm.save(update_fields=["state"])
@@ -135,9 +192,11 @@ def vm_install(op: Operation) -> str:
                 vm.save(update_fields=["host", "datastore"])
         undo.append(("host", lambda: _forget_host(vm)))
 
-        operation_progress(op, f"Allocating an IP address on {vm.host.name}")
-        ip = ip_allocate(vm=vm)
+        operation_progress(op, f"Allocating an IP address on {vlan}")
+        ip = ip_allocate(vm=vm, vlan=vlan)
         undo.append(("IP", lambda: ip_release(vm=vm)))
+        vnc_port_allocate(vm=vm)
+        undo.append(("VNC port", lambda: vnc_port_release(vm=vm)))
 
         hv = Hypervisor(vm.host.uri)
         ds = vm.datastore
@@ -148,32 +207,53 @@ def vm_install(op: Operation) -> str:
                                       vm.disk_gib * GIB)
         undo.append(("disk", lambda: hv.delete_volume(ds.pool_name, vm.volume_name)))
 
+        operation_progress(op, "Writing the DHCP entry")
+        hv.ensure_network_active(vlan.network_name)
+        dhcp_add(vm=vm, ip=ip)
+        undo.append(("DHCP entry", lambda: dhcp_remove(vm=vm, ip=ip)))
+
         operation_progress(op, "Defining the domain")
         existing = hv.find_domain(vm.domain_name)
         if existing is not None and existing.uuid != str(vm.uuid):
             raise PortalError(
                 f"Host {vm.host.name} already has another domain called {vm.domain_name}."
             )
-        hv.ensure_network_active(ip.vlan.network_name)
-        hv.define_domain(build_domain_xml(_spec(vm, disk_path, ip.mac, ip.vlan.network_name)))
+        hv.define_domain(build_domain_xml(_spec(vm, disk_path, ip)))
         undo.append(("domain", lambda: hv.undefine_domain(vm.domain_name)))
 
         operation_progress(op, "Starting")
         facts = hv.start(vm.domain_name)
+
+        public = None
+        if vm.request is not None and vm.request.public_ip:
+            operation_progress(op, "Mapping a public IP")
+            undo.append(("public IP", lambda: nat_detach(vm=vm)))
+            public = nat_attach(vm=vm, private_ip=ip)
     except Exception:
-        for what, step in reversed(undo):
-            try:
-                step()
-            except Exception:  # keep undoing the rest; the reconciler reports what is left
-                logger.exception("could not give back the %s of %s", what, vm.name)
+        _undo(vm, undo)
         vm.state = VMState.FAILED
         vm.save(update_fields=["state"])
         raise
     _observe(vm, facts)
+    reach = f" and public IP {public.address}" if public else ""
     notify(recipients=[vm.owner.email], subject=f"VM {vm.name} is ready",
-           body=(f"Your VM {vm.name} runs on {vm.host.name} with IP {ip.address}.\n"
+           body=(f"Your VM {vm.name} runs on {vm.host.name} with IP {ip.address}{reach}.\n"
                  f"{absolute_url('vms:vm_detail', vm.pk)}"))
-    return f"Installed on {vm.host.name} with IP {ip.address} and MAC {ip.mac}."
+    return f"Installed on {vm.host.name} with IP {ip.address}{reach} and MAC {ip.mac}."
+
+
+def _undo(vm: VirtualMachine, undo: list[tuple[str, Callable[[], None]]]) -> None:
+    for what, step in reversed(undo):
+        try:
+            step()
+        except Exception:  # keep undoing the rest; the reconciler reports what is left
+            logger.exception("could not give back the %s of %s", what, vm.name)
+
+
+def _vlan_of(vm: VirtualMachine) -> VLAN:
+    if vm.security_domain is None:
+        raise PortalError(f"{vm.name} has no security domain to take an address in.")
+    return vm.security_domain.vlan
 
 
 def _check_template_image(hv: Hypervisor, vm: VirtualMachine) -> None:
@@ -229,21 +309,104 @@ handles(OperationKind.SHUTDOWN)(_power(
 def vm_delete(op: Operation) -> str:
     """Undefine the domain, remove its disk, give back its IP and MAC, mark the VM deleted."""
     vm = VirtualMachine.objects.select_related("host", "datastore").get(pk=op.vm_id)
-    if vm.host is not None:
-        hv = Hypervisor(vm.host.uri)
-        try:
+    try:
+        if NATMapping.objects.filter(vm=vm).exists():
+            operation_progress(op, "Removing the NAT mapping")
+            nat_detach(vm=vm)
+        if vm.host is not None:
+            hv = Hypervisor(vm.host.uri)
             operation_progress(op, "Removing the domain")
             hv.undefine_domain(vm.domain_name)
             if vm.datastore is not None:
                 operation_progress(op, "Removing the disk")
                 hv.delete_volume(vm.datastore.pool_name, vm.volume_name)
-        except VirtError:
-            # The VM stays listed so the owner can try again once the host answers.
-            vm.state = VMState.UNKNOWN
-            vm.save(update_fields=["state"])
-            raise
+            for ip in PrivateIP.objects.filter(vm=vm).select_related("vlan"):
+                operation_progress(op, "Removing the DHCP entry")
+                dhcp_remove(vm=vm, ip=ip)
+    except (VirtError, RemoteError):
+        # The VM stays listed so the owner can try again once the host answers.
+        vm.state = VMState.UNKNOWN
+        vm.save(update_fields=["state"])
+        raise
     ip_release(vm=vm)
+    public_ip_release(vm=vm)
+    vnc_port_release(vm=vm)
     vm.state = VMState.DELETED
     vm.deleted_at = timezone.now()
     vm.save(update_fields=["state", "deleted_at"])
-    return f"{vm.name} deleted; its disk, IP and MAC were given back."
+    return f"{vm.name} deleted; its disk, addresses and VNC port were given back."
+
+
+def _disk_path(vm: VirtualMachine) -> str:
+    return str(PurePosixPath(vm.datastore.path) / vm.volume_name)
+
+
+@handles(OperationKind.NETWORK_MOVE)
+def vm_network_move(op: Operation) -> str:
+    """Move the VM to another security domain: new IP and MAC in its VLAN, old ones released."""
+    vm = VirtualMachine.objects.select_related("host", "datastore", "owner", "organisation",
+                                               "security_domain").get(pk=op.vm_id)
+    target = SecurityDomain.objects.select_related("vlan").get(
+        pk=op.arguments["security_domain"])
+    hv = _hypervisor(vm)
+    held = list(PrivateIP.objects.filter(vm=vm).select_related("vlan"))
+    old = next((ip for ip in held if ip.vlan_id != target.vlan_id), None)
+    if old is None:
+        VirtualMachine.objects.filter(pk=vm.pk).update(security_domain=target)
+        return f"{vm.name} is already in {target}."
+    undo: list[tuple[str, Callable[[], None]]] = []
+    try:
+        operation_progress(op, f"Allocating an IP address on {target.vlan}")
+        new = ip_allocate(vm=vm, vlan=target.vlan)
+        undo.append(("new IP", lambda: ip_release(vm=vm, address=new.address)))
+        hv.ensure_network_active(target.vlan.network_name)
+        operation_progress(op, "Writing the DHCP entry")
+        dhcp_add(vm=vm, ip=new)
+        undo.append(("new DHCP entry", lambda: dhcp_remove(vm=vm, ip=new)))
+        operation_progress(op, "Swapping the network interface")
+        hv.replace_interface(vm.domain_name, old.mac,
+                             build_interface_xml(_spec(vm, _disk_path(vm), new)))
+        undo.append(("interface", lambda: hv.replace_interface(
+            vm.domain_name, new.mac, build_interface_xml(_spec(vm, _disk_path(vm), old)))))
+        if NATMapping.objects.filter(vm=vm).exists():
+            operation_progress(op, "Moving the NAT mapping")
+            nat_remap(vm=vm, private_ip=new)
+            undo.append(("NAT mapping", lambda: nat_remap(vm=vm, private_ip=old)))
+        dhcp_remove(vm=vm, ip=old)
+    except Exception:
+        _undo(vm, undo)
+        raise
+    ip_release(vm=vm, address=old.address)
+    VirtualMachine.objects.filter(pk=vm.pk).update(security_domain=target)
+    return (f"{vm.name} moved to {target}: IP {new.address}, MAC {new.mac} "
+            f"(was {old.address}).")
+
+
+@handles(OperationKind.PUBLIC_IP_ATTACH)
+def vm_public_ip_attach(op: Operation) -> str:
+    """Give the VM a public IP and map it to its private one on the NAT box."""
+    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
+    ip = vm.private_ip
+    if ip is None:
+        raise PortalError(f"{vm.name} has no private IP to forward a public one to.")
+    try:
+        public = nat_attach(vm=vm, private_ip=ip)
+    except Exception:
+        _undo(vm, [("public IP", lambda: nat_detach(vm=vm))])
+        raise
+    return f"{vm.name} is reachable at {public.address} (NAT to {ip.address})."
+
+
+@handles(OperationKind.PUBLIC_IP_RELEASE)
+def vm_public_ip_release(op: Operation) -> str:
+    """Remove the VM's NAT mapping and give its public IP back."""
+    vm = VirtualMachine.objects.get(pk=op.vm_id)
+    nat_detach(vm=vm)
+    return f"{vm.name} no longer has a public IP."
+
+
+@handles(OperationKind.NAT_RESYNC)
+def nat_resync_operation(op: Operation) -> str:
+    """Clear the portal's rules on the NAT box and apply every mapping again."""
+    count = nat_resync()
+    return f"Cleared the NAT box and applied {count} mapping(s) again."

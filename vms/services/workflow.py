@@ -6,6 +6,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from hosts.models import Template
+from networking.models import PublicIP, SecurityDomain
+from networking.services import security_domains_for
 from portal import permissions
 from portal.accounts.models import Role, User
 from portal.errors import PortalError
@@ -13,6 +15,7 @@ from portal.errors import PortalError
 from ..models import (
     ApprovalStep,
     Decision,
+    RequestKind,
     RequestStage,
     VirtualMachine,
     VMRequest,
@@ -48,28 +51,39 @@ def name_in_use(name: str) -> bool:
     """Return whether a live VM or a pending request already has this name."""
     return (
         VirtualMachine.objects.filter(name=name, state__in=LIVE_STATES).exists()
-        or VMRequest.objects.filter(name=name, stage__in=PENDING_STAGES).exists()
+        or VMRequest.objects.filter(name=name, stage__in=PENDING_STAGES,
+                                    kind=RequestKind.NEW).exists()
     )
+
+
+def _first_stage(requester: User, faculty: User | None,
+                 errors: dict[str, str]) -> tuple[RequestStage, User | None]:
+    if requester.organisation_id is None:
+        raise ValidationError("Your account has no organisation; ask an admin to add you to one.")
+    stage = FIRST_STAGE[Role(requester.role)]
+    if stage != RequestStage.FACULTY:
+        return stage, None
+    if faculty is None:
+        errors["faculty"] = "Choose the faculty who will approve this request."
+    elif not faculty_choices(requester=requester).filter(pk=faculty.pk).exists():
+        errors["faculty"] = "Choose a faculty member of your own organisation."
+    return stage, faculty
 
 
 def vm_request_create(
     *, requester: User, name: str, template: Template, vcpus: int, memory_mib: int,
-    disk_gib: int, purpose: str, faculty: User | None = None,
+    disk_gib: int, purpose: str, security_domain: SecurityDomain | None,
+    faculty: User | None = None, public_ip: bool = False,
 ) -> VMRequest:
     """Submit a request for a new VM at the first stage the requester's role allows."""
     errors: dict[str, str] = {}
-    if requester.organisation_id is None:
-        raise ValidationError("Your account has no organisation; ask an admin to add you to one.")
+    stage, faculty = _first_stage(requester, faculty, errors)
     if not template.is_active:
         errors["template"] = "This template is no longer offered."
-    stage = FIRST_STAGE[Role(requester.role)]
-    if stage == RequestStage.FACULTY:
-        if faculty is None:
-            errors["faculty"] = "Choose the faculty who will approve this request."
-        elif not faculty_choices(requester=requester).filter(pk=faculty.pk).exists():
-            errors["faculty"] = "Choose a faculty member of your own organisation."
-    else:
-        faculty = None
+    if security_domain is None:
+        errors["security_domain"] = "Choose the security domain the VM's network joins."
+    elif not security_domains_for(requester).filter(pk=security_domain.pk).exists():
+        errors["security_domain"] = "This security domain is not offered to your organisation."
     if name_in_use(name):
         errors["name"] = "A VM or pending request already has this name."
     try:
@@ -85,7 +99,8 @@ def vm_request_create(
     request = VMRequest(
         requester=requester, organisation_id=requester.organisation_id, faculty=faculty,
         name=name, template=template, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
-        purpose=purpose.strip(), stage=stage,
+        purpose=purpose.strip(), stage=stage, security_domain=security_domain,
+        public_ip=public_ip,
     )
     request.full_clean()
     try:
@@ -96,6 +111,52 @@ def vm_request_create(
             )
     except IntegrityError as exc:
         raise ValidationError({"name": "A VM or pending request already has this name."}) from exc
+    _notify_approvers(request)
+    return request
+
+
+def vm_change_request_create(
+    *, requester: User, vm: VirtualMachine, kind: RequestKind, purpose: str,
+    security_domain: SecurityDomain | None = None, faculty: User | None = None,
+) -> VMRequest:
+    """Submit a change to an existing VM; it climbs the same approval chain as a new VM."""
+    errors: dict[str, str] = {}
+    if not permissions.can_operate_vm(requester, vm) or not vm.is_live:
+        raise PortalError(f"You may not ask for changes to {vm.name}.")
+    stage, faculty = _first_stage(requester, faculty, errors)
+    if kind == RequestKind.NETWORK:
+        offered = security_domains_for(vm.owner)
+        if security_domain is None:
+            errors["security_domain"] = "Choose the security domain to move to."
+        elif not offered.filter(pk=security_domain.pk).exists():
+            errors["security_domain"] = "This security domain is not offered to the VM's owner."
+        elif security_domain.pk == vm.security_domain_id:
+            errors["security_domain"] = f"{vm.name} is already in {security_domain}."
+    elif kind == RequestKind.PUBLIC_IP:
+        if PublicIP.objects.filter(vm=vm).exists():
+            raise PortalError(f"{vm.name} already has a public IP address.")
+    else:
+        raise PortalError(f"'{kind}' is not a change the portal makes.")
+    if not purpose.strip():
+        errors["purpose"] = "Say why the change is needed."
+    if errors:
+        raise ValidationError(errors)
+    request = VMRequest(
+        kind=kind, target=vm, requester=requester, organisation=vm.organisation,
+        faculty=faculty, name=vm.name, template=vm.template, vcpus=vm.vcpus,
+        memory_mib=vm.memory_mib, disk_gib=vm.disk_gib, purpose=purpose.strip(), stage=stage,
+        security_domain=security_domain if kind == RequestKind.NETWORK else None,
+        public_ip=kind == RequestKind.PUBLIC_IP,
+    )
+    request.full_clean(validate_constraints=False)
+    try:
+        with transaction.atomic():
+            request.save()
+            ApprovalStep.objects.create(
+                request=request, actor=requester, stage=stage, decision=Decision.SUBMITTED
+            )
+    except IntegrityError as exc:
+        raise PortalError(f"A change to {vm.name} already waits for approval.") from exc
     _notify_approvers(request)
     return request
 
@@ -140,7 +201,7 @@ def _lock_for_decision(request: VMRequest, actor: User, seen_stage: str | None) 
 def vm_request_approve(*, request: VMRequest, actor: User, reason: str = "",
                        seen_stage: str | None = None) -> VMRequest:
     """Approve the request at its stage; an admin's approval is final and installs the VM."""
-    from .lifecycle import vm_create_from_request
+    from .lifecycle import vm_change_apply, vm_create_from_request
 
     with transaction.atomic():
         locked = _lock_for_decision(request, actor, seen_stage)
@@ -152,9 +213,15 @@ def vm_request_approve(*, request: VMRequest, actor: User, reason: str = "",
         locked.full_clean()
         locked.save(update_fields=["stage", "updated_at"])
         if locked.stage == RequestStage.APPROVED:
-            vm_create_from_request(request=locked, actor=actor)
-            body = (f"{actor} approved your request {locked.name}. The VM is being installed; "
-                    f"follow it at {absolute_url('vms:vm_list')}")
+            if locked.kind == RequestKind.NEW:
+                vm_create_from_request(request=locked, actor=actor)
+                body = (f"{actor} approved your request {locked.name}. The VM is being "
+                        f"installed; follow it at {absolute_url('vms:vm_list')}")
+            else:
+                vm_change_apply(request=locked, actor=actor)
+                body = (f"{actor} approved your request: {locked.summary}. The change is "
+                        f"under way; follow it at "
+                        f"{absolute_url('vms:vm_detail', locked.target_id)}")
         else:
             body = (f"{actor} approved your request {locked.name}; it now waits for "
                     f"{locked.get_stage_display().lower().replace('awaiting ', 'the ')}.")

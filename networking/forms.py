@@ -1,0 +1,39 @@
+"""Forms of the networking pages: they parse; services decide."""
+
+from __future__ import annotations
+
+from django import forms
+
+
+class RangeForm(forms.Form):
+    """A from-to range of addresses."""
+
+    first = forms.CharField(label="From", max_length=15,
+                            widget=forms.TextInput(attrs={"placeholder": "192.168.10.20"}))
+    last = forms.CharField(label="To", max_length=15,
+                           widget=forms.TextInput(attrs={"placeholder": "192.168.10.60"}))
+
+
+class PrivateRangeForm(RangeForm):
+    """A range of private addresses, with MACs given or generated."""
+
+    macs = forms.CharField(
+        label="MACs", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Optional: one MAC per address, in order. Left empty, the portal generates "
+                  "locally administered MACs.",
+    )
+
+    def mac_list(self) -> list[str] | None:
+        """Return the given MACs, or None to have them generated."""
+        text = self.cleaned_data.get("macs", "")
+        macs = [m for m in text.replace(",", "\n").split() if m.strip()]
+        return macs or None
+
+
+class AddressFilterForm(forms.Form):
+    """Filter a pool's addresses."""
+
+    state = forms.ChoiceField(required=False, choices=[("", "All"), ("free", "Free"),
+                                                       ("taken", "Taken")])
+    q = forms.CharField(required=False, label="Search",
+                        widget=forms.TextInput(attrs={"placeholder": "Address, MAC or VM"}))

@@ -1,0 +1,131 @@
+"""Admin pages of the address pools: use, filters and ranges."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_tables2 import RequestConfig
+
+from portal import permissions
+from vms.models import OperationKind
+from vms.services.operations import operation_create
+
+from .forms import AddressFilterForm, PrivateRangeForm, RangeForm
+from .models import VLAN, PrivateIP, PublicIP, SecurityDomain
+from .ranges import private_range_add, public_range_add
+from .tables import PrivateIPTable, PublicIPTable
+
+
+def _admin(request: HttpRequest) -> None:
+    permissions.require(permissions.is_admin(request.user))
+
+
+def _filtered(qs: QuerySet, form: AddressFilterForm) -> QuerySet:
+    if not form.is_valid():
+        return qs
+    state, q = form.cleaned_data["state"], form.cleaned_data["q"].strip()
+    if state == "free":
+        qs = qs.filter(vm__isnull=True)
+        if qs.model is PrivateIP:
+            qs = qs.filter(host__isnull=True)
+    elif state == "taken":
+        qs = qs.exclude(vm__isnull=True, **({"host__isnull": True}
+                                             if qs.model is PrivateIP else {}))
+    if q:
+        match = Q(address__icontains=q) | Q(vm__name__icontains=q)
+        if qs.model is PrivateIP:
+            match |= Q(mac__icontains=q.lower())
+        qs = qs.filter(match)
+    return qs
+
+
+@login_required
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    """Show VLANs, security domains and the public pool with their use."""
+    _admin(request)
+    vlans = VLAN.objects.annotate(
+        total=Count("addresses"),
+        taken=Count("addresses", filter=Q(addresses__vm__isnull=False)
+                    | Q(addresses__host__isnull=False)),
+    )
+    public = PublicIP.objects.aggregate(total=Count("id"), taken=Count("vm"))
+    return render(request, "networking/overview.html", {
+        "vlans": vlans,
+        "domains": SecurityDomain.objects.select_related("vlan").prefetch_related(
+            "organisations"),
+        "public": public,
+        "dhcp_backend": settings.PORTAL_DHCP["BACKEND"],
+        "nat_backend": settings.PORTAL_NAT["BACKEND"],
+    })
+
+
+@login_required
+def vlan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """List a VLAN's addresses with filters, and take a range to add."""
+    _admin(request)
+    vlan = get_object_or_404(VLAN, pk=pk)
+    range_form = PrivateRangeForm(request.POST or None)
+    if request.method == "POST" and range_form.is_valid():
+        try:
+            added = private_range_add(vlan=vlan, first=range_form.cleaned_data["first"],
+                                      last=range_form.cleaned_data["last"],
+                                      macs=range_form.mac_list())
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                range_form.add_error(field if field in range_form.fields else None, errors)
+        else:
+            messages.success(request, f"Added {len(added)} address(es) to {vlan.name}: "
+                             f"{added[0].address} to {added[-1].address}.")
+            return redirect("networking:vlan_detail", pk=pk)
+    filters = AddressFilterForm(request.GET or None)
+    qs = _filtered(vlan.addresses.select_related("vm", "host"), filters)
+    table = PrivateIPTable(qs)
+    RequestConfig(request, paginate={"per_page": 50}).configure(table)
+    return render(request, "networking/vlan_detail.html", {
+        "vlan": vlan, "table": table, "filters": filters, "range_form": range_form,
+        "total": vlan.addresses.count(),
+        "free": vlan.addresses.filter(vm__isnull=True, host__isnull=True).count(),
+    })
+
+
+@login_required
+def public_pool(request: HttpRequest) -> HttpResponse:
+    """List the public addresses with filters, and take a range to add."""
+    _admin(request)
+    range_form = RangeForm(request.POST or None)
+    if request.method == "POST" and range_form.is_valid():
+        try:
+            added = public_range_add(first=range_form.cleaned_data["first"],
+                                     last=range_form.cleaned_data["last"])
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                range_form.add_error(field if field in range_form.fields else None, errors)
+        else:
+            messages.success(request, f"Added {len(added)} public address(es).")
+            return redirect("networking:public_pool")
+    filters = AddressFilterForm(request.GET or None)
+    qs = _filtered(PublicIP.objects.select_related("vm", "mapping"), filters)
+    table = PublicIPTable(qs)
+    RequestConfig(request, paginate={"per_page": 50}).configure(table)
+    return render(request, "networking/public_pool.html", {
+        "table": table, "filters": filters, "range_form": range_form,
+        "total": PublicIP.objects.count(), "free": PublicIP.objects.filter(vm__isnull=True).count(),
+        "nat_backend": settings.PORTAL_NAT["BACKEND"],
+    })
+
+
+@login_required
+@require_POST
+def nat_resync(request: HttpRequest) -> HttpResponse:
+    """Queue the clearing and re-applying of every NAT mapping."""
+    _admin(request)
+    operation_create(kind=OperationKind.NAT_RESYNC, requested_by=request.user)
+    messages.success(request, "Re-applying every NAT mapping from the database; see Operations.")
+    return redirect("networking:public_pool")
