@@ -204,7 +204,7 @@ def _connect(host: RemoteHost) -> paramiko.SSHClient:
             look_for_keys=False,
         )
     except paramiko.BadHostKeyException as exc:
-        client.close()
+        _close(client)
         got = exc.key
         raise RemoteError(
             f"{host.label}: the server's host key ({got.get_name()} "
@@ -212,22 +212,22 @@ def _connect(host: RemoteHost) -> paramiko.SSHClient:
             f"{expected.fingerprint}); refusing to connect"
         ) from exc
     except paramiko.AuthenticationException as exc:
-        client.close()
+        _close(client)
         raise RemoteError(
             f"{host.label}: authentication with {host.key_filename} failed: {exc}"
         ) from exc
     except TimeoutError as exc:
-        client.close()
+        _close(client)
         raise RemoteError(
             f"{host.label}: connecting timed out after {host.connect_timeout:g} s"
         ) from exc
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        client.close()
+        _close(client)
         reason = str(exc) or type(exc).__name__
         raise RemoteError(f"{host.label}: cannot connect: {reason}") from exc
     transport = client.get_transport()
     if transport is None:  # pragma: no cover - connect() either sets it or raises
-        client.close()
+        _close(client)
         raise RemoteError(f"{host.label}: cannot connect: no transport")
     transport.set_keepalive(KEEPALIVE_INTERVAL)
     # Commands are small request/response exchanges; Nagle plus delayed ACKs adds 40 ms each.
@@ -260,11 +260,22 @@ def _client(host: RemoteHost, *, fresh: bool = False) -> paramiko.SSHClient:
         return client
 
 
+def _close(client: paramiko.SSHClient) -> None:
+    """Close client's connection now, not when paramiko's reader thread next wakes."""
+    transport = client.get_transport()
+    if transport is not None:
+        try:
+            transport.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never connected
+    client.close()
+
+
 def _drop(key: _CacheKey, client: paramiko.SSHClient) -> None:
     with _lock:
         if _clients.get(key) is client:
             del _clients[key]
-    client.close()
+    _close(client)
 
 
 def close_all() -> None:
@@ -273,7 +284,7 @@ def close_all() -> None:
         clients = list(_clients.values())
         _clients.clear()
     for client in clients:
-        client.close()
+        _close(client)
 
 
 # ---- running commands ----

@@ -172,8 +172,7 @@ class IptablesNat:
     def remove(self, mapping: NatMapping) -> None:
         """Delete the mapping's two rules and its alias, each only when present."""
         for rule in reversed(self.rules(mapping)):
-            # A rule added twice by hand-made accidents is deleted until none is left.
-            while self._rule_exists(rule):
+            if self._rule_exists(rule):
                 self._iptables("-D", *rule)
         if f"{mapping.public_ip}/32" in self._aliases():
             self._alias_del(mapping.public_ip)

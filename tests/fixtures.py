@@ -12,6 +12,12 @@ from networking.models import VLAN, SecurityDomain
 from portal.accounts.models import Organisation, Role, User
 from tests import factories as f
 
+PRIVATE_NETWORK_XML = (
+    "<network><name>private</name><bridge name='virbr20'/>"
+    "<ip address='10.20.0.1' netmask='255.255.255.0'>"
+    "<dhcp><range start='10.20.0.2' end='10.20.0.254'/></dhcp></ip></network>"
+)
+
 
 @dataclass
 class Site:
@@ -81,7 +87,9 @@ def site(db) -> Site:  # noqa: ANN001
     vlan = f.VLANFactory(name="campus", tag=10)
     f.make_pool(vlan, 5)
     domain = f.SecurityDomainFactory(name="Research", vlan=vlan, organisations=[org])
-    vlan2 = f.VLANFactory(name="private", tag=20, subnet="10.20.0.0/24", attach="tag")
+    vlan2 = f.VLANFactory(name="private", tag=20, subnet="10.20.0.0/24", attach="tag",
+                          network_name="private")
+    hv.ensure_network(PRIVATE_NETWORK_XML)
     f.make_pool(vlan2, 3)
     domain2 = f.SecurityDomainFactory(name="Private", vlan=vlan2, organisations=[org])
     f.SecurityDomainFactory(name="Physics lab", vlan=vlan, organisations=[other])

@@ -675,3 +675,17 @@ class Hypervisor:
             except libvirt.libvirtError:
                 log.exception("could not restore the interface %s of %s", old_mac, name)
             raise
+
+    def ensure_network(self, xml: str) -> None:
+        """Define and start the network described by xml unless one of that name exists."""
+        root = ET.fromstring(xml)  # noqa: S314 - built by the caller with ElementTree
+        name = check_network_name(root.findtext("name", ""))
+        conn = self._conn()
+        try:
+            conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if _error_code(exc) != libvirt.VIR_ERR_NO_NETWORK:
+                raise _translate(exc, f"cannot look up network '{name}' on {self.uri}") from exc
+            with self._doing("define", f"network '{name}'"):
+                conn.networkDefineXML(xml)
+        self.ensure_network_active(name)

@@ -8,7 +8,7 @@ then walks the approval chain and a VM's whole life as the four demo accounts wo
 Everything this tier makes in libvirt is named by it: the datastore (so its pool is
 `portal-bt<hex>`, never the demo's `portal-local`) and the VMs (`bt-<letters>`). Teardown removes
 only those, and only as a fallback: the portal's own delete is asserted to have done it.
-Screenshots and the servers' logs go to artifacts/browser/.
+Screenshots and the servers' logs go to $PORTAL_ARTIFACTS_DIR/browser/ (artifacts/browser/).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts" / "browser"
+ARTIFACTS = Path(os.environ.get("PORTAL_ARTIFACTS_DIR") or ROOT / "artifacts") / "browser"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 URI = "qemu:///system"
 CHROMIUM = "/usr/bin/chromium"
@@ -211,7 +211,7 @@ def portal() -> Iterator[Portal]:
             _stop(proc)
         leftovers = _remove_what_we_made(portal)
         shutil.rmtree(var_dir, ignore_errors=True)
-    assert not leftovers, f"the portal left libvirt domains behind: {leftovers}"
+    assert not leftovers, f"the portal left libvirt domains behind (removed now): {leftovers}"
 
 
 def _remove_what_we_made(portal: Portal) -> list[str]:
@@ -249,7 +249,7 @@ class User:
     def __init__(self, browser: object, portal: Portal, username: str) -> None:
         self.portal = portal
         self.username = username
-        self.role = {"orgadmin": "orgadmin"}.get(username, username)
+        self.role = username
         self.context = browser.new_context(viewport={"width": 1366, "height": 900})
         self.page = self.context.new_page()
         self.page.set_default_timeout(15_000)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -108,6 +109,25 @@ def _wait_for_port(address: str, port: int, sshd: subprocess.Popen[bytes], log: 
     raise RuntimeError(f"sshd did not answer on {address}:{port} within 10 s")
 
 
+def _kill_namespace_processes(namespace: str) -> None:
+    """Kill what is left in the namespace: sshd's per-connection children outlive it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = sh("ip", "netns", "pids", namespace, check=False).stdout.split()
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(int(pid), sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 3
+        while (
+            time.monotonic() < deadline
+            and sh("ip", "netns", "pids", namespace, check=False).stdout.split()
+        ):
+            time.sleep(0.05)
+
+
 def _keygen(path: Path) -> str:
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path))
     return path.with_suffix(".pub").read_text().strip()
@@ -188,6 +208,7 @@ def natbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatBox]:
             except subprocess.TimeoutExpired:
                 sshd.kill()
                 sshd.wait(5)
+        _kill_namespace_processes(namespace)
         sh("ip", "netns", "del", namespace, check=False)
         sh("ip", "link", "del", veth_host, check=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from django.conf import settings
@@ -13,7 +14,9 @@ from django.db import transaction
 
 from hosts.demo_image import build_template_image
 from hosts.models import Datastore, Host, Template
-from networking.models import VLAN, PrivateIP
+from hosts.virt import Hypervisor
+from networking.models import VLAN, PublicIP, SecurityDomain
+from networking.ranges import private_range_add, public_range_add
 from portal.accounts.models import Organisation, Role, User
 from vms.models import Operation, OperationKind, OperationStatus
 from vms.services.operations import operation_run
@@ -25,6 +28,8 @@ ACCOUNTS = [
     ("admin", Role.ADMIN, "Ada", "Admin"),
 ]
 IMAGE = "demo-tiny.qcow2"
+LAB_NETWORK = "portal-lab"
+LAB_SUBNET = "10.77.0.0/24"
 
 
 class Command(BaseCommand):
@@ -65,7 +70,8 @@ class Command(BaseCommand):
                 "min_vcpus": 1, "max_vcpus": 2, "min_memory_mib": 64, "max_memory_mib": 1024,
                 "min_disk_gib": 1, "max_disk_gib": 8,
             })
-            self._pool(opts)
+            self._pool(opts, org)
+        self._lab_network(host.uri)
         op = Operation.objects.create(kind=OperationKind.HOST_REFRESH, host=host)
         op = operation_run(operation_id=op.pk)
         if op.status != OperationStatus.SUCCEEDED:
@@ -105,16 +111,37 @@ class Command(BaseCommand):
         path.chmod(0o600)
         self.stdout.write("Demo accounts:\n" + "\n".join(lines))
 
-    def _pool(self, opts: dict) -> None:
+    def _pool(self, opts: dict, org: Organisation) -> None:
         net = ipaddress.IPv4Network(opts["subnet"])
-        vlan, _ = VLAN.objects.get_or_create(name="campus", defaults={
+        campus, created = VLAN.objects.get_or_create(name="campus", defaults={
             "tag": 10, "subnet": str(net), "gateway": str(next(net.hosts())),
             "network_name": opts["network"]})
-        first = ipaddress.IPv4Address(opts["first_ip"])
-        for i in range(opts["count"]):
-            addr = first + i
-            if addr not in net:
-                break
-            mac = "52:54:00:" + ":".join(f"{b:02x}" for b in addr.packed[1:])
-            PrivateIP.objects.get_or_create(address=str(addr),
-                                            defaults={"vlan": vlan, "mac": mac})
+        if created:
+            first = ipaddress.IPv4Address(opts["first_ip"])
+            private_range_add(vlan=campus, first=str(first),
+                              last=str(first + opts["count"] - 1))
+        lab, created = VLAN.objects.get_or_create(name="lab", defaults={
+            "tag": 20, "subnet": LAB_SUBNET, "gateway": "10.77.0.1",
+            "network_name": LAB_NETWORK})
+        if created:
+            private_range_add(vlan=lab, first="10.77.0.100", last="10.77.0.149")
+        for name, vlan, text in (
+            ("Research", campus, "Campus network with a route to the outside"),
+            ("Teaching lab", lab, "Isolated lab network, no route out"),
+        ):
+            domain, _ = SecurityDomain.objects.get_or_create(
+                name=name, defaults={"vlan": vlan, "description": text})
+            domain.organisations.add(org)
+        if not PublicIP.objects.exists():
+            # Documentation addresses: the demo has no NAT box, so they are only recorded.
+            public_range_add(first="203.0.113.10", last="203.0.113.19")
+
+    def _lab_network(self, uri: str) -> None:
+        """Make the isolated libvirt network the demo's lab VLAN lives on."""
+        root = ET.Element("network")
+        ET.SubElement(root, "name").text = LAB_NETWORK
+        ET.SubElement(root, "bridge", name="virbr-lab", stp="on", delay="0")
+        ip = ET.SubElement(root, "ip", address="10.77.0.1", netmask="255.255.255.0")
+        dhcp = ET.SubElement(ip, "dhcp")
+        ET.SubElement(dhcp, "range", start="10.77.0.2", end="10.77.0.254")
+        Hypervisor(uri).ensure_network(ET.tostring(root, encoding="unicode"))
