@@ -240,8 +240,8 @@ def _alive(client: paramiko.SSHClient) -> bool:
     return transport is not None and transport.is_active()
 
 
-def _client(host: RemoteHost, *, fresh: bool = False) -> paramiko.SSHClient:
-    """Return the cached live connection for host, opening one (once) when needed."""
+def _client(host: RemoteHost, *, stale: paramiko.SSHClient | None = None) -> paramiko.SSHClient:
+    """Return the cached live connection for host, replacing a dead or stale one."""
     key = _cache_key(host)
     with _lock:
         key_lock = _key_locks.setdefault(key, threading.Lock())
@@ -249,7 +249,8 @@ def _client(host: RemoteHost, *, fresh: bool = False) -> paramiko.SSHClient:
     with key_lock:
         with _lock:
             client = _clients.get(key)
-        if client is not None and (fresh or not _alive(client)):
+        # Only the connection the caller saw fail is replaced, not one another thread reopened.
+        if client is not None and (client is stale or not _alive(client)):
             logger.info("ssh %s: reopening a dead connection", host.label)
             _drop(key, client)
             client = None
@@ -292,8 +293,10 @@ def close_all() -> None:
 
 def _open_channel(host: RemoteHost, command: str) -> paramiko.Channel:
     """Open a session channel on the cached connection, reopening a dead connection once."""
+    stale: paramiko.SSHClient | None = None
     for attempt in (1, 2):
-        client = _client(host, fresh=attempt == 2)
+        client = _client(host, stale=stale)
+        stale = client
         transport = client.get_transport()
         try:
             if transport is None:
@@ -320,8 +323,10 @@ def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes, 
     """Read stdout and stderr until the command exits; return None when the deadline passes."""
     out: list[bytes] = []
     err: list[bytes] = []
-    # The channel's pipe becomes readable on stdout or stderr data and stays so after EOF.
-    fd = channel.fileno()
+    # The channel's pipe becomes readable on stdout or stderr data and stays so after EOF;
+    # poll, unlike select, copes with descriptor numbers above 1023 in a busy worker.
+    poller = select.poll()
+    poller.register(channel.fileno(), select.POLLIN)
     while True:
         _drain(channel, out, err)
         remaining = deadline - time.monotonic()
@@ -332,7 +337,7 @@ def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes, 
             return b"".join(out), b"".join(err), channel.recv_exit_status()
         if remaining <= 0:
             return None
-        select.select([fd], [], [], remaining)
+        poller.poll(remaining * 1000)
 
 
 def run(
@@ -378,6 +383,7 @@ def run(
             pass
         finally:
             watchdog.cancel()
+            watchdog.join()  # once it has ended, timed_out is final
         collected = None if timed_out.is_set() else _collect(channel, deadline)
     finally:
         channel.close()

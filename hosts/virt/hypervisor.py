@@ -634,8 +634,13 @@ class Hypervisor:
 
     # --- network interfaces of domains ------------------------------------------------------
 
-    def replace_interface(self, name: str, old_mac: str, interface_xml: str) -> None:
-        """Swap the domain's interface with old_mac for a new one, live when it runs."""
+    def replace_interface(self, name: str, old_mac: str, interface_xml: str,
+                          unplug_timeout: float = 10) -> None:
+        """Swap the domain's interface with old_mac for a new one, live when it runs.
+
+        A running guest must release the old interface (ACPI hot-unplug) within
+        unplug_timeout seconds; one that does not keeps its old interface and the swap fails.
+        """
         check_domain_name(name)
         old_mac = old_mac.lower()
         dom = self._lookup_domain(name, "change the interface of")
@@ -663,8 +668,23 @@ class Hypervisor:
                 self._conn().defineXML(ET.tostring(root, encoding="unicode"))
             return
         flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        old_xml = ET.tostring(old, encoding="unicode")
         with self._doing("detach an interface from", f"domain '{name}'"):
-            dom.detachDeviceFlags(ET.tostring(old, encoding="unicode"), flags)
+            dom.detachDeviceFlags(old_xml, flags)
+        # Detaching is a request to the guest; wait until it lets go of the device.
+        deadline = time.monotonic() + unplug_timeout
+        while old_mac in dom.XMLDesc(0).lower():
+            if time.monotonic() >= deadline:
+                try:
+                    dom.attachDeviceFlags(old_xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                except libvirt.libvirtError:
+                    log.exception("could not restore the interface %s of %s", old_mac, name)
+                raise VirtError(
+                    f"cannot change the interface of domain '{name}' on {self.uri}: the guest "
+                    f"did not release it within {unplug_timeout:g} s (no hot-unplug support?); "
+                    "shut the VM down and retry"
+                )
+            time.sleep(_SHUTDOWN_POLL_S)
         try:
             with self._doing("attach an interface to", f"domain '{name}'"):
                 dom.attachDeviceFlags(interface_xml, flags)

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("PORTAL_ARTIFACTS_DIR") or ROOT / "artifacts") / "browser"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 URI = "qemu:///system"
+NETWORK = "default"  # demo_setup's VLAN uses libvirt's default network
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -66,6 +67,14 @@ def pool_path(pool: str) -> str | None:
     if result.returncode != 0:
         return None
     return ET.fromstring(result.stdout).findtext("target/path")
+
+
+def dhcp_hosts(network: str = NETWORK) -> dict[str, tuple[str, str]]:
+    """Return the DHCP host entries of a libvirt network as {name: (mac, ip)}."""
+    result = virsh("net-dumpxml", network)
+    assert result.returncode == 0, result.stderr
+    return {h.get("name", ""): (h.get("mac", ""), h.get("ip", ""))
+            for h in ET.fromstring(result.stdout).iter("host")}
 
 
 def vm_name() -> str:
@@ -211,11 +220,11 @@ def portal() -> Iterator[Portal]:
             _stop(proc)
         leftovers = _remove_what_we_made(portal)
         shutil.rmtree(var_dir, ignore_errors=True)
-    assert not leftovers, f"the portal left libvirt domains behind (removed now): {leftovers}"
+    assert not leftovers, f"the portal left these behind in libvirt (removed now): {leftovers}"
 
 
 def _remove_what_we_made(portal: Portal) -> list[str]:
-    """Remove domains this tier named and its own pool; return the domains still there."""
+    """Remove domains and DHCP entries this tier named and its own pool; return what was left."""
     leftovers = []
     for name in sorted(portal.domains):
         if virsh("dominfo", name).returncode != 0:
@@ -223,6 +232,11 @@ def _remove_what_we_made(portal: Portal) -> list[str]:
         leftovers.append(name)
         virsh("destroy", name)
         virsh("undefine", name, "--nvram")
+    for name, (mac, ip) in dhcp_hosts().items():
+        if name in portal.domains:
+            leftovers.append(f"DHCP host {name}")
+            virsh("net-update", NETWORK, "delete", "ip-dhcp-host",
+                  f"<host mac='{mac}' name='{name}' ip='{ip}'/>", "--live", "--config")
     # Only the pool of our own datastore, and only while it still points at our directory.
     if pool_path(portal.pool) == str(portal.datastore):
         virsh("pool-destroy", portal.pool)
@@ -480,6 +494,8 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
     expect(page.locator("#vm-mac")).to_have_text(re.compile(
         r"^52:54:00(:[0-9a-f]{2}){3}$"))
     assert virsh("domstate", name).stdout.strip() == "running"
+    ip, mac = page.locator("#vm-ip").inner_text(), page.locator("#vm-mac").inner_text()
+    assert dhcp_hosts().get(name) == (mac, ip), f"no DHCP entry {mac} -> {ip} for {name}"
     volumes = sorted(p.name for p in portal.datastore.glob("vm-*.qcow2"))
     assert len(volumes) == 1, volumes
     student.shot("vm-running")
@@ -496,6 +512,7 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
     student.shot("vm-deleted")
     assert virsh("dominfo", name).returncode != 0, f"domain {name} is still defined"
     assert not list(portal.datastore.glob("vm-*.qcow2")), "the VM's disk is still there"
+    assert name not in dhcp_hosts(), f"the DHCP entry of {name} is still there"
     student.nav("My VMs")
     expect(page.locator("main table")).not_to_contain_text(name)
     student.shot("my-vms-after-delete")

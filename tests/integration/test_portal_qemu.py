@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +18,7 @@ from hosts.demo_image import build_template_image
 from hosts.models import Host
 from hosts.virt import close_all
 from networking.models import PrivateIP
+from networking.ranges import private_range_add
 from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
 from vms.services.lifecycle import vm_action_request
 from vms.services.operations import operation_run
@@ -34,6 +37,22 @@ def suffix() -> str:
     return uuid.uuid4().hex[:6]
 
 
+def make_network(workdir: Path, octet: int) -> tuple[str, str]:
+    """Define an isolated libvirt network with DHCP on a private /24 of its own."""
+    name = f"portaltest-{suffix()}"
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "bridge", name=f"ptbr{suffix()}")
+    ip = ET.SubElement(root, "ip", address=f"10.213.{octet}.1", netmask="255.255.255.0")
+    ET.SubElement(ET.SubElement(ip, "dhcp"), "range", start=f"10.213.{octet}.2",
+                  end=f"10.213.{octet}.254")
+    xml_file = workdir / f"{name}.xml"
+    xml_file.write_text(ET.tostring(root, encoding="unicode"))
+    virsh("net-define", str(xml_file), check=True)
+    xml_file.unlink()
+    return name, f"10.213.{octet}.0/24"
+
+
 @pytest.fixture
 def real_site(site) -> Iterator:
     """Point the fast tier's site at qemu:///system, a fresh datastore and an isolated network."""
@@ -42,13 +61,8 @@ def real_site(site) -> Iterator:
     workdir.chmod(0o755)  # qemu runs as another user and must reach the images
     build_template_image(workdir / "base.qcow2", "portal hypervisor test")
     (workdir / "base.qcow2").chmod(0o644)
-    net = f"portaltest-{suffix()}"
-    root = ET.Element("network")
-    ET.SubElement(root, "name").text = net
-    xml_file = workdir / "net.xml"
-    xml_file.write_text(ET.tostring(root, encoding="unicode"))
-    virsh("net-define", str(xml_file), check=True)
-    xml_file.unlink()
+    octets = random.sample(range(100, 250), 2)  # a test subnet, not a secret
+    nets = [make_network(workdir, octet) for octet in octets]
 
     Host.objects.filter(pk=site.host.pk).update(uri=URI, accel="", vcpus=0, memory_mib=0)
     site.host.refresh_from_db()
@@ -58,8 +72,12 @@ def real_site(site) -> Iterator:
     site.template.image = "base.qcow2"
     site.template.min_memory_mib = 64
     site.template.save()
-    site.vlan.network_name = net
-    site.vlan.save()
+    for vlan, (net, subnet) in ((site.vlan, nets[0]), (site.vlan2, nets[1])):
+        vlan.network_name, vlan.subnet, vlan.attach = net, subnet, "network"
+        vlan.save()
+        PrivateIP.objects.filter(vlan=vlan).delete()
+        base = ipaddress.IPv4Network(subnet).network_address
+        private_range_add(vlan=vlan, first=str(base + 100), last=str(base + 104))
     refresh = Operation.objects.create(kind=OperationKind.HOST_REFRESH, host=site.host)
     assert operation_run(operation_id=refresh.pk).status == OperationStatus.SUCCEEDED
     site.host.refresh_from_db()
@@ -73,8 +91,9 @@ def real_site(site) -> Iterator:
         pool = site.datastore.pool_name
         virsh("pool-destroy", pool)
         virsh("pool-undefine", pool)
-        virsh("net-destroy", net)
-        virsh("net-undefine", net)
+        for net, _ in nets:
+            virsh("net-destroy", net)
+            virsh("net-undefine", net)
         shutil.rmtree(workdir, ignore_errors=True)
         close_all()
 
@@ -119,6 +138,9 @@ def test_install_runs_a_real_vm_and_delete_leaves_nothing(
     ip = PrivateIP.objects.get(vm=vm)
     dumped = virsh("dumpxml", name).stdout
     assert ip.mac in dumped and site.vlan.network_name in dumped
+    assert f"port='{vm.vnc_port}'" in dumped
+    net_xml = virsh("net-dumpxml", site.vlan.network_name).stdout
+    assert f"<host mac='{ip.mac}' name='{name}' ip='{ip.address}'/>" in net_xml
 
     steps = [
         (OperationKind.SUSPEND, VMState.PAUSED, "paused"),
@@ -139,6 +161,7 @@ def test_install_runs_a_real_vm_and_delete_leaves_nothing(
     assert virsh("dominfo", name).returncode != 0
     assert not disk.exists()
     assert not PrivateIP.objects.filter(vm=vm).exists()
+    assert ip.mac not in virsh("net-dumpxml", site.vlan.network_name).stdout
 
 
 def test_a_guest_that_ignores_acpi_fails_shutdown_clearly_and_keeps_running(
@@ -166,3 +189,54 @@ def test_a_missing_template_image_fails_the_install_and_leaves_nothing(
     assert virsh("dominfo", name).returncode != 0
     assert not (Path(site.datastore.path) / vm.volume_name).exists()
     assert not PrivateIP.objects.filter(vm=vm).exists()
+
+
+def move(site, vm, capture):
+    from vms.models import RequestKind
+    from vms.services.workflow import vm_change_request_create
+
+    req = vm_change_request_create(requester=site.admin, vm=vm, kind=RequestKind.NETWORK,
+                                   purpose="move", security_domain=site.domain2)
+    with capture(execute=False):
+        vm_request_approve(request=req, actor=site.admin)
+    return operation_run(operation_id=vm.operations.get(status="queued").pk)
+
+
+def test_a_stopped_vm_moves_to_another_security_domain(
+        real_site, django_capture_on_commit_callbacks):
+    site = real_site
+    name = f"pt-{suffix()}"
+    vm, op = install(site, django_capture_on_commit_callbacks, name)
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    act(vm, OperationKind.DESTROY, site, django_capture_on_commit_callbacks)
+    old = PrivateIP.objects.get(vm=vm)
+    op = move(site, vm, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    new = PrivateIP.objects.get(vm=vm)
+    assert new.vlan == site.vlan2 and new.mac != old.mac
+    config = virsh("dumpxml", name, "--inactive").stdout
+    assert new.mac in config and old.mac not in config and site.vlan2.network_name in config
+    assert new.mac in virsh("net-dumpxml", site.vlan2.network_name).stdout
+    assert old.mac not in virsh("net-dumpxml", site.vlan.network_name).stdout
+    op = act(vm, OperationKind.START, site, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.SUCCEEDED and domstate(name) == "running"
+
+
+def test_a_running_guest_that_cannot_unplug_keeps_its_network(
+        real_site, django_capture_on_commit_callbacks):
+    site = real_site
+    name = f"pt-{suffix()}"
+    vm, op = install(site, django_capture_on_commit_callbacks, name)
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    old = PrivateIP.objects.get(vm=vm)
+    # The demo guest has no ACPI hot-unplug, so libvirt's detach never completes.
+    op = move(site, vm, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.FAILED
+    assert "did not release it" in op.message and "shut the VM down" in op.message
+    assert list(PrivateIP.objects.filter(vm=vm)) == [old]
+    for flag in ((), ("--inactive",)):
+        xml = virsh("dumpxml", name, *flag).stdout
+        assert old.mac in xml
+    assert domstate(name) == "running"
+    assert old.mac in virsh("net-dumpxml", site.vlan.network_name).stdout
+    assert "<host " not in virsh("net-dumpxml", site.vlan2.network_name).stdout

@@ -51,7 +51,8 @@ def dhcp_hosts(network="default"):
     return Hypervisor(URI).network_dhcp_hosts(network)
 
 
-def test_install_writes_a_dhcp_entry_and_delete_removes_it(site, django_capture_on_commit_callbacks):
+def test_install_writes_a_dhcp_entry_and_delete_removes_it(
+        site, django_capture_on_commit_callbacks):
     vm, op = install(site, django_capture_on_commit_callbacks)
     assert op.status == OperationStatus.SUCCEEDED, op.message
     ip = vm.private_ip
