@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from portal.errors import PortalError
@@ -22,25 +23,56 @@ class PoolExhausted(PortalError):
 
 def ip_allocate(*, vm: VirtualMachine, vlan: VLAN) -> PrivateIP:
     """Give the VM a free private IP and MAC on the VLAN, keeping one it already holds there."""
+    take = _allocate_postgres if connection.vendor == "postgresql" else _allocate
+    ip = take(vm, vlan, timezone.now())
+    if ip is None:
+        raise PoolExhausted(f"No free private IP address is left on {vlan}.")
+    return ip
+
+
+def _allocate(vm: VirtualMachine, vlan: VLAN, now: datetime) -> PrivateIP | None:
     with transaction.atomic():
-        held = PrivateIP.objects.select_related("vlan").filter(vm=vm, vlan=vlan).first()
+        held = PrivateIP.objects.filter(vm=vm, vlan=vlan).first()
         if held is not None:
             return held
         # skip_locked lets concurrent allocators take different rows instead of queueing
-        # behind one another; "of" keeps the lock off the joined VLAN row.
-        candidate = (
-            PrivateIP.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(vlan=vlan, vm__isnull=True, host__isnull=True)
-            .order_by("id")
-            .first()
-        )
-        if candidate is None:
-            raise PoolExhausted(f"No free private IP address is left on {vlan}.")
-        candidate.vm = vm
-        candidate.allocated_at = timezone.now()
-        candidate.save(update_fields=["vm", "allocated_at"])
-        candidate.vlan = vlan
-        return candidate
+        # behind one another; "of" keeps the lock off joined rows.
+        row = (PrivateIP.objects.select_for_update(skip_locked=True, of=("self",))
+               .filter(vlan=vlan, vm__isnull=True, host__isnull=True).order_by("id").first())
+        if row is not None:
+            row.vm, row.allocated_at = vm, now
+            row.save(update_fields=["vm", "allocated_at"])
+        return row
+
+
+# The same as _allocate in one statement (keep a held address, else take the first free
+# one, skipping rows other allocators hold locked): one round trip and one commit per
+# allocation, the pool's hot path when many workers install at once.
+_ALLOCATE_SQL = """
+WITH held AS (
+    SELECT id, address, mac, allocated_at FROM {t} WHERE vm_id = %(vm)s AND vlan_id = %(vlan)s
+    LIMIT 1
+), taken AS (
+    UPDATE {t} SET vm_id = %(vm)s, allocated_at = %(now)s
+    WHERE NOT EXISTS (SELECT 1 FROM held) AND id = (
+        SELECT id FROM {t} WHERE vlan_id = %(vlan)s AND vm_id IS NULL AND host_id IS NULL
+        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING id, address, mac, allocated_at
+)
+SELECT id, address, mac, allocated_at FROM held
+UNION ALL SELECT id, address, mac, allocated_at FROM taken
+"""
+
+
+def _allocate_postgres(vm: VirtualMachine, vlan: VLAN, now: datetime) -> PrivateIP | None:
+    sql = _ALLOCATE_SQL.format(t=connection.ops.quote_name(PrivateIP._meta.db_table))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"vm": vm.pk, "vlan": vlan.pk, "now": now})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return PrivateIP(id=row[0], address=row[1], mac=row[2], allocated_at=row[3], vlan=vlan,
+                     vm=vm)
 
 
 def ip_release(*, vm: VirtualMachine, address: str | None = None) -> int:

@@ -112,7 +112,13 @@ class PrivateIP(models.Model):
     class Meta:
         ordering = ["vlan", "id"]
         verbose_name = "private IP"
-        indexes = [models.Index(fields=["vlan", "vm"], name="networking_privateip_free")]
+        indexes = [
+            # Allocation asks for the first free row of a VLAN: keep only free rows indexed,
+            # so the lookup stays one index step however full the pool is.
+            models.Index(fields=["vlan", "id"], name="networking_privateip_free",
+                         condition=models.Q(vm__isnull=True, host__isnull=True)),
+            models.Index(fields=["vm"], name="networking_privateip_vm"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(vm__isnull=True) | models.Q(host__isnull=True),
@@ -142,6 +148,8 @@ class PublicIP(models.Model):
     class Meta:
         ordering = ["id"]
         verbose_name = "public IP"
+        indexes = [models.Index(fields=["id"], name="networking_publicip_free",
+                                condition=models.Q(vm__isnull=True))]
 
     def __str__(self) -> str:
         return self.address

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hosts.remote import RemoteError, RemoteHost, run
+from hosts.remote import RemoteError, RemoteHost, Result, run
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ _RULE_ABSENT = 1
 
 def _ipv4(value: object, what: str) -> str:
     """Return value as a canonical unicast IPv4 address, or raise ValueError."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be an IPv4 address string, not {type(value).__name__}")
+    if not isinstance(value, str | ipaddress.IPv4Address):
+        raise ValueError(f"{what} must be an IPv4 address, not {type(value).__name__}")
     try:
         address = ipaddress.IPv4Address(value)
     except ValueError as exc:
@@ -113,7 +113,7 @@ class IptablesNat:
 
     # ---- commands ----
 
-    def _iptables(self, *args: str, check: bool = True) -> Any:
+    def _iptables(self, *args: str, check: bool = True) -> Result:
         return run(
             self.host,
             ["iptables", "-w", IPTABLES_WAIT_SECONDS, "-t", "nat", *args],

@@ -125,7 +125,7 @@ class FakeSSHServer:
                 channel.sendall_stderr(f"{words[0]}: command not found\n".encode())
                 status = 127
             channel.send_exit_status(status)
-        except OSError:
+        except (OSError, EOFError, paramiko.SSHException):
             pass  # the client went away (a timeout test)
         finally:
             channel.close()

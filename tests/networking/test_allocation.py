@@ -51,18 +51,15 @@ def test_exhaustion_says_so_and_takes_nothing(site):
     assert not PrivateIP.objects.filter(vm=vms[5]).exists()
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_allocators_never_share_an_address(site):
-    vms = make_vms(site, 12)
-    results: list[str] = []
-    errors: list[Exception] = []
+def race(vms, allocate):
+    """Run allocate(vm) for every VM at once, each on its own connection."""
+    results, errors = [], []
     barrier = threading.Barrier(len(vms))
 
     def worker(vm):
         try:
             barrier.wait()
-            results.append(ip_allocate(vm=vm, vlan=site.vlan).address)
+            results.append(allocate(vm))
         except PoolExhausted as exc:
             errors.append(exc)
         finally:
@@ -73,8 +70,50 @@ def test_concurrent_allocators_never_share_an_address(site):
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 5 and len(set(results)) == 5
-    assert len(errors) == 7
-    held = PrivateIP.objects.filter(vm__isnull=False)
-    assert held.count() == 5
-    assert len(set(held.values_list("vm", flat=True))) == 5
+    return results, errors
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_allocators_share_ten_addresses_without_duplicates(site):
+    from tests import factories as f
+
+    vlan = f.VLANFactory(name="race", tag=99, subnet="10.99.0.0/24")
+    f.make_pool(vlan, 10)
+    vms = make_vms(site, 50)
+    results, errors = race(vms, lambda vm: ip_allocate(vm=vm, vlan=vlan))
+    assert len(results) == 10 and len(errors) == 40
+    assert len({ip.address for ip in results}) == 10
+    assert len({ip.mac for ip in results}) == 10
+    held = PrivateIP.objects.filter(vlan=vlan)
+    assert held.filter(vm__isnull=False).count() == 10
+    assert len(set(held.values_list("vm", flat=True))) == 10
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_vnc_allocations_on_one_host_get_ten_distinct_ports(site, settings):
+    from networking.allocation import vnc_port_allocate
+
+    settings.PORTAL = {**settings.PORTAL, "VNC_PORTS": (5900, 5909)}
+    vms = make_vms(site, 50)
+    VirtualMachine.objects.filter(pk__in=[vm.pk for vm in vms]).update(host=site.host)
+    for vm in vms:
+        vm.host = site.host
+    results, errors = race(vms, lambda vm: vnc_port_allocate(vm=vm))
+    assert sorted(results) == list(range(5900, 5910)) and len(errors) == 40
+    ports = VirtualMachine.objects.filter(vnc_port__isnull=False).values_list("vnc_port",
+                                                                                flat=True)
+    assert sorted(ports) == list(range(5900, 5910))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_public_ip_allocations_share_ten_addresses(site):
+    from networking.allocation import public_ip_allocate
+    from tests import factories as f
+
+    f.make_public_pool(10)
+    vms = make_vms(site, 50)
+    results, errors = race(vms, lambda vm: public_ip_allocate(vm=vm))
+    assert len({p.address for p in results}) == 10 and len(errors) == 40
