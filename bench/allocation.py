@@ -6,7 +6,7 @@ portal's `ip_allocate` locks one free row with SKIP LOCKED; the baseline scans t
 addresses and takes the first free one without a lock, as a hand-written pool often does.
 Prints allocations per second for both, their ratio, and duplicates found.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/portal_bench .venv/bin/python bench/allocation.py
+    make bench   (DATABASE_URL defaults to postgres://postgres@127.0.0.1:5432/portal_bench)
 """
 
 from __future__ import annotations
