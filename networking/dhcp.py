@@ -67,7 +67,8 @@ class IscDhcpSSH:
         path = PurePosixPath(config_dir)
         if not path.is_absolute() or ".." in path.parts:
             raise ValueError(f"invalid DHCP config directory {config_dir!r}")
-        if not reload or not all(isinstance(a, str) and a for a in reload):
+        if not isinstance(reload, list | tuple) or not reload or not all(
+                isinstance(a, str) and a for a in reload):
             raise ValueError("the DHCP reload command must be a non-empty argv list")
         self.host = host
         self.config_dir = path
