@@ -7,10 +7,12 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from portal.errors import PortalError
 from vms.models import Operation, OperationKind, VirtualMachine, VMState
 from vms.services.operations import handles, operation_create
 
 from .models import Datastore, Host
+from .remote import RemoteError, fetch_host_key
 from .virt import Hypervisor, VirtError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,14 @@ def host_register(*, name: str, uri: str, address: str = "", requested_by=None) 
 def host_refresh(op: Operation) -> str:
     """Read the host's CPUs, memory and acceleration and make its datastores' pools."""
     host = Host.objects.get(pk=op.host_id)
+    if host.address and not host.ssh_host_key:
+        # Recorded once, when the host is first read; every later SSH call checks it.
+        try:
+            key = fetch_host_key(host.address)
+        except (RemoteError, OSError) as exc:
+            raise PortalError(f"Could not read the SSH host key of {host.address}: {exc}") \
+                from exc
+        Host.objects.filter(pk=host.pk).update(ssh_host_key=key)
     hv = Hypervisor(host.uri)
     try:
         facts = hv.facts()

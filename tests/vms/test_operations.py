@@ -143,3 +143,32 @@ def test_reconcile_task_runs_over_every_host(site, django_capture_on_commit_call
     with django_capture_on_commit_callbacks(execute=False):
         result = reconcile()
     assert result["requeued"] == 0 and "hv1" in result
+
+
+def test_host_refresh_records_the_ssh_host_key_once(site, monkeypatch):
+    from hosts import services
+
+    seen = []
+    monkeypatch.setattr(services, "fetch_host_key",
+                        lambda address: seen.append(address) or "ssh-ed25519 AAAAkey")
+    Host.objects.filter(pk=site.host.pk).update(address="hv1.example.org")
+    assert operation_run(operation_id=host_op(site).pk).status == OperationStatus.SUCCEEDED
+    assert operation_run(operation_id=host_op(site).pk).status == OperationStatus.SUCCEEDED
+    site.host.refresh_from_db()
+    assert site.host.ssh_host_key == "ssh-ed25519 AAAAkey" and seen == ["hv1.example.org"]
+
+
+def test_host_refresh_fails_clearly_when_the_host_key_cannot_be_read(site, monkeypatch):
+    from hosts import services
+    from hosts.remote import RemoteError
+
+    def unreachable(address):
+        raise RemoteError("connection refused")
+
+    monkeypatch.setattr(services, "fetch_host_key", unreachable)
+    Host.objects.filter(pk=site.host.pk).update(address="hv1.example.org")
+    op = operation_run(operation_id=host_op(site).pk)
+    assert op.status == OperationStatus.FAILED
+    assert "Could not read the SSH host key of hv1.example.org" in op.message
+    site.host.refresh_from_db()
+    assert site.host.ssh_host_key == ""
