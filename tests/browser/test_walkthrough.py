@@ -522,6 +522,12 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
     volumes = sorted(p.name for p in portal.datastore.glob("vm-*.qcow2"))
     assert len(volumes) == 1, volumes
     student.shot("vm-running")
+    # On a phone the page must reflow, not scroll sideways.
+    page.set_viewport_size({"width": 390, "height": 844})
+    student.shot("vm-running-phone")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the VM page is {overflow}px wider than a 390px phone screen"
+    page.set_viewport_size({"width": 1366, "height": 900})
 
     vm_action(student, name, "suspend", "paused", "Suspended", "paused")
     vm_action(student, name, "resume", "running", "Running", "running")
