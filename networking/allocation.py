@@ -114,8 +114,12 @@ def vnc_port_range() -> tuple[int, int]:
     return first, last
 
 
-def vnc_port_allocate(*, vm: VirtualMachine) -> int:
-    """Give the VM the lowest free VNC port on its host, keeping one it already has."""
+def vnc_port_allocate(*, vm: VirtualMachine, avoid: set[int] | frozenset[int] = frozenset()
+                      ) -> int:
+    """Give the VM the lowest free VNC port on its host, keeping one it already has.
+
+    `avoid` holds ports the host's other domains use that the database does not know of.
+    """
     from hosts.models import Host
     from vms.models import VirtualMachine
 
@@ -131,7 +135,7 @@ def vnc_port_allocate(*, vm: VirtualMachine) -> int:
                 # (host, vnc_port) is the safety net.
                 Host.objects.select_for_update().filter(pk=vm.host_id).first()
                 used = set(VirtualMachine.objects.filter(host_id=vm.host_id, vnc_port__isnull=False)
-                           .values_list("vnc_port", flat=True))
+                           .values_list("vnc_port", flat=True)) | set(avoid)
                 port = next((p for p in range(first, last + 1) if p not in used), None)
                 if port is None:
                     raise PoolExhausted(

@@ -12,9 +12,11 @@ class VMRequestTable(tables.Table):
 
     name = tables.Column(linkify=("vms:request_detail", {"pk": tables.A("pk")}))
     requester = tables.Column(accessor="requester__username", verbose_name="Requester")
-    template = tables.Column(accessor="template__name")
+    kind = tables.Column(verbose_name="Asks for")
+    template = tables.Column(accessor="template__name", verbose_name="Template")
     sizes = tables.TemplateColumn(
-        "{{ record.vcpus }} vCPU · {{ record.memory_mib }} MiB · {{ record.disk_gib }} GiB",
+        "{{ record.vcpus }} vCPU{{ record.vcpus|pluralize }} · {{ record.memory_mib }} MiB · "
+        "{{ record.disk_gib }} GiB",
         orderable=False, verbose_name="Size",
     )
     stage = tables.TemplateColumn('{% include "vms/_stage_badge.html" with request=record %}')
@@ -22,7 +24,7 @@ class VMRequestTable(tables.Table):
 
     class Meta:
         model = VMRequest
-        fields = ("name", "requester", "template", "sizes", "stage", "created_at")
+        fields = ("name", "kind", "requester", "template", "sizes", "stage", "created_at")
         attrs = {"class": "table table-hover align-middle"}
         empty_text = "No requests."
 
@@ -31,13 +33,14 @@ class VirtualMachineTable(tables.Table):
     """VMs with their state, host and address."""
 
     name = tables.Column(linkify=("vms:vm_detail", {"pk": tables.A("pk")}))
-    owner = tables.Column(accessor="owner__username")
+    owner = tables.Column(accessor="owner__username", verbose_name="Owner")
     state = tables.TemplateColumn('{% include "vms/_state_badge.html" with vm=record %}')
-    host = tables.Column(accessor="host__name", default="—")
+    host = tables.Column(accessor="host__name", default="—", verbose_name="Host")
     ip = tables.Column(accessor="private_ip__address", verbose_name="IP", default="—",
                        orderable=False)
     sizes = tables.TemplateColumn(
-        "{{ record.vcpus }} vCPU · {{ record.memory_mib }} MiB · {{ record.disk_gib }} GiB",
+        "{{ record.vcpus }} vCPU{{ record.vcpus|pluralize }} · {{ record.memory_mib }} MiB · "
+        "{{ record.disk_gib }} GiB",
         orderable=False, verbose_name="Size",
     )
 
@@ -63,7 +66,8 @@ class OperationTable(tables.Table):
         '<span class="small">{{ record.message|default:record.progress|truncatechars:140 }}'
         '</span>', orderable=False,
     )
-    requested_by = tables.Column(accessor="requested_by__username", default="system")
+    requested_by = tables.Column(accessor="requested_by__username", default="system",
+                                 verbose_name="Asked by")
     created_at = tables.DateTimeColumn(verbose_name="Queued", format="Y-m-d H:i:s")
     actions = tables.TemplateColumn(template_name="vms/_op_actions.html", orderable=False,
                                     verbose_name="")

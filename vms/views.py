@@ -15,7 +15,7 @@ from portal import permissions
 from portal.errors import PortalError
 
 from .forms import DecisionForm, VMChangeForm, VMRequestForm
-from .models import Operation, OperationKind, OperationStatus, RequestKind, VMState
+from .models import Operation, OperationKind, OperationStatus, RequestKind, RequestStage, VMState
 from .models.requests import PENDING_STAGES
 from .services.lifecycle import ACTION_STATES, CHANGEABLE_STATES, vm_action_request
 from .services.operations import operation_dismiss, operation_retry
@@ -113,7 +113,13 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
         if decision == "approve":
             done = vm_request_approve(request=vm_request, actor=request.user, reason=reason,
                                       seen_stage=seen)
-            messages.success(request, f"Approved {done.name}: {done.get_stage_display()}.")
+            if done.stage != RequestStage.APPROVED:
+                then = done.get_stage_display().lower().replace("awaiting", "it now awaits")
+            elif done.is_change:
+                then = "the change is under way"
+            else:
+                then = "its install is queued"
+            messages.success(request, f"Approved {done.name}; {then}.")
         else:
             done = vm_request_reject(request=vm_request, actor=request.user, reason=reason,
                                      seen_stage=seen)

@@ -709,3 +709,16 @@ class Hypervisor:
             with self._doing("define", f"network '{name}'"):
                 conn.networkDefineXML(xml)
         self.ensure_network_active(name)
+
+    def vnc_ports_in_use(self) -> set[int]:
+        """Return the VNC ports the host's domains hold: running ones and fixed ones."""
+        ports: set[int] = set()
+        with self._doing("list domains of", "the host"):
+            domains = self._conn().listAllDomains(0)
+            for dom in domains:
+                root = ET.fromstring(dom.XMLDesc(0))  # noqa: S314 - XML from libvirt itself
+                for graphics in root.iterfind("devices/graphics"):
+                    port = graphics.get("port", "-1")
+                    if port.isdigit() and int(port) > 0:
+                        ports.add(int(port))
+        return ports

@@ -490,8 +490,9 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
     student.shot("my-requests")
     student.logout()
 
-    for username, next_stage in (("faculty", "Awaiting org-admin"),
-                                 ("orgadmin", "Awaiting admin"), ("admin", "Approved")):
+    for username, next_stage in (("faculty", "it now awaits org-admin"),
+                                 ("orgadmin", "it now awaits admin"),
+                                 ("admin", "its install is queued")):
         approver = User(browser, portal, username)
         approver.login()
         decide(approver, name, "Approve", f"Fine by {username}.")

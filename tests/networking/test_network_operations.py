@@ -275,3 +275,17 @@ def test_exhaustion_of_the_vlan_pool_is_clear(site):
         ip_allocate(vm=vm, vlan=site.vlan2)
     with pytest.raises(PoolExhausted, match="private"):
         ip_allocate(vm=vms[3], vlan=site.vlan2)
+
+
+def test_vnc_ports_held_by_domains_the_portal_does_not_know_are_skipped(
+        site, django_capture_on_commit_callbacks, settings):
+    from vms.domain_xml import DomainSpec, build_domain_xml
+
+    settings.PORTAL = {**settings.PORTAL, "VNC_PORTS": (5920, 5922)}
+    hv = Hypervisor(URI)
+    hv.define_domain(build_domain_xml(DomainSpec(
+        name="stranger", uuid="0f1c7c57-4d1b-4c8b-9f3e-0c4a8f0a1b2c", domain_type="test",
+        vcpus=1, memory_mib=128, disk_path="/x.qcow2", vnc_port=5920)))
+    assert 5920 in hv.vnc_ports_in_use()
+    vm, op = install(site, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.SUCCEEDED and vm.vnc_port == 5921

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from networking.models import PrivateIP, PublicIP
 from tests import factories as f
-from vms.models import Operation, OperationKind
+from vms.models import Operation, OperationKind, VirtualMachine
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +75,48 @@ def test_nat_resync_button_queues_an_operation(site, django_capture_on_commit_ca
         response = site.client(site.admin).post(reverse("networking:nat_resync"), follow=True)
     assert "Re-applying every NAT mapping" in response.content.decode()
     assert Operation.objects.get().kind == OperationKind.NAT_RESYNC
+
+
+def test_vm_page_shows_the_network_and_offers_changes(site, django_capture_on_commit_callbacks):
+    from tests.vms.test_lifecycle import install
+
+    f.make_public_pool(1)
+    vm, _ = install(site, django_capture_on_commit_callbacks, public_ip=True)
+    body = site.client(site.admin).get(reverse("vms:vm_status", args=[vm.pk])).content.decode()
+    assert "Research" in body and "campus (VLAN 10)" in body
+    assert "203.0.113.10" in body and f">{vm.vnc_port}<" in body
+    assert reverse("vms:vm_change_network", args=[vm.pk]) in body
+    assert reverse("vms:vm_change_public_ip", args=[vm.pk]) not in body  # it has one
+    assert 'data-action="public_ip_release"' in body
+
+
+def test_a_move_is_asked_for_through_the_form(site, django_capture_on_commit_callbacks):
+    from tests.vms.test_lifecycle import install
+    from vms.models import VMRequest
+
+    vm, _ = install(site, django_capture_on_commit_callbacks)
+    VirtualMachine.objects.filter(pk=vm.pk).update(owner=site.student)
+    client = site.client(site.student)
+    url = reverse("vms:vm_change_network", args=[vm.pk])
+    form = client.get(url).content.decode()
+    assert f'<option value="{site.domain2.pk}"' in form
+    assert f'<option value="{site.domain.pk}"' not in form
+    response = client.post(url, {"security_domain": site.domain2.pk, "purpose": "lab work",
+                                 "faculty": site.faculty.pk}, follow=True)
+    req = VMRequest.objects.get(target=vm)
+    assert req.kind == "network" and req.stage == "faculty"
+    assert "Move lab1 to security domain Private" in response.content.decode()
+    page = client.get(reverse("vms:vm_status", args=[vm.pk])).content.decode()
+    assert "Waiting for approval" in page
+    again = client.post(reverse("vms:vm_change_public_ip", args=[vm.pk]),
+                        {"purpose": "x", "faculty": site.faculty.pk}, follow=True)
+    assert "already waits for approval" in again.content.decode()
+
+
+def test_a_change_form_shows_inline_errors(site, django_capture_on_commit_callbacks):
+    from tests.vms.test_lifecycle import install
+
+    vm, _ = install(site, django_capture_on_commit_callbacks)
+    response = site.client(site.admin).post(
+        reverse("vms:vm_change_network", args=[vm.pk]), {"security_domain": site.domain2.pk})
+    assert response.status_code == 200 and "is-invalid" in response.content.decode()

@@ -195,10 +195,10 @@ def vm_install(op: Operation) -> str:
         operation_progress(op, f"Allocating an IP address on {vlan}")
         ip = ip_allocate(vm=vm, vlan=vlan)
         undo.append(("IP", lambda: ip_release(vm=vm)))
-        vnc_port_allocate(vm=vm)
+        hv = Hypervisor(vm.host.uri)
+        vnc_port_allocate(vm=vm, avoid=hv.vnc_ports_in_use())
         undo.append(("VNC port", lambda: vnc_port_release(vm=vm)))
 
-        hv = Hypervisor(vm.host.uri)
         ds = vm.datastore
         operation_progress(op, f"Creating the disk on {ds.name}")
         hv.ensure_pool(ds.pool_name, ds.path)
