@@ -207,6 +207,18 @@ PORTAL_NAT = {
     "INTERFACE": env.str("PORTAL_NAT_INTERFACE", default="eth0"),
 }
 
+# Monitoring: one RRD file per VM and per host; rrdcached when RRDCACHED_ADDRESS is set.
+PORTAL_MONITOR = {
+    "RRD_DIR": env.str("PORTAL_RRD_DIR", default=str(VAR_DIR / "rrd")),
+    "RRDCACHED_ADDRESS": env.str("RRDCACHED_ADDRESS", default=""),
+    "PERIOD": env.int("PORTAL_MONITOR_PERIOD", default=300),
+    "SSH_KEY_FILE": env.str("PORTAL_SSH_KEY_FILE", default=""),
+}
+CACHES = {
+    "default": (env.cache_url("CACHE_URL") if env.str("CACHE_URL", default="")
+                else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -16,6 +16,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("hosts/", include("hosts.urls")),
     path("network/", include("networking.urls")),
+    path("", include("monitoring.urls")),
     path("admin/", admin.site.urls),
     path("", include("vms.urls")),
 ]

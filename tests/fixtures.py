@@ -50,6 +50,14 @@ class Site:
 
 
 @pytest.fixture(autouse=True)
+def rrd_dir(settings, tmp_path):
+    """Keep every test's RRD files in its own directory."""
+    path = tmp_path / "rrd"
+    settings.PORTAL_MONITOR = {**settings.PORTAL_MONITOR, "RRD_DIR": str(path)}
+    return path
+
+
+@pytest.fixture(autouse=True)
 def fresh_test_driver():
     """Give every test libvirt's test driver in its initial state."""
     from hosts.virt import close_all

@@ -5,13 +5,16 @@ from .errors import NotFound, VirtError
 from .facts import DomainFacts, HostFacts, ImageFacts
 from .hypervisor import DOMAIN_STATES, Hypervisor
 from .names import DOMAIN_NAME_RE, OBJECT_NAME_RE
+from .stats import DomainSample, HostSample
 
 __all__ = [
     "DOMAIN_NAME_RE",
     "DOMAIN_STATES",
     "OBJECT_NAME_RE",
     "DomainFacts",
+    "DomainSample",
     "HostFacts",
+    "HostSample",
     "Hypervisor",
     "ImageFacts",
     "NotFound",

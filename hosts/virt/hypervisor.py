@@ -6,8 +6,9 @@ import logging
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import libvirt
 
@@ -22,8 +23,17 @@ from .names import (
     check_size,
     check_volume_name,
 )
+from .stats import (
+    DomainSample,
+    HostSample,
+    device_targets,
+    domain_sample_from_calls,
+    domain_sample_from_record,
+    host_sample_from_stats,
+)
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -722,3 +732,83 @@ class Hypervisor:
                     if port.isdigit() and int(port) > 0:
                         ports.add(int(port))
         return ports
+
+    # --- utilisation counters -----------------------------------------------------------------
+
+    _DOMAIN_STATS = (
+        libvirt.VIR_DOMAIN_STATS_STATE
+        | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+        | libvirt.VIR_DOMAIN_STATS_BALLOON
+        | libvirt.VIR_DOMAIN_STATS_VCPU
+        | libvirt.VIR_DOMAIN_STATS_INTERFACE
+        | libvirt.VIR_DOMAIN_STATS_BLOCK
+    )
+
+    def domain_samples(self) -> list[DomainSample]:
+        """Return the counters of every domain, active or not, from one bulk call, by name."""
+        conn = self._conn()
+        # No domain filter: inactive domains come back too, with their state and little else.
+        # NOWAIT: a domain busy with a job (migration, snapshot) answers what it can at once
+        # instead of holding up the whole host's cycle for the job's duration.
+        with self._doing("read stats of", "domains"):
+            records = conn.getAllDomainStats(
+                self._DOMAIN_STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+            )
+        # name() and UUIDString() read the handle itself: no call to libvirtd per domain.
+        samples = [
+            domain_sample_from_record(dom.name(), dom.UUIDString(), record, DOMAIN_STATES)
+            for dom, record in records
+        ]
+        return sorted(samples, key=lambda s: s.name)
+
+    def domain_samples_loop(self) -> list[DomainSample]:
+        """Return the same counters with calls per domain: the baseline of bench/collection.py."""
+        conn = self._conn()
+        with self._doing("list", "domains"):
+            doms = conn.listAllDomains(0)
+        samples = []
+        for dom in doms:
+            info = self._quietly(dom.info)
+            state = DOMAIN_STATES.get(info[0], "nostate") if info is not None else "nostate"
+            memory = blocks = interfaces = None
+            if state != "shutoff":
+                memory = self._quietly(dom.memoryStats)
+                xml = self._quietly(dom.XMLDesc, 0)
+                if xml is not None:
+                    disks, nics = device_targets(xml)
+                    blocks = [self._quietly(dom.blockStats, dev) for dev in disks]
+                    interfaces = [self._quietly(dom.interfaceStats, dev) for dev in nics]
+            samples.append(domain_sample_from_calls(
+                dom.name(), dom.UUIDString(), state, info, memory, blocks, interfaces
+            ))
+        return sorted(samples, key=lambda s: s.name)
+
+    @staticmethod
+    def _quietly(call: Callable[..., _T], *args: object) -> _T | None:
+        """Return call(*args), or None when libvirt refuses."""
+        try:
+            return call(*args)
+        except libvirt.libvirtError:
+            return None
+
+    def host_sample(self) -> HostSample:
+        """Return the host's CPU time and memory counters; what the driver lacks is None."""
+        conn = self._conn()
+        with self._doing("read stats of", "host"):
+            cpus = conn.getInfo()[2]
+        cpu = self._host_stats(conn.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, "CPU")
+        memory = self._host_stats(
+            conn.getMemoryStats, libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, "memory"
+        )
+        return host_sample_from_stats(cpus, cpu, memory)
+
+    def _host_stats(
+        self, call: Callable[[int, int], dict[str, int]], which: int, what: str
+    ) -> dict[str, int] | None:
+        """Return a node stats dict, or None when the driver does not keep it."""
+        try:
+            return call(which, 0)
+        except libvirt.libvirtError as exc:
+            if _error_code(exc) in _UNSUPPORTED_CODES:
+                return None
+            raise _translate(exc, f"cannot read {what} stats of host on {self.uri}") from exc

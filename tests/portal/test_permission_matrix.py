@@ -50,6 +50,12 @@ MATRIX = {
     "vms:operation_dismiss": ("post", "operation", row(go=("admin",))),
     "hosts:host_list": ("get", None, row(ok=("admin",))),
     "hosts:host_detail": ("get", "host", row(ok=("admin",))),
+    "monitoring:vm_usage": ("get", "vm", row(ok=SEES_VM)),
+    "monitoring:vm_graph_png": ("get", "vm_graph", row(ok=SEES_VM)),
+    "monitoring:vm_graph_svg": ("get", "vm_graph", row(ok=SEES_VM)),
+    "monitoring:host_usage": ("get", "host", row(ok=("admin",))),
+    "monitoring:host_graph_png": ("get", "host_graph", row(ok=("admin",))),
+    "monitoring:host_graph_svg": ("get", "host_graph", row(ok=("admin",))),
     "networking:overview": ("get", None, row(ok=("admin",))),
     "networking:vlan_detail": ("get", "vlan", row(ok=("admin",))),
     "networking:public_pool": ("get", None, row(ok=("admin",))),
@@ -105,6 +111,8 @@ def url_for(name, kind, objects):
         return reverse(name)
     if kind == "vm_action":
         return reverse(name, args=[objects["vm"].pk, "suspend"])
+    if kind in ("vm_graph", "host_graph"):
+        return reverse(name, args=[objects[kind.split("_")[0]].pk, "cpu", "day"])
     return reverse(name, args=[objects[kind].pk])
 
 

@@ -331,6 +331,7 @@ def vm_delete(op: Operation) -> str:
     ip_release(vm=vm)
     public_ip_release(vm=vm)
     vnc_port_release(vm=vm)
+    _archive_history(vm)
     vm.state = VMState.DELETED
     vm.deleted_at = timezone.now()
     vm.save(update_fields=["state", "deleted_at"])
@@ -339,6 +340,15 @@ def vm_delete(op: Operation) -> str:
 
 def _disk_path(vm: VirtualMachine) -> str:
     return str(PurePosixPath(vm.datastore.path) / vm.volume_name)
+
+
+def _archive_history(vm: VirtualMachine) -> None:
+    from monitoring.collector import vm_history_archive
+
+    try:
+        vm_history_archive(vm=vm)
+    except OSError:  # the VM is gone either way; a stray RRD file is only history
+        logger.exception("could not archive the usage history of %s", vm.name)
 
 
 @handles(OperationKind.NETWORK_MOVE)

@@ -1,0 +1,39 @@
+"""The admin's overview of hosts: load, free capacity and VMs, sortable."""
+
+from __future__ import annotations
+
+import django_tables2 as tables
+
+
+class HostOverviewTable(tables.Table):
+    """One row per host; sorting happens on the computed figures."""
+
+    name = tables.TemplateColumn(
+        '<a href="{% url "hosts:host_detail" record.pk %}">{{ record.name }}</a>'
+        '<div class="small text-body-secondary font-monospace">{{ record.uri }}</div>',
+        verbose_name="Host")
+    status = tables.TemplateColumn(
+        '<span class="badge {% if record.status == "up" %}text-bg-success{% elif '
+        'record.status == "down" %}text-bg-danger{% else %}text-bg-warning{% endif %}">'
+        '{{ record.status_label }}</span>{% if record.last_error %} <i class="bi '
+        'bi-exclamation-triangle text-danger" title="{{ record.last_error }}"></i>{% endif %}',
+        verbose_name="Status")
+    accel = tables.Column(verbose_name="Acceleration")
+    vm_count = tables.Column(verbose_name="VMs")
+    cpu_load = tables.TemplateColumn(
+        '{% if record.cpu_load is None %}—{% else %}{{ record.cpu_load|floatformat:1 }} %'
+        '{% endif %}', verbose_name="CPU load")
+    vcpus_free = tables.TemplateColumn(
+        '{{ record.vcpus_free }} <span class="small text-body-secondary">of '
+        '{{ record.vcpu_capacity }}</span>', verbose_name="vCPUs free")
+    memory_free = tables.TemplateColumn(
+        '{{ record.memory_free }} MiB <span class="small text-body-secondary">of '
+        '{{ record.memory_capacity }}</span>', verbose_name="RAM free")
+    last_seen = tables.TemplateColumn(
+        '{% load humanize %}{% if record.last_seen %}{{ record.last_seen|naturaltime }}'
+        '{% else %}never{% endif %}', verbose_name="Last seen")
+
+    class Meta:
+        attrs = {"class": "table table-hover align-middle", "id": "host-overview"}
+        empty_text = "No host yet."
+        order_by = "name"

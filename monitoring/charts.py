@@ -1,0 +1,260 @@
+"""Graphs of one metric of one VM or host over a period: PNG from rrdtool, SVG from pygal.
+
+Both say "No data yet" instead of drawing an empty frame when the period holds no value of
+the metric. User text (the title) never reaches rrdtool's graph syntax: it travels only as
+the argument of --title, with backslashes and control characters removed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+import pygal
+import rrdtool
+from pygal.etree import etree
+from pygal.style import Style
+
+from monitoring.rrd import METRICS, PERIODS, RRDError, RRDStore
+
+METRIC_LABELS: dict[str, tuple[str, str]] = {
+    "cpu": ("CPU", "%"),
+    "memory": ("Memory", "bytes"),
+    "disk_read": ("Disk read", "bytes/s"),
+    "disk_write": ("Disk write", "bytes/s"),
+    "net_rx": ("Network received", "bytes/s"),
+    "net_tx": ("Network sent", "bytes/s"),
+}
+NO_DATA_TEXT = "No data yet"
+
+WIDTH_RANGE = (100, 2000)
+HEIGHT_RANGE = (50, 1000)
+AVERAGE_COLOUR = "#7aa6d6"
+MAX_COLOUR = "#1f4e79"
+SVG_COLOURS = ("#1f4e79", "#e07b39")  # average, maximum
+
+# Control characters, and backslashes, which rrdtool reads as escapes (\n, \l, \:) in text.
+_UNSAFE_TITLE = re.compile(r"[\x00-\x1f\x7f\\]")
+
+# Tooltip and x-axis label time formats, per period.
+_TOOLTIP_FORMATS = {
+    "hour": "%H:%M",
+    "day": "%a %H:%M",
+    "week": "%a %d %b %H:%M",
+    "month": "%d %b %H:%M",
+    "year": "%d %b %Y",
+}
+_LABEL_FORMATS = {
+    "hour": "%H:%M",
+    "day": "%H:%M",
+    "week": "%a %d",
+    "month": "%d %b",
+    "year": "%b %Y",
+}
+# Points past this many per series are drawn without dots; hovering one still shows its value.
+_DENSE = 60
+_DENSE_CSS = "inline:g.dots circle.dot{opacity:0} g.dots:hover circle.dot{opacity:1}"
+
+
+def _check(metric: str, period: str, width: int, height: int) -> None:
+    """Refuse an unknown metric or period and an unreasonable image size."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if period not in PERIODS:
+        raise ValueError(f"unknown period {period!r}; expected one of {', '.join(PERIODS)}")
+    for name, value, (low, high) in (("width", width, WIDTH_RANGE),
+                                     ("height", height, HEIGHT_RANGE)):
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"{name} must be an integer from {low} to {high}")
+
+
+def rrd_title(title: str) -> str:
+    """Return the title with everything rrdtool could read as syntax removed."""
+    return " ".join(_UNSAFE_TITLE.sub(" ", str(title)).split())[:150]
+
+
+def _rrd_path(path: str) -> str:
+    """Escape a file name for a DEF, where ':' separates fields."""
+    return path.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def png_args(
+    store: RRDStore, kind: str, key: str, metric: str, period: str, title: str,
+    width: int = 640, height: int = 200, *, has_data: bool = True,
+) -> list[str]:
+    """Return the rrdtool graphv arguments of one metric's PNG."""
+    _check(metric, period, width, height)
+    label, unit = METRIC_LABELS[metric]
+    args = [
+        "-", "--imgformat", "PNG",
+        "--start", f"-{PERIODS[period]}", "--end", "now",
+        "--width", str(width), "--height", str(height), "--full-size-mode",
+        "--title", rrd_title(title),
+        *store.daemon_args(),
+    ]
+    if not has_data:
+        return args + [
+            "--lower-limit", "0", "--upper-limit", "1", "--rigid",
+            "--y-grid", "none", "--x-grid", "none",
+            "--font", "LEGEND:14",
+            # rrdtool refuses a graph without any element that draws; an invisible rule.
+            "HRULE:0#00000000",
+            f"COMMENT:{NO_DATA_TEXT}\\c",
+        ]
+    path = _rrd_path(str(store.path_for(kind, key)))
+    args += ["--vertical-label", unit, "--lower-limit", "0"]
+    if unit == "%":
+        args += ["--upper-limit", "100"]
+        number = "%6.1lf %%"
+    else:
+        args += ["--base", "1024"]
+        number = "%7.2lf %s" + ("B/s" if unit.endswith("/s") else "B")
+    return args + [
+        f"DEF:avg={path}:{metric}:AVERAGE",
+        f"DEF:max={path}:{metric}:MAX",
+        "VDEF:avg_last=avg,LAST",
+        "VDEF:avg_avg=avg,AVERAGE",
+        "VDEF:max_max=max,MAXIMUM",
+        f"AREA:avg{AVERAGE_COLOUR}:{label} average",
+        f"LINE1:max{MAX_COLOUR}:{label} maximum\\l",
+        f"GPRINT:avg_last:Last {number}",
+        f"GPRINT:avg_avg:Average {number}",
+        f"GPRINT:max_max:Maximum {number}\\l",
+    ]
+
+
+def _metric_has_data(store: RRDStore, kind: str, key: str, metric: str, period: str) -> bool:
+    """Tell whether the period holds any known value of the metric."""
+    series = store.fetch(kind, key, period)
+    return any(value is not None for value in series.column(metric))
+
+
+def render_png(
+    store: RRDStore, kind: str, key: str, metric: str, period: str, title: str,
+    width: int = 640, height: int = 200,
+) -> bytes:
+    """Render one metric over a period as a PNG, or a PNG saying there is no data yet."""
+    _check(metric, period, width, height)
+    has_data = _metric_has_data(store, kind, key, metric, period)
+    args = png_args(store, kind, key, metric, period, title, width, height, has_data=has_data)
+    try:
+        result = rrdtool.graphv(*args)
+    except (rrdtool.OperationalError, rrdtool.ProgrammingError) as exc:
+        raise RRDError(f"rrdtool graphv: {exc}") from exc
+    return bytes(result["image"])
+
+
+def _format_value(unit: str) -> Callable[[float | None], str]:
+    """Return a formatter that prints a value with a readable unit."""
+    if unit == "%":
+        return lambda value: "" if value is None else f"{value:.1f} %"
+    suffix = "/s" if unit.endswith("/s") else ""
+
+    def human(value: float | None) -> str:
+        if value is None:
+            return ""
+        size = float(value)
+        for prefix in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if abs(size) < 1024 or prefix == "TiB":
+                break
+            size /= 1024
+        return f"{size:.1f} {prefix}{suffix}" if prefix != "B" else f"{size:.0f} B{suffix}"
+
+    return human
+
+
+def _local(tag: object) -> str:
+    """Return an element's tag without its namespace."""
+    return str(tag).rsplit("}", 1)[-1]
+
+
+def _add_native_tooltips(tree: Any) -> None:
+    """Give each point an SVG <title>, so browsers show its value without pygal's script."""
+    for group in tree.iter():
+        if _local(group.tag) != "g" or group.get("class") != "dots":
+            continue
+        for desc in group:
+            if _local(desc.tag) == "desc" and desc.get("class") == "value" and desc.text:
+                namespace = group.tag[: -len("g")]
+                title = etree.Element(f"{namespace}title")
+                title.text = desc.text
+                group.insert(0, title)
+                break
+
+
+def _ticks(period: str, first: datetime, last: datetime) -> list[datetime]:
+    """Return calendar-aligned x-axis label times between two wall-clock times."""
+    if period in ("hour", "day"):
+        every = timedelta(minutes=10) if period == "hour" else timedelta(hours=3)
+        midnight = first.replace(hour=0, minute=0, second=0, microsecond=0)
+        moment = midnight + math.ceil((first - midnight) / every) * every
+        ticks = []
+        while moment <= last:
+            ticks.append(moment)
+            moment += every
+        return ticks
+    moment = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    if moment < first:
+        moment += timedelta(days=1)
+    ticks = []
+    while moment <= last:
+        if (period == "week"
+                or (period == "month" and moment.weekday() == 0)
+                or (period == "year" and moment.day == 1)):
+            ticks.append(moment)
+        moment += timedelta(days=1)
+    return ticks
+
+
+def render_svg(
+    store: RRDStore, kind: str, key: str, metric: str, period: str, title: str,
+    width: int = 640, height: int = 240, *, tz: tzinfo = UTC, js: tuple[str, ...] = (),
+) -> bytes:
+    """Render one metric over a period as an SVG line chart with a tooltip on every point."""
+    _check(metric, period, width, height)
+    label, unit = METRIC_LABELS[metric]
+    average = store.fetch(kind, key, period)
+    values = average.column(metric)
+    style = Style(colors=SVG_COLOURS, background="white", plot_background="white")
+    common = {
+        "width": width, "height": height, "title": str(title), "no_data_text": NO_DATA_TEXT,
+        "js": list(js), "style": style, "legend_at_bottom": True,
+    }
+    if not any(value is not None for value in values):
+        chart = pygal.DateTimeLine(
+            **common, show_x_labels=False, show_y_labels=False, show_y_guides=False,
+            show_x_guides=False, show_legend=False,
+        )
+        tree = chart.render_tree()
+        return etree.tostring(tree, xml_declaration=True, encoding="utf-8")
+
+    # Row times are UTC; pygal reads naive datetimes as UTC, so pass wall time in `tz`.
+    moments = [datetime.fromtimestamp(t, tz).replace(tzinfo=None) for t in average.times]
+    tooltip_format, label_format = _TOOLTIP_FORMATS[period], _LABEL_FORMATS[period]
+    x_labels = [{"value": moment, "label": moment.strftime(label_format)}
+                for moment in _ticks(period, moments[0], moments[-1])]
+    dense = len(values) > _DENSE
+    chart = pygal.DateTimeLine(
+        **common,
+        allow_interruptions=True, show_x_guides=False, x_label_rotation=20,
+        x_labels=x_labels or None,
+        x_value_formatter=lambda moment: moment.strftime(tooltip_format),
+        value_formatter=_format_value(unit), truncate_label=-1, truncate_legend=-1,
+        dots_size=2 if dense else 3, css=["file://style.css", "file://graph.css"]
+        + ([_DENSE_CSS] if dense else []),
+        range=(0, 100) if unit == "%" else None, include_x_axis=True,
+    )
+    chart.add(f"{label} average", list(zip(moments, values, strict=True)))
+    maximum = store.fetch(kind, key, period, "MAX").column(metric)
+    # At one step per row the maximum equals the average: draw it only when it says more.
+    if len(maximum) == len(values) and any(
+        m is not None and (a is None or not math.isclose(m, a))
+        for m, a in zip(maximum, values, strict=True)
+    ):
+        chart.add(f"{label} maximum", list(zip(moments, maximum, strict=True)))
+    tree = chart.render_tree()
+    _add_native_tooltips(tree)
+    return etree.tostring(tree, xml_declaration=True, encoding="utf-8")

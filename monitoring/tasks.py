@@ -1,0 +1,24 @@
+"""Thin django-q2 tasks of monitoring: one collection task per active host."""
+
+from __future__ import annotations
+
+from django_q.tasks import async_task
+
+from hosts.models import Host, HostStatus
+
+from .collector import host_collect
+
+
+def collect_all() -> int:
+    """Enqueue one collection task per host that is up."""
+    hosts = list(Host.objects.filter(status=HostStatus.UP).exclude(accel="")
+                 .values_list("pk", flat=True))
+    for pk in hosts:
+        async_task("monitoring.tasks.collect_host", pk, task_name=f"collect-host-{pk}")
+    return len(hosts)
+
+
+def collect_host(host_id: int) -> dict:
+    """Collect one host's and its VMs' utilisation."""
+    host = Host.objects.filter(pk=host_id).first()
+    return host_collect(host=host) if host else {}

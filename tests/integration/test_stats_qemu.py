@@ -1,0 +1,199 @@
+"""Hypervisor-tier tests of utilisation sampling against a real guest on qemu:///system.
+
+Like tests/integration/test_virt_qemu.py, each test works in its own directory under
+/var/tmp, its own storage pool and its own isolated network without <ip>, all named
+portaltest-<random> and removed in fixture teardown.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hosts.virt import DomainSample, Hypervisor, close_all
+from monitoring.rates import host_metrics, vm_metrics
+from vms.domain_xml import DomainSpec, build_domain_xml
+
+pytestmark = pytest.mark.hypervisor
+
+URI = "qemu:///system"
+MIB = 1024**2
+# Under TCG the BIOS takes a few seconds to read the boot sector.
+BOOT_TIMEOUT_S = 60
+
+
+def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=120, check=check
+    )
+
+
+def unique(prefix: str = "portaltest") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def make_base_image(workdir: Path, name: str = "base.qcow2") -> Path:
+    """Write a 1 MiB disk whose boot sector spins forever, converted to qcow2."""
+    raw = workdir.parent / f"{workdir.name}.raw"
+    sector = bytes([0xEB, 0xFE]) + bytes(508) + b"\x55\xaa"  # jmp $ ; boot signature
+    raw.write_bytes(sector + bytes(MIB - len(sector)))
+    base = workdir / name
+    try:
+        subprocess.run(
+            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(base)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        raw.unlink()
+    base.chmod(0o644)
+    return base
+
+
+@pytest.fixture
+def hv() -> Iterator[Hypervisor]:
+    close_all()
+    yield Hypervisor(URI)
+    close_all()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="portaltest-", dir="/var/tmp"))
+    path.chmod(0o755)  # qemu runs as libvirt-qemu and must reach the images
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pool(hv: Hypervisor, workdir: Path) -> Iterator[tuple[str, Path]]:
+    """Return (pool name, base image path) of a fresh dir pool holding a bootable base."""
+    name = unique()
+    base = make_base_image(workdir)
+    hv.ensure_pool(name, str(workdir))
+    yield name, base
+    virsh("pool-destroy", name, check=False)
+    virsh("pool-undefine", name, check=False)
+
+
+@pytest.fixture
+def network(hv: Hypervisor) -> Iterator[str]:
+    """Return the name of an active isolated network without <ip>."""
+    name = unique()
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = name
+    hv.ensure_network(ET.tostring(root, encoding="unicode"))
+    yield name
+    virsh("net-destroy", name, check=False)
+    virsh("net-undefine", name, check=False)
+
+
+@pytest.fixture
+def domain_name(hv: Hypervisor) -> Iterator[str]:
+    """Return a fresh domain name and make sure no such domain survives the test."""
+    name = unique()
+    yield name
+    try:
+        hv.undefine_domain(name)
+    finally:
+        virsh("destroy", name, check=False)
+        virsh("undefine", name, "--nvram", check=False)
+
+
+def sample_named(samples: list[DomainSample], name: str) -> DomainSample:
+    found = [s for s in samples if s.name == name]
+    assert len(found) == 1, f"{name} missing from {[s.name for s in samples]}"
+    return found[0]
+
+
+def wait_for_sample(
+    hv: Hypervisor, name: str, ready: Callable[[DomainSample], bool]
+) -> DomainSample:
+    deadline = time.monotonic() + BOOT_TIMEOUT_S
+    while True:
+        sample = sample_named(hv.domain_samples(), name)
+        if ready(sample) or time.monotonic() > deadline:
+            return sample
+        time.sleep(0.5)
+
+
+def test_bulk_sample_of_a_running_guest_has_every_counter_and_a_cpu_rate(
+    hv: Hypervisor, pool: tuple[str, Path], network: str, domain_name: str
+) -> None:
+    pool_name, base = pool
+    disk = hv.create_overlay(pool_name, f"{domain_name}.qcow2", str(base), 8 * MIB)
+    spec = DomainSpec(
+        name=domain_name,
+        uuid=str(uuid.uuid4()),
+        domain_type=hv.facts().accel,
+        vcpus=1,
+        memory_mib=64,
+        disk_path=disk,
+        network=network,
+    )
+    hv.define_domain(build_domain_xml(spec))
+
+    stopped = sample_named(hv.domain_samples(), domain_name)
+    assert stopped.state == "shutoff"
+    assert stopped.uuid == spec.uuid
+    assert (stopped.vcpus, stopped.memory_bytes) == (1, 64 * MIB)
+    assert stopped.cpu_time_ns is None and stopped.disk_read_bytes is None
+
+    hv.start(domain_name)
+    # The BIOS reads the boot sector, then the guest spins on its one vCPU.
+    first = wait_for_sample(hv, domain_name, lambda s: bool(s.disk_read_bytes))
+    first_at = time.time()
+    assert first.state == "running"
+    assert first.vcpus == 1
+    assert first.cpu_time_ns is not None and first.cpu_time_ns > 0
+    assert first.memory_bytes == 64 * MIB
+    assert first.memory_used_bytes is not None and first.memory_used_bytes > 0
+    assert first.disk_read_bytes is not None and first.disk_read_bytes >= 512
+    assert first.disk_write_bytes is not None
+    assert first.net_rx_bytes is not None and first.net_tx_bytes is not None
+
+    time.sleep(1)
+    second = sample_named(hv.domain_samples(), domain_name)
+    metrics = vm_metrics(first, first_at, second, time.time())
+    assert metrics["cpu"] is not None and 0 < metrics["cpu"] <= 100
+    assert metrics["memory"] == second.memory_used_bytes
+    assert metrics["disk_read"] is not None and metrics["disk_read"] >= 0
+    assert vm_metrics(None, None, second, time.time())["cpu"] is None
+
+    # The per-domain baseline reads the same counters, a little later.
+    looped = sample_named(hv.domain_samples_loop(), domain_name)
+    assert (looped.uuid, looped.state, looped.vcpus) == (spec.uuid, "running", 1)
+    assert looped.memory_bytes == second.memory_bytes
+    assert looped.cpu_time_ns is not None and looped.cpu_time_ns >= second.cpu_time_ns
+    assert looped.disk_read_bytes is not None
+    assert looped.disk_read_bytes >= (second.disk_read_bytes or 0)
+    assert looped.net_rx_bytes is not None
+
+    hv.destroy(domain_name)
+    off = sample_named(hv.domain_samples(), domain_name)
+    assert off.state == "shutoff"
+    assert off.cpu_time_ns is None and off.memory_used_bytes is None
+    assert vm_metrics(second, first_at + 1, off, time.time())["cpu"] is None
+
+
+def test_host_sample_reads_cpu_time_and_memory_of_the_real_host(hv: Hypervisor) -> None:
+    first, first_at = hv.host_sample(), time.time()
+    assert first.cpus == hv.facts().cpus
+    assert first.cpu_busy_ns is not None and first.cpu_total_ns is not None
+    assert 0 < first.cpu_busy_ns < first.cpu_total_ns
+    assert first.memory_total_bytes is not None and first.memory_free_bytes is not None
+    assert 0 < first.memory_free_bytes < first.memory_total_bytes
+    time.sleep(0.5)
+    second = hv.host_sample()
+    metrics = host_metrics(first, first_at, second, time.time())
+    assert metrics["cpu"] is not None and 0 <= metrics["cpu"] <= 100
+    assert metrics["memory"] is not None and metrics["memory"] > 0
