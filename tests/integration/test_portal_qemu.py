@@ -240,3 +240,28 @@ def test_a_running_guest_that_cannot_unplug_keeps_its_network(
     assert domstate(name) == "running"
     assert old.mac in virsh("net-dumpxml", site.vlan.network_name).stdout
     assert "<host " not in virsh("net-dumpxml", site.vlan2.network_name).stdout
+
+
+def test_a_running_vm_has_cpu_and_memory_in_its_rrd_after_two_collections(
+        real_site, django_capture_on_commit_callbacks):
+    import time
+
+    from monitoring.collector import host_collect, rrd_store, vm_key
+
+    site = real_site
+    vm, op = install(site, django_capture_on_commit_callbacks, f"pt-{suffix()}")
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    # RRD rows appear once their step has ended, so stamp the two cycles on the last two
+    # step boundaries; the counters themselves are real, read seconds apart.
+    step = rrd_store().step
+    boundary = int(time.time()) // step * step
+    host_collect(host=site.host, now=boundary - step)
+    time.sleep(3)
+    host_collect(host=site.host, now=boundary)
+    series = rrd_store().fetch("vm", vm_key(vm), "hour")
+    cpu = [v for v in series.column("cpu") if v is not None]
+    memory = [v for v in series.column("memory") if v is not None]
+    assert cpu and max(cpu) > 0
+    assert memory and max(memory) > 0
+    host = rrd_store().fetch("host", str(site.host.pk), "hour")
+    assert [v for v in host.column("memory") if v]
