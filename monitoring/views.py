@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from portal import permissions
@@ -35,6 +36,8 @@ def _graph(kind: str, key: str, title: str, metric: str, period: str, fmt: str) 
     return response
 
 
+# The SVG graphs are embedded with <object> (for their tooltips), which counts as a frame.
+@xframe_options_sameorigin
 @login_required
 @require_GET
 def vm_graph(request: HttpRequest, pk: int, metric: str, period: str, fmt: str) -> HttpResponse:
@@ -43,6 +46,7 @@ def vm_graph(request: HttpRequest, pk: int, metric: str, period: str, fmt: str) 
     return _graph("vm", vm_key(vm), vm.name, metric, period, fmt)
 
 
+@xframe_options_sameorigin
 @login_required
 @require_GET
 def host_graph(request: HttpRequest, pk: int, metric: str, period: str,

@@ -235,11 +235,11 @@ def vm_install(op: Operation) -> str:
         vm.save(update_fields=["state"])
         raise
     _observe(vm, facts)
-    reach = f" and public IP {public.address}" if public else ""
+    reach = f", public IP {public.address}" if public else ""
     notify(recipients=[vm.owner.email], subject=f"VM {vm.name} is ready",
            body=(f"Your VM {vm.name} runs on {vm.host.name} with IP {ip.address}{reach}.\n"
                  f"{absolute_url('vms:vm_detail', vm.pk)}"))
-    return f"Installed on {vm.host.name} with IP {ip.address}{reach} and MAC {ip.mac}."
+    return f"Installed on {vm.host.name}: IP {ip.address}, MAC {ip.mac}{reach}."
 
 
 def _undo(vm: VirtualMachine, undo: list[tuple[str, Callable[[], None]]]) -> None:
