@@ -21,6 +21,7 @@ def navigation(request: HttpRequest) -> dict:
     cached = {
         "nav_is_admin": admin,
         "nav_is_approver": approver,
+        "nav_manages_people": bool(permissions.grantable_roles(user)),
         "nav_awaiting": permissions.requests_awaiting(user).count() if approver else 0,
     }
     request._portal_navigation = cached

@@ -119,3 +119,36 @@ def require(allowed: bool) -> None:
     """Answer 404 when the user may not act, so nothing reveals the object exists."""
     if not allowed:
         raise Http404
+
+
+def people_visible_to(user: User) -> QuerySet[User]:
+    """Narrow accounts to those the user manages: all for admins, their members for org-admins."""
+    from portal.accounts.models import User as UserModel
+
+    if is_admin(user):
+        return UserModel.objects.all()
+    if _org_admin_of(user):
+        return UserModel.objects.filter(organisation_id=user.organisation_id)
+    return UserModel.objects.none()
+
+
+def can_manage_person(actor: User, person: User) -> bool:
+    """Return whether the actor may change the person's role or access."""
+    if is_admin(actor):
+        return True
+    return (_org_admin_of(actor) and person.organisation_id == actor.organisation_id
+            and not person.is_portal_admin)
+
+
+def grantable_roles(actor: User) -> list[str]:
+    """Return the roles the actor may give: any for admins, up to org-admin for org-admins."""
+    if is_admin(actor):
+        return [Role.USER, Role.FACULTY, Role.ORG_ADMIN, Role.ADMIN]
+    if _org_admin_of(actor):
+        return [Role.USER, Role.FACULTY, Role.ORG_ADMIN]
+    return []
+
+
+def can_manage_organisations(user: User) -> bool:
+    """Return whether the user may add organisations."""
+    return is_admin(user)

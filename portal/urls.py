@@ -5,17 +5,20 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views
+from .auth import PortalAuthenticationForm
 
 admin.site.site_header = "VM portal administration"
 admin.site.site_title = "VM portal"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True),
-         name="login"),
+    path("accounts/login/", auth_views.LoginView.as_view(
+        redirect_authenticated_user=True, authentication_form=PortalAuthenticationForm),
+        name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("hosts/", include("hosts.urls")),
     path("network/", include("networking.urls")),
+    path("people/", include("portal.accounts.urls")),
     path("", include("monitoring.urls")),
     path("admin/", admin.site.urls),
     path("", include("vms.urls")),

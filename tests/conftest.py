@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TIER_MARKERS = ("hypervisor", "postgres", "redis", "ldap", "browser", "netns")
 CHROMIUM = "/usr/bin/chromium"
 SLAPD = "/usr/sbin/slapd"
+SLAPADD = "/usr/sbin/slapadd"
 SSHD = "/usr/sbin/sshd"
 MISSING_SERVICE_PROPERTY = "tier_service_missing"
 
@@ -101,8 +102,16 @@ def _check_redis() -> str | None:
 
 
 def _check_ldap() -> str | None:
-    if not os.access(SLAPD, os.X_OK):
-        return f"{SLAPD} is missing (packages slapd, ldap-utils)"
+    for program in (SLAPD, SLAPADD):
+        if not os.access(program, os.X_OK):
+            return f"{program} is missing (packages slapd, ldap-utils)"
+    if shutil.which("openssl") is None:
+        return "openssl is not installed (package openssl; it makes the test CA)"
+    for schema in ("core", "cosine", "nis", "inetorgperson"):
+        if not os.path.exists(f"/etc/ldap/schema/{schema}.ldif"):
+            return f"/etc/ldap/schema/{schema}.ldif is missing (package slapd)"
+    if importlib.util.find_spec("ldap") is None:
+        return "the python-ldap package is not installed"
     return None
 
 

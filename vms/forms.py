@@ -7,6 +7,7 @@ from django import forms
 from hosts.models import NAME_VALIDATOR, Template
 from networking.models import SecurityDomain
 from networking.services import security_domains_for
+from portal.accounts.directory import directory_enabled, directory_user_fetch
 from portal.accounts.models import Role, User
 
 from .models import RequestKind, RequestStage, VirtualMachine
@@ -19,6 +20,16 @@ class FacultyChoiceField(forms.ModelChoiceField):
 
     def label_from_instance(self, obj: User) -> str:
         return str(obj)
+
+
+def resolve_faculty(username: str, *, requester: User) -> User | None:
+    """Return the faculty of the requester's organisation with this username, if any."""
+    person = faculty_choices(requester=requester).filter(username=username).first()
+    if person is None and directory_enabled():
+        fetched = directory_user_fetch(username)
+        if fetched is not None:
+            person = faculty_choices(requester=requester).filter(pk=fetched.pk).first()
+    return person
 
 
 class VMRequestForm(forms.Form):
@@ -46,6 +57,11 @@ class VMRequestForm(forms.Form):
     )
     faculty = FacultyChoiceField(queryset=User.objects.none(), required=False,
                                  help_text="The faculty member who approves first.")
+    faculty_username = forms.CharField(
+        label="…or find them by name", required=False, max_length=150,
+        help_text="Type a name or username; faculty of your organisation are suggested.",
+        widget=forms.TextInput(attrs={"list": "faculty-suggestions", "autocomplete": "off"}),
+    )
 
     def __init__(self, *args: object, requester: User, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -53,9 +69,25 @@ class VMRequestForm(forms.Form):
         self.fields["security_domain"].queryset = security_domains_for(requester)
         if requester.role == Role.USER:
             self.fields["faculty"].queryset = faculty_choices(requester=requester)
-            self.fields["faculty"].required = True
         else:
             del self.fields["faculty"]
+            del self.fields["faculty_username"]
+
+    def clean(self) -> dict:
+        """Take the faculty typed by username, looking them up in the directory if needed."""
+        data = super().clean()
+        username = (data.get("faculty_username") or "").strip()
+        if "faculty_username" in self.fields and username:
+            person = resolve_faculty(username, requester=self.requester)
+            if person is None:
+                self.add_error("faculty_username",
+                               "No faculty member of your organisation has that username.")
+            else:
+                data["faculty"] = person
+        elif "faculty" in self.fields and data.get("faculty") is None \
+                and "faculty" not in self.errors:
+            self.add_error("faculty", "Choose the faculty who will approve this request.")
+        return data
 
     def template_bounds(self) -> list[tuple[Template, dict[str, tuple[int, int]]]]:
         """Return each offered template with the sizes it allows, for the page to show."""

@@ -34,10 +34,22 @@ ROLE_RANK = {Role.USER: 0, Role.FACULTY: 1, Role.ORG_ADMIN: 2, Role.ADMIN: 3}
 class User(AbstractUser):
     """A person who logs in to the portal."""
 
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER,
+                            help_text="The role in force: the higher of directory and portal.")
     organisation = models.ForeignKey(
         Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="members"
     )
+    is_directory_user = models.BooleanField(
+        default=False, help_text="Logs in with the directory password (LDAP).")
+    directory_role = models.CharField(
+        max_length=16, choices=Role.choices, blank=True,
+        help_text="The role the directory's groups gave at the last login.")
+    granted_role = models.CharField(
+        max_length=16, choices=Role.choices, blank=True,
+        help_text="A role an admin gave in the portal; kept unless the directory gives more.")
+    role_granted_by = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    role_granted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["username"]
@@ -50,6 +62,17 @@ class User(AbstractUser):
     def rank(self) -> int:
         """Return the role's seniority, 0 for a user and 3 for an admin."""
         return ROLE_RANK[Role(self.role)]
+
+    @property
+    def role_source(self) -> str:
+        """Return where the role in force comes from: local, directory or portal."""
+        if not self.is_directory_user:
+            return "local"
+        if self.granted_role and (not self.directory_role
+                                  or ROLE_RANK[Role(self.granted_role)]
+                                  > ROLE_RANK[Role(self.directory_role)]):
+            return "portal"
+        return "directory"
 
     @property
     def is_portal_admin(self) -> bool:

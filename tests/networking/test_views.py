@@ -16,7 +16,7 @@ def test_overview_shows_vlans_domains_and_public_use(site):
     f.make_public_pool(3)
     body = site.client(site.admin).get(reverse("networking:overview")).content.decode()
     assert "campus" in body and "Research" in body and "Computer Science" in body
-    assert "0 of 5 taken" in body and "0 <span" in body
+    assert "0 taken of 5" in body and "0 <span" in body
 
 
 def test_vlan_page_filters_free_and_taken_addresses(site):

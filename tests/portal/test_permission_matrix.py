@@ -56,6 +56,10 @@ MATRIX = {
     "monitoring:host_usage": ("get", "host", row(ok=("admin",))),
     "monitoring:host_graph_png": ("get", "host_graph", row(ok=("admin",))),
     "monitoring:host_graph_svg": ("get", "host_graph", row(ok=("admin",))),
+    "accounts:people_list": ("get", None, row(ok=("orgadmin", "admin", "other_orgadmin"))),
+    "accounts:person_detail": ("get", "person", row(ok=("orgadmin", "admin"))),
+    "accounts:organisation_list": ("get", None, row(ok=("admin",))),
+    "accounts:faculty_search": ("get", None, row(ok=EVERYONE)),
     "networking:overview": ("get", None, row(ok=("admin",))),
     "networking:vlan_detail": ("get", "vlan", row(ok=("admin",))),
     "networking:public_pool": ("get", None, row(ok=("admin",))),
@@ -103,7 +107,8 @@ def objects(site, django_capture_on_commit_callbacks):
         other.save()
         op = Operation.objects.create(kind=OperationKind.START, vm=vm,
                                       status=OperationStatus.FAILED, message="x")
-    return {"request": req, "vm": vm, "operation": op, "host": site.host, "vlan": site.vlan}
+    return {"request": req, "vm": vm, "operation": op, "host": site.host, "vlan": site.vlan,
+            "person": site.student}
 
 
 def url_for(name, kind, objects):

@@ -1,0 +1,34 @@
+"""Forms of the people pages: they parse; services decide."""
+
+from __future__ import annotations
+
+from django import forms
+
+from .models import Organisation, Role
+
+
+class PersonForm(forms.Form):
+    """What an admin or org-admin may change about a person."""
+
+    role = forms.ChoiceField(choices=Role.choices)
+    organisation = forms.ModelChoiceField(queryset=Organisation.objects.all(), required=False)
+    is_active = forms.BooleanField(label="May log in", required=False)
+
+    def __init__(self, *args: object, roles: list[str], may_move: bool, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = [(r, Role(r).label) for r in roles]
+        if not may_move:
+            del self.fields["organisation"]
+
+
+class OrganisationForm(forms.Form):
+    """A new organisation."""
+
+    name = forms.CharField(max_length=120)
+
+
+class PeopleFilterForm(forms.Form):
+    """Filter the people list."""
+
+    q = forms.CharField(required=False, label="Search")
+    role = forms.ChoiceField(required=False, choices=[("", "Any role"), *Role.choices])

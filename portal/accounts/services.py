@@ -1,0 +1,118 @@
+"""Writes on accounts: roles, organisations, activation, and profiles from the directory."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from portal import permissions
+from portal.errors import PortalError
+
+from .models import ROLE_RANK, Organisation, Role, User
+
+
+def higher_role(*roles: str) -> Role:
+    """Return the most senior of the given roles (blank ones ignored); user if none."""
+    known = [Role(r) for r in roles if r]
+    return max(known, key=ROLE_RANK.__getitem__) if known else Role.USER
+
+
+def _apply_role(user: User, role: Role) -> None:
+    user.role = role
+    # Admins manage the portal in Django admin too; nobody else does.
+    user.is_staff = user.is_superuser = role == Role.ADMIN
+
+
+def user_role_grant(*, user: User, role: str, actor: User) -> User:
+    """Give the user a role; a directory user keeps a higher role the directory gives."""
+    if role not in Role.values:
+        raise ValidationError({"role": f"'{role}' is not a role."})
+    if not permissions.can_manage_person(actor, user):
+        raise PortalError(f"You may not change {user.get_username()}'s role.")
+    if role not in permissions.grantable_roles(actor):
+        raise PortalError(f"You may not make anyone {Role(role).label.lower()}.")
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        if locked.is_directory_user:
+            locked.granted_role = role
+            locked.role_granted_by = actor
+            locked.role_granted_at = timezone.now()
+            _apply_role(locked, higher_role(locked.directory_role, role))
+        else:
+            _apply_role(locked, Role(role))
+        locked.full_clean()
+        locked.save()
+    return locked
+
+
+def user_set_active(*, user: User, active: bool, actor: User) -> User:
+    """Let the user log in, or not."""
+    if not permissions.can_manage_person(actor, user):
+        raise PortalError(f"You may not change {user.get_username()}.")
+    if user.pk == actor.pk and not active:
+        raise PortalError("You cannot deactivate your own account.")
+    User.objects.filter(pk=user.pk).update(is_active=active)
+    user.is_active = active
+    return user
+
+
+def user_set_organisation(*, user: User, organisation: Organisation | None,
+                          actor: User) -> User:
+    """Move the user to another organisation (admins)."""
+    if not permissions.is_admin(actor):
+        raise PortalError("Only an admin moves people between organisations.")
+    User.objects.filter(pk=user.pk).update(organisation=organisation)
+    user.organisation = organisation
+    return user
+
+
+def organisation_create(*, name: str, actor: User) -> Organisation:
+    """Add an organisation (admins)."""
+    if not permissions.is_admin(actor):
+        raise PortalError("Only an admin adds organisations.")
+    name = name.strip()
+    org = Organisation(name=name, slug=slugify(name)[:60])
+    try:
+        org.full_clean()
+    except ValidationError as exc:
+        if "slug" in exc.message_dict and "name" not in exc.message_dict:
+            raise ValidationError({"name": "An organisation with a name like this exists."}) \
+                from exc
+        raise
+    org.save()
+    return org
+
+
+def organisation_for_directory(name: str) -> Organisation | None:
+    """Return the organisation the directory names, creating it on first sight."""
+    name = " ".join(name.split())[:120]
+    if not name:
+        return None
+    org = Organisation.objects.filter(name__iexact=name).first()
+    if org is not None:
+        return org
+    slug = slugify(name)[:60] or "organisation"
+    base, n = slug, 1
+    while Organisation.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base[:55]}-{n}"
+    return Organisation.objects.create(name=name, slug=slug)
+
+
+def directory_profile_apply(*, user: User, group_dns: set[str], attributes: dict,
+                            role_groups: dict[str, str], org_attribute: str) -> None:
+    """Set the role and organisation a directory login gives; the caller saves the user."""
+    directory_role = Role.USER
+    for role in (Role.ADMIN, Role.ORG_ADMIN, Role.FACULTY):
+        group = role_groups.get(role.value, "")
+        if group and group in group_dns:
+            directory_role = role
+            break
+    user.is_directory_user = True
+    user.directory_role = directory_role
+    _apply_role(user, higher_role(directory_role, user.granted_role))
+    values = attributes.get(org_attribute) or attributes.get(org_attribute.lower()) or []
+    if values:
+        user.organisation = organisation_for_directory(str(values[0]))
