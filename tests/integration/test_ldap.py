@@ -298,7 +298,16 @@ def test_hung_directory_times_out_with_unavailable(directory, settings):
 # ---- people leaving the directory ----
 
 
-def test_user_deleted_from_the_directory_cannot_log_in_even_with_a_local_password(directory):
+def test_user_deleted_from_the_directory_cannot_log_in(directory):
+    login_as(directory, "alice")
+    directory.delete_user("alice")
+
+    client, response = login("alice", directory.password_of("alice"))
+
+    assert_refused(client, response)
+
+
+def test_deleted_directory_user_does_not_fall_back_to_a_stale_local_password(directory):
     alice = login_as(directory, "alice")
     alice.set_password(directory.password_of("alice"))  # e.g. left over from before LDAP
     alice.save()
