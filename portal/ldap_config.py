@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 TRUE = {"1", "true", "yes", "on"}
-MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+MODEL_BACKEND = "portal.accounts.backends.LocalAccountBackend"
 LDAP_BACKEND = "portal.auth.PortalLDAPBackend"
 
 

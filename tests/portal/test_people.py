@@ -149,3 +149,11 @@ def test_the_request_form_takes_a_faculty_by_username(site):
                           {**data, "name": "by-name-2", "faculty_username": "pfac"})
     assert "No faculty member of your organisation" in refused.content.decode()
     assert VMRequest.objects.count() == 1
+
+
+def test_a_directory_account_never_logs_in_with_a_local_password(site):
+    user = directory_login(new_directory_user("dina"))
+    user.set_password("a-local-secret-123")
+    user.save()
+    assert not site.client(None).login(username="dina", password="a-local-secret-123")
+    assert site.client(None).login(username="stu", password="pass-word-123")
