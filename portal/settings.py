@@ -185,6 +185,10 @@ PORTAL = {
     "VNC_PORTS": tuple(int(p) for p in env.str("PORTAL_VNC_PORTS", default="5900-6899")
                        .split("-", 1)),
     "MAX_RANGE": env.int("PORTAL_MAX_RANGE", default=4096),
+    "MAX_SNAPSHOTS": env.int("PORTAL_MAX_SNAPSHOTS", default=3),
+    "MAX_CLONES": env.int("PORTAL_MAX_CLONES", default=5),
+    "MAX_EXTRA_DISK_GIB": env.int("PORTAL_MAX_EXTRA_DISK_GIB", default=200),
+    "MAX_EXTRA_DISKS": env.int("PORTAL_MAX_EXTRA_DISKS", default=4),
 }
 
 # DHCP host entries: "libvirt" (the host's libvirt network), "isc-ssh" (an ISC dhcpd over

@@ -12,4 +12,4 @@ class VmsConfig(AppConfig):
     def ready(self) -> None:
         """Import the modules whose handlers the Operation runner dispatches to."""
         from hosts import services as host_services  # noqa: F401
-        from vms.services import lifecycle  # noqa: F401
+        from vms.services import changes, lifecycle, snapshots  # noqa: F401

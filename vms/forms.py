@@ -107,6 +107,10 @@ class VMChangeForm(forms.Form):
 
     security_domain = forms.ModelChoiceField(queryset=SecurityDomain.objects.none(),
                                              empty_label=None, label="Move to")
+    vcpus = forms.IntegerField(label="vCPUs", min_value=1)
+    memory_mib = forms.IntegerField(label="RAM (MiB)", min_value=64)
+    size_gib = forms.IntegerField(label="Size (GiB)", min_value=1)
+    count = forms.IntegerField(label="Copies", min_value=1, initial=1)
     purpose = forms.CharField(label="Why", widget=forms.Textarea(attrs={"rows": 2}),
                               max_length=2000)
     faculty = FacultyChoiceField(queryset=User.objects.none(), required=False,
@@ -121,6 +125,14 @@ class VMChangeForm(forms.Form):
                 pk=vm.security_domain_id)
         else:
             del self.fields["security_domain"]
+        keep = {RequestKind.RESIZE: ("vcpus", "memory_mib"), RequestKind.DISK: ("size_gib",),
+                RequestKind.CLONE: ("count",)}.get(kind, ())
+        for name in ("vcpus", "memory_mib", "size_gib", "count"):
+            if name not in keep:
+                del self.fields[name]
+        if kind == RequestKind.RESIZE:
+            self.fields["vcpus"].initial = vm.vcpus
+            self.fields["memory_mib"].initial = vm.memory_mib
         if requester.role == Role.USER:
             self.fields["faculty"].queryset = faculty_choices(requester=requester)
             self.fields["faculty"].required = True
@@ -128,3 +140,25 @@ class VMChangeForm(forms.Form):
                 self.fields["faculty"].initial = vm.request.faculty_id
         else:
             del self.fields["faculty"]
+
+
+class SnapshotForm(forms.Form):
+    """A snapshot's name and description, the owner's words."""
+
+    name = forms.CharField(max_length=64)
+    description = forms.CharField(max_length=500, required=False,
+                                  widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class ScheduleForm(forms.Form):
+    """Which snapshot schedules a VM keeps."""
+
+    frequencies = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple,
+        choices=[("daily", "Daily"), ("weekly", "Weekly"), ("monthly", "Monthly")])
+
+
+class TemplateSaveForm(forms.Form):
+    """The name of a template made from a VM."""
+
+    name = forms.CharField(max_length=120)

@@ -19,3 +19,10 @@ def reconcile() -> dict:
     for host in Host.objects.exclude(status=HostStatus.DOWN):
         result[host.name] = host_reconcile(host=host)
     return result
+
+
+def snapshots_scheduled() -> int:
+    """Take the snapshots that schedules are due for."""
+    from vms.services.snapshots import snapshots_scheduled_take
+
+    return snapshots_scheduled_take()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -14,11 +15,26 @@ from networking.models import PublicIP
 from portal import permissions
 from portal.errors import PortalError
 
-from .forms import DecisionForm, VMChangeForm, VMRequestForm
+from .forms import (
+    DecisionForm,
+    ScheduleForm,
+    SnapshotForm,
+    TemplateSaveForm,
+    VMChangeForm,
+    VMRequestForm,
+)
 from .models import Operation, OperationKind, OperationStatus, RequestKind, RequestStage, VMState
 from .models.requests import PENDING_STAGES
+from .services.changes import disk_action_request, template_save_request
 from .services.lifecycle import ACTION_STATES, CHANGEABLE_STATES, vm_action_request
 from .services.operations import operation_dismiss, operation_retry
+from .services.snapshots import (
+    SNAPSHOT_STATES,
+    snapshot_delete,
+    snapshot_revert,
+    snapshot_schedule_set,
+    snapshot_take,
+)
 from .services.workflow import (
     vm_change_request_create,
     vm_request_approve,
@@ -187,7 +203,15 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
                    if vm.state in states and (kind != OperationKind.PUBLIC_IP_RELEASE
                                               or public_ip is not None)]
     pending_change = vm.change_requests.filter(stage__in=PENDING_STAGES).first()
+    snapshots = list(vm.snapshots.all())
     return {
+        "snapshots": snapshots,
+        "manual_snapshots": sum(1 for snap in snapshots if snap.kind == "manual"),
+        "max_snapshots": settings.PORTAL["MAX_SNAPSHOTS"],
+        "disks": vm.extra_disks.select_related("datastore"),
+        "schedules": set(vm.snapshot_schedules.values_list("frequency", flat=True)),
+        "schedule_choices": ScheduleForm.base_fields["frequencies"].choices,
+        "can_snapshot": can_operate and not active and vm.state in SNAPSHOT_STATES,
         "vm": vm,
         "ip": vm.private_ip,
         "public_ip": public_ip,
@@ -247,9 +271,12 @@ def vm_change(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
+            params = {k: data[k] for k in ("vcpus", "memory_mib", "size_gib", "count")
+                      if k in data}
             vm_request = vm_change_request_create(
                 requester=request.user, vm=vm, kind=change, purpose=data["purpose"],
-                security_domain=data.get("security_domain"), faculty=data.get("faculty"))
+                security_domain=data.get("security_domain"), faculty=data.get("faculty"),
+                params=params)
         except ValidationError as exc:
             _form_errors(form, exc)
         except PortalError as exc:
@@ -297,3 +324,99 @@ def operation_manage(request: HttpRequest, pk: int, action: str) -> HttpResponse
     if op.vm_id and request.POST.get("next") == "vm":
         return redirect("vms:vm_detail", pk=op.vm_id)
     return redirect("vms:operation_list")
+
+
+def _operable_vm(request: HttpRequest, pk: int):  # noqa: ANN202
+    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
+    permissions.require(permissions.can_operate_vm(request.user, vm))
+    return vm
+
+
+def _done(request: HttpRequest, pk: int, call, success: str) -> HttpResponse:  # noqa: ANN001
+    try:
+        call()
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, success)
+    return redirect("vms:vm_detail", pk=pk)
+
+
+@login_required
+@require_POST
+def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a snapshot of the VM."""
+    vm = _operable_vm(request, pk)
+    form = SnapshotForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give the snapshot a name of up to 64 characters.")
+        return redirect("vms:vm_detail", pk=pk)
+    return _done(request, pk, lambda: snapshot_take(
+        vm=vm, actor=request.user, name=form.cleaned_data["name"],
+        description=form.cleaned_data["description"]),
+        f"Snapshot '{form.cleaned_data['name']}' of {vm.name} queued.")
+
+
+def _snapshot(request: HttpRequest, pk: int, sid: int):  # noqa: ANN202
+    vm = _operable_vm(request, pk)
+    return vm, get_object_or_404(vm.snapshots, pk=sid)
+
+
+@login_required
+@require_POST
+def snapshot_revert_view(request: HttpRequest, pk: int, sid: int) -> HttpResponse:
+    """Queue the return of the VM to a snapshot."""
+    vm, snap = _snapshot(request, pk, sid)
+    return _done(request, pk, lambda: snapshot_revert(snapshot=snap, actor=request.user),
+                 f"Revert of {vm.name} to '{snap.name}' queued.")
+
+
+@login_required
+@require_POST
+def snapshot_delete_view(request: HttpRequest, pk: int, sid: int) -> HttpResponse:
+    """Queue the deletion of a snapshot."""
+    vm, snap = _snapshot(request, pk, sid)
+    return _done(request, pk, lambda: snapshot_delete(snapshot=snap, actor=request.user),
+                 f"Deletion of snapshot '{snap.name}' queued.")
+
+
+@login_required
+@require_POST
+def snapshot_schedule(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set which snapshot schedules the VM keeps."""
+    vm = _operable_vm(request, pk)
+    form = ScheduleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose daily, weekly or monthly.")
+        return redirect("vms:vm_detail", pk=pk)
+    chosen = set(form.cleaned_data["frequencies"])
+    return _done(request, pk, lambda: snapshot_schedule_set(vm=vm, actor=request.user,
+                                                            frequencies=chosen),
+                 f"Snapshot schedule of {vm.name}: {', '.join(sorted(chosen)) or 'none'}.")
+
+
+@login_required
+@require_POST
+def disk_action(request: HttpRequest, pk: int, did: int, action: str) -> HttpResponse:
+    """Queue the detaching or deleting of an extra disk."""
+    vm = _operable_vm(request, pk)
+    disk = get_object_or_404(vm.extra_disks, pk=did)
+    kind = OperationKind.DISK_DETACH if action == "detach" else OperationKind.DISK_DELETE
+    return _done(request, pk, lambda: disk_action_request(disk=disk, kind=kind,
+                                                          actor=request.user),
+                 f"{kind.label} of the {disk.size_gib} GiB disk queued.")
+
+
+@login_required
+@require_POST
+def vm_save_template(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue the making of a template from a stopped VM (admins)."""
+    permissions.require(permissions.is_admin(request.user))
+    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
+    form = TemplateSaveForm(request.POST)
+    name = form.cleaned_data["name"] if form.is_valid() else ""
+    return _done(request, pk, lambda: template_save_request(vm=vm, actor=request.user,
+                                                            name=name),
+                 f"Template '{name}' from {vm.name} queued.")

@@ -6,7 +6,15 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
+from vms.models import (
+    ExtraDisk,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    Snapshot,
+    VirtualMachine,
+    VMState,
+)
 from vms.services.workflow import vm_request_create
 
 ROLES = ("anon", "student", "faculty", "orgadmin", "admin", "other_student", "other_orgadmin")
@@ -45,6 +53,16 @@ MATRIX = {
     "vms:vm_action": ("post", "vm_action", row(go=("student", "orgadmin", "admin"))),
     "vms:vm_change_network": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),
     "vms:vm_change_public_ip": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),
+    "vms:vm_change_resize": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),
+    "vms:vm_change_disk": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),
+    "vms:vm_change_clone": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),
+    "vms:snapshot_create": ("post", "vm", row(go=("student", "orgadmin", "admin"))),
+    "vms:snapshot_revert": ("post", "snapshot", row(go=("student", "orgadmin", "admin"))),
+    "vms:snapshot_delete": ("post", "snapshot", row(go=("student", "orgadmin", "admin"))),
+    "vms:snapshot_schedule": ("post", "vm", row(go=("student", "orgadmin", "admin"))),
+    "vms:disk_detach": ("post", "disk", row(go=("student", "orgadmin", "admin"))),
+    "vms:disk_delete": ("post", "disk", row(go=("student", "orgadmin", "admin"))),
+    "vms:vm_save_template": ("post", "vm", row(go=("admin",))),
     "vms:operation_list": ("get", None, row(ok=EVERYONE)),
     "vms:operation_retry": ("post", "operation", row(go=("admin",))),
     "vms:operation_dismiss": ("post", "operation", row(go=("admin",))),
@@ -107,7 +125,11 @@ def objects(site, django_capture_on_commit_callbacks):
         other.save()
         op = Operation.objects.create(kind=OperationKind.START, vm=vm,
                                       status=OperationStatus.FAILED, message="x")
+        snapshot = Snapshot.objects.create(vm=vm, name="s", state="ready")
+        disk = ExtraDisk.objects.create(vm=vm, datastore=site.datastore, size_gib=1,
+                                        state="attached", target="vdb")
     return {"request": req, "vm": vm, "operation": op, "host": site.host, "vlan": site.vlan,
+            "snapshot": snapshot, "disk": disk,
             "person": site.student}
 
 
@@ -116,6 +138,8 @@ def url_for(name, kind, objects):
         return reverse(name)
     if kind == "vm_action":
         return reverse(name, args=[objects["vm"].pk, "suspend"])
+    if kind in ("snapshot", "disk"):
+        return reverse(name, args=[objects["vm"].pk, objects[kind].pk])
     if kind in ("vm_graph", "host_graph"):
         return reverse(name, args=[objects[kind.split("_")[0]].pk, "cpu", "day"])
     return reverse(name, args=[objects[kind].pk])

@@ -3,8 +3,22 @@
 from .machines import VirtualMachine, VMState
 from .operations import Operation, OperationKind, OperationStatus
 from .requests import ApprovalStep, Decision, RequestKind, RequestStage, VMRequest
+from .snapshots import (
+    DiskState,
+    ExtraDisk,
+    Snapshot,
+    SnapshotKind,
+    SnapshotSchedule,
+    SnapshotState,
+)
 
 __all__ = [
+    "DiskState",
+    "ExtraDisk",
+    "Snapshot",
+    "SnapshotKind",
+    "SnapshotSchedule",
+    "SnapshotState",
     "ApprovalStep",
     "Decision",
     "Operation",

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.conf import settings
 from django.db import models
 
 from hosts.models import NAME_VALIDATOR
+
+
+def _vnc_password() -> str:
+    return secrets.token_urlsafe(6)[:8]
 
 
 class VMState(models.TextChoices):
@@ -54,6 +59,12 @@ class VirtualMachine(models.Model):
         related_name="vms",
     )
     vnc_port = models.PositiveIntegerField("VNC port", null=True, blank=True)
+    vnc_password = models.CharField("VNC password", max_length=8, blank=True,
+                                    default=_vnc_password, editable=False)
+    clone_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="clones")
+    sizes_pending_restart = models.BooleanField(
+        default=False, help_text="New vCPU and RAM sizes take effect at the next start.")
     vcpus = models.PositiveIntegerField("vCPUs")
     memory_mib = models.PositiveIntegerField("RAM (MiB)")
     disk_gib = models.PositiveIntegerField("disk (GiB)")

@@ -28,6 +28,9 @@ class RequestKind(models.TextChoices):
     NEW = "new", "New VM"
     NETWORK = "network", "Move to another security domain"
     PUBLIC_IP = "public_ip", "Public IP address"
+    RESIZE = "resize", "Resize"
+    DISK = "disk", "Extra disk"
+    CLONE = "clone", "Clone"
 
 
 class Decision(models.TextChoices):
@@ -107,6 +110,14 @@ class VMRequest(models.Model):
             return f"Move {self.name} to security domain {self.security_domain}"
         if self.kind == RequestKind.PUBLIC_IP:
             return f"Give {self.name} a public IP address"
+        if self.kind == RequestKind.RESIZE:
+            return (f"Resize {self.name} to {self.params.get('vcpus')} vCPUs and "
+                    f"{self.params.get('memory_mib')} MiB")
+        if self.kind == RequestKind.DISK:
+            return f"Add a {self.params.get('size_gib')} GiB disk to {self.name}"
+        if self.kind == RequestKind.CLONE:
+            names = ", ".join(self.params.get("names", []))
+            return f"Clone {self.name} as {names}"
         extra = " with a public IP" if self.public_ip else ""
         return (f"{self.template} · {self.vcpus} vCPUs · {self.memory_mib} MiB · "
                 f"{self.disk_gib} GiB{extra}")

@@ -42,6 +42,7 @@ from ..models import (
     VMRequest,
     VMState,
 )
+from .changes import extra_disks_remove
 from .notify import absolute_url, notify
 from .operations import handles, operation_create, operation_progress
 
@@ -106,11 +107,20 @@ def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
                                         OperationStatus.RUNNING]).exists():
         raise PortalError(f"Another operation on {vm.name} is under way; approve again when "
                           "it has finished.")
+    from .changes import change_clone_apply, change_disk_apply, change_resize_apply
+
+    kind = RequestKind(request.kind)
+    if kind == RequestKind.RESIZE:
+        return change_resize_apply(request=request, vm=vm, actor=actor)
+    if kind == RequestKind.DISK:
+        return change_disk_apply(request=request, vm=vm, actor=actor)
+    if kind == RequestKind.CLONE:
+        return change_clone_apply(request=request, vm=vm, actor=actor)[0]
     arguments = {"request": request.pk}
     if request.security_domain_id:
         arguments["security_domain"] = request.security_domain_id
-    return operation_create(kind=CHANGE_OPERATIONS[RequestKind(request.kind)], vm=vm,
-                            requested_by=actor, arguments=arguments)
+    return operation_create(kind=CHANGE_OPERATIONS[kind], vm=vm, requested_by=actor,
+                            arguments=arguments)
 
 
 def vm_action_request(*, vm: VirtualMachine, kind: OperationKind, actor) -> Operation:  # noqa: ANN001
@@ -160,7 +170,7 @@ def _spec(vm: VirtualMachine, disk_path: str, ip: PrivateIP) -> DomainSpec:
         network=vlan.network_name, mac=ip.mac, description=vm.purpose,
         portgroup=vlan.portgroup if vlan.attach == AttachMode.PORTGROUP else None,
         vlan_tag=vlan.tag if vlan.attach == AttachMode.TAG else None,
-        vnc_port=vm.vnc_port,
+        vnc_port=vm.vnc_port, vnc_password=vm.vnc_password or None,
         metadata={"vm-id": str(vm.pk), "owner": vm.owner.get_username(),
                   "organisation": vm.organisation.slug},
     )
@@ -296,7 +306,12 @@ def _power(action: Callable[[Hypervisor, str], DomainFacts], done: str) -> Calla
     return run
 
 
-handles(OperationKind.START)(_power(lambda hv, n: hv.start(n), "started"))
+@handles(OperationKind.START)
+def vm_start(op: Operation) -> str:
+    """Start the VM; sizes waiting for a restart take effect now."""
+    message = _power(lambda hv, n: hv.start(n), "started")(op)
+    VirtualMachine.objects.filter(pk=op.vm_id).update(sizes_pending_restart=False)
+    return message
 handles(OperationKind.DESTROY)(_power(lambda hv, n: hv.destroy(n), "forced off"))
 handles(OperationKind.REBOOT)(_power(lambda hv, n: hv.reboot(n), "rebooted"))
 handles(OperationKind.SUSPEND)(_power(lambda hv, n: hv.suspend(n), "suspended"))
@@ -318,8 +333,9 @@ def vm_delete(op: Operation) -> str:
             operation_progress(op, "Removing the domain")
             hv.undefine_domain(vm.domain_name)
             if vm.datastore is not None:
-                operation_progress(op, "Removing the disk")
+                operation_progress(op, "Removing the disks")
                 hv.delete_volume(vm.datastore.pool_name, vm.volume_name)
+            extra_disks_remove(vm, hv)
             for ip in PrivateIP.objects.filter(vm=vm).select_related("vlan"):
                 operation_progress(op, "Removing the DHCP entry")
                 dhcp_remove(vm=vm, ip=ip)
@@ -331,6 +347,8 @@ def vm_delete(op: Operation) -> str:
     ip_release(vm=vm)
     public_ip_release(vm=vm)
     vnc_port_release(vm=vm)
+    vm.snapshots.all().delete()  # internal snapshots went with the disk
+    vm.snapshot_schedules.all().delete()
     _archive_history(vm)
     vm.state = VMState.DELETED
     vm.deleted_at = timezone.now()

@@ -23,8 +23,12 @@ UNITS = {"vcpus": "vCPUs", "memory_mib": "MiB", "disk_gib": "GiB"}
 
 
 def vm_sizes_validate(*, template: Template, vcpus: int | None, memory_mib: int | None,
-                      disk_gib: int | None) -> None:
-    """Raise a ValidationError naming every size outside its bounds."""
+                      disk_gib: int | None, extra_disk_gib: int | None = None) -> None:
+    """Raise a ValidationError naming every size outside its bounds.
+
+    Every size a VM gets (at request, resize or extra disk) passes here, so a quota check
+    joins in one place.
+    """
     errors: dict[str, str] = {}
     given = {"vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
     for field, (lo, hi) in size_bounds(template).items():
@@ -33,5 +37,9 @@ def vm_sizes_validate(*, template: Template, vcpus: int | None, memory_mib: int 
             errors[field] = "This field is required."
         elif not lo <= value <= hi:
             errors[field] = f"Choose between {lo} and {hi} {UNITS[field]} for {template.name}."
+    if extra_disk_gib is not None:
+        hi = settings.PORTAL["MAX_EXTRA_DISK_GIB"]
+        if not 1 <= extra_disk_gib <= hi:
+            errors["size_gib"] = f"Choose between 1 and {hi} GiB."
     if errors:
         raise ValidationError(errors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -118,6 +119,7 @@ def vm_request_create(
 def vm_change_request_create(
     *, requester: User, vm: VirtualMachine, kind: RequestKind, purpose: str,
     security_domain: SecurityDomain | None = None, faculty: User | None = None,
+    params: dict | None = None,
 ) -> VMRequest:
     """Submit a change to an existing VM; it climbs the same approval chain as a new VM."""
     errors: dict[str, str] = {}
@@ -135,6 +137,8 @@ def vm_change_request_create(
     elif kind == RequestKind.PUBLIC_IP:
         if PublicIP.objects.filter(vm=vm).exists():
             raise PortalError(f"{vm.name} already has a public IP address.")
+    elif kind in (RequestKind.RESIZE, RequestKind.DISK, RequestKind.CLONE):
+        params = _change_params(vm, kind, params or {}, errors)
     else:
         raise PortalError(f"'{kind}' is not a change the portal makes.")
     if not purpose.strip():
@@ -146,7 +150,7 @@ def vm_change_request_create(
         faculty=faculty, name=vm.name, template=vm.template, vcpus=vm.vcpus,
         memory_mib=vm.memory_mib, disk_gib=vm.disk_gib, purpose=purpose.strip(), stage=stage,
         security_domain=security_domain if kind == RequestKind.NETWORK else None,
-        public_ip=kind == RequestKind.PUBLIC_IP,
+        public_ip=kind == RequestKind.PUBLIC_IP, params=params or {},
     )
     request.full_clean(validate_constraints=False)
     try:
@@ -159,6 +163,53 @@ def vm_change_request_create(
         raise PortalError(f"A change to {vm.name} already waits for approval.") from exc
     _notify_approvers(request)
     return request
+
+
+def _change_params(vm: VirtualMachine, kind: RequestKind, params: dict,
+                   errors: dict[str, str]) -> dict:
+    """Check what a resize, disk or clone request asks for; return what is stored."""
+    def number(key: str) -> int | None:
+        try:
+            return int(params.get(key))
+        except (TypeError, ValueError):
+            errors[key] = "Give a whole number."
+            return None
+
+    if kind == RequestKind.RESIZE:
+        vcpus, memory = number("vcpus"), number("memory_mib")
+        if vcpus is not None and memory is not None:
+            try:
+                vm_sizes_validate(template=vm.template, vcpus=vcpus, memory_mib=memory,
+                                  disk_gib=vm.disk_gib)
+            except ValidationError as exc:
+                errors.update({k: v[0] for k, v in exc.message_dict.items()})
+            if (vcpus, memory) == (vm.vcpus, vm.memory_mib):
+                errors["vcpus"] = f"{vm.name} already has these sizes."
+        return {"vcpus": vcpus, "memory_mib": memory}
+    if kind == RequestKind.DISK:
+        size = number("size_gib")
+        if size is not None:
+            try:
+                vm_sizes_validate(template=vm.template, vcpus=vm.vcpus,
+                                  memory_mib=vm.memory_mib, disk_gib=vm.disk_gib,
+                                  extra_disk_gib=size)
+            except ValidationError as exc:
+                errors.update({k: v[0] for k, v in exc.message_dict.items()})
+        limit = settings.PORTAL["MAX_EXTRA_DISKS"]
+        if vm.extra_disks.count() >= limit:
+            raise PortalError(f"{vm.name} already has {limit} extra disks, the most a VM may "
+                              "have.")
+        return {"size_gib": size}
+    count = number("count")
+    limit = settings.PORTAL["MAX_CLONES"]
+    if count is not None and not 1 <= count <= limit:
+        errors["count"] = f"Ask for 1 to {limit} copies."
+        count = None
+    names = [f"{vm.name[:55]}-copy{i}" for i in range(1, (count or 0) + 1)]
+    taken = [n for n in names if name_in_use(n)]
+    if taken:
+        errors["count"] = f"A VM or request is already called {', '.join(taken)}."
+    return {"count": count, "names": names}
 
 
 def _approvers(request: VMRequest) -> list[str]:

@@ -1,0 +1,324 @@
+"""Approved changes to a VM: resize, extra disks, clones, and saving it as a template."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.text import slugify
+
+from hosts.models import Datastore, Template
+from hosts.placement import host_choose, host_usage
+from hosts.virt import Hypervisor, VirtError
+from networking.allocation import (
+    ip_allocate,
+    ip_release,
+    vnc_port_allocate,
+    vnc_port_release,
+)
+from networking.services import dhcp_add, dhcp_remove
+from portal import permissions
+from portal.errors import PortalError
+
+from ..domain_xml import build_domain_xml
+from ..models import (
+    DiskState,
+    ExtraDisk,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    VirtualMachine,
+    VMRequest,
+    VMState,
+)
+from .operations import handles, operation_create, operation_progress
+
+logger = logging.getLogger(__name__)
+GIB = 1024**3
+DISK_TARGETS = [f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz"]
+
+
+def _undo(vm: VirtualMachine, steps: list[tuple[str, Callable[[], None]]]) -> None:
+    for what, step in reversed(steps):
+        try:
+            step()
+        except Exception:  # keep undoing the rest; the reconciler reports what is left
+            logger.exception("could not give back the %s of %s", what, vm.name)
+
+
+def _hypervisor(vm: VirtualMachine) -> Hypervisor:
+    if vm.host is None:
+        raise PortalError(f"{vm.name} is on no host.")
+    return Hypervisor(vm.host.uri)
+
+
+# --- applying approved requests ---------------------------------------------------------------
+
+def change_resize_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Operation:  # noqa: ANN001
+    """Queue the resize an approved request asks for."""
+    return operation_create(kind=OperationKind.RESIZE, vm=vm, requested_by=actor,
+                            arguments={"request": request.pk, **request.params})
+
+
+def datastore_with_room(vm: VirtualMachine, size_gib: int) -> Datastore:
+    """Return a datastore of the VM's host with room for a disk of this size."""
+    stores = Datastore.objects.filter(hosts=vm.host_id).order_by(
+        "-pk" if vm.datastore_id is None else "pk")
+    reasons = []
+    for ds in sorted(stores, key=lambda d: d.pk != vm.datastore_id):
+        if not ds.capacity_gib:
+            return ds
+        used = ((VirtualMachine.objects.filter(datastore=ds).exclude(state=VMState.DELETED)
+                 .aggregate(s=Sum("disk_gib"))["s"] or 0)
+                + (ExtraDisk.objects.filter(datastore=ds).aggregate(s=Sum("size_gib"))["s"]
+                   or 0))
+        if ds.capacity_gib - used >= size_gib:
+            return ds
+        reasons.append(f"{ds.name} has {ds.capacity_gib - used} GiB free")
+    raise PortalError(f"No datastore of {vm.host} has {size_gib} GiB free"
+                      f"{' (' + '; '.join(reasons) + ')' if reasons else ''}.")
+
+
+def change_disk_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Operation:  # noqa: ANN001
+    """Record the extra disk an approved request asks for and queue its creation."""
+    size = int(request.params["size_gib"])
+    disk = ExtraDisk.objects.create(vm=vm, datastore=datastore_with_room(vm, size),
+                                    size_gib=size)
+    return operation_create(kind=OperationKind.DISK_ADD, vm=vm, requested_by=actor,
+                            arguments={"request": request.pk, "disk": disk.pk})
+
+
+def change_clone_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> list[Operation]:  # noqa: ANN001
+    """Record each copy an approved clone request asks for and queue its making."""
+    from .workflow import name_in_use
+
+    ops = []
+    for name in request.params["names"]:
+        if name_in_use(name):
+            raise PortalError(f"A VM called {name} exists now; ask again with other names.")
+        clone = VirtualMachine(
+            name=name, owner=vm.owner, organisation=vm.organisation, template=vm.template,
+            vcpus=vm.vcpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib,
+            purpose=f"Copy of {vm.name}. {vm.purpose}"[:2000], clone_of=vm,
+            security_domain=vm.security_domain, state=VMState.PENDING)
+        clone.full_clean(validate_constraints=False)
+        clone.save()
+        ops.append(operation_create(kind=OperationKind.CLONE, vm=clone, requested_by=actor,
+                                    arguments={"request": request.pk, "source": vm.pk}))
+    return ops
+
+
+# --- operations ------------------------------------------------------------------------------
+
+@handles(OperationKind.RESIZE)
+def vm_resize(op: Operation) -> str:
+    """Give the VM its new vCPUs and RAM, live where libvirt allows, else at the next start."""
+    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
+    vcpus, memory = int(op.arguments["vcpus"]), int(op.arguments["memory_mib"])
+    with transaction.atomic():
+        host = type(vm.host).objects.select_for_update().get(pk=vm.host_id)
+        used_cpu, used_mem = host_usage(host)
+        if (used_cpu - vm.vcpus + vcpus > host.vcpu_capacity
+                or used_mem - vm.memory_mib + memory > host.memory_capacity_mib):
+            raise PortalError(f"Host {host.name} has no room for {vcpus} vCPUs and "
+                              f"{memory} MiB; ask an admin to migrate {vm.name} first.")
+        how = _hypervisor(vm).set_resources(vm.domain_name, vcpus, memory)
+        VirtualMachine.objects.filter(pk=vm.pk).update(
+            vcpus=vcpus, memory_mib=memory, sizes_pending_restart=how == "next-start")
+    when = {"live": "now, while it runs", "next-start": "at its next start (shut it down "
+            "and start it)", "config": "when it next starts"}[how]
+    return f"{vm.name} has {vcpus} vCPUs and {memory} MiB {when}."
+
+
+@handles(OperationKind.DISK_ADD)
+def disk_add(op: Operation) -> str:
+    """Create the disk's volume and attach it, live when the VM runs."""
+    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
+    disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
+    hv = _hypervisor(vm)
+    steps: list[tuple[str, Callable[[], None]]] = []
+    try:
+        ds = disk.datastore
+        operation_progress(op, f"Creating a {disk.size_gib} GiB volume on {ds.name}")
+        hv.ensure_pool(ds.pool_name, ds.path)
+        path = hv.create_volume(ds.pool_name, disk.volume_name, disk.size_gib * GIB)
+        steps.append(("volume", lambda: hv.delete_volume(ds.pool_name, disk.volume_name)))
+        used = set(hv.disk_targets(vm.domain_name))
+        target = next(t for t in DISK_TARGETS if t not in used)
+        operation_progress(op, f"Attaching it as {target}")
+        how = hv.attach_disk(vm.domain_name, path, target)
+    except Exception:
+        _undo(vm, steps)
+        disk.delete()
+        raise
+    ExtraDisk.objects.filter(pk=disk.pk).update(state=DiskState.ATTACHED, target=target)
+    return (f"A {disk.size_gib} GiB disk is attached to {vm.name} as {target}"
+            f"{' while it runs' if how == 'live' else ''}.")
+
+
+def _disk_path(disk: ExtraDisk) -> str:
+    from pathlib import PurePosixPath
+
+    return str(PurePosixPath(disk.datastore.path) / disk.volume_name)
+
+
+def disk_action_request(*, disk: ExtraDisk, kind: OperationKind, actor) -> Operation:  # noqa: ANN001
+    """Queue the detaching or deleting of an extra disk."""
+    with transaction.atomic():
+        vm = VirtualMachine.objects.select_for_update().get(pk=disk.vm_id)
+        if not permissions.can_operate_vm(actor, vm):
+            raise PortalError(f"You may not change the disks of {vm.name}.")
+        allowed = {OperationKind.DISK_DETACH: (DiskState.ATTACHED,),
+                   OperationKind.DISK_DELETE: (DiskState.ATTACHED, DiskState.DETACHED)}
+        if disk.state not in allowed[kind]:
+            raise PortalError(f"The disk is {disk.get_state_display().lower()}.")
+        if vm.operations.filter(status__in=[OperationStatus.QUEUED,
+                                            OperationStatus.RUNNING]).exists():
+            raise PortalError(f"Another operation on {vm.name} is under way; wait for it.")
+        return operation_create(kind=kind, vm=vm, requested_by=actor,
+                                arguments={"disk": disk.pk})
+
+
+@handles(OperationKind.DISK_DETACH)
+def disk_detach(op: Operation) -> str:
+    """Detach the disk from the VM, keeping its volume."""
+    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
+    disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
+    _hypervisor(vm).detach_disk(vm.domain_name, _disk_path(disk))
+    ExtraDisk.objects.filter(pk=disk.pk).update(state=DiskState.DETACHED, target="")
+    return f"The {disk.size_gib} GiB disk is detached from {vm.name}; its data is kept."
+
+
+@handles(OperationKind.DISK_DELETE)
+def disk_delete(op: Operation) -> str:
+    """Detach the disk if needed and delete its volume."""
+    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
+    disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
+    hv = _hypervisor(vm)
+    hv.detach_disk(vm.domain_name, _disk_path(disk))
+    hv.delete_volume(disk.datastore.pool_name, disk.volume_name)
+    disk.delete()
+    return f"The {disk.size_gib} GiB disk of {vm.name} is deleted."
+
+
+def extra_disks_remove(vm: VirtualMachine, hv: Hypervisor) -> None:
+    """Delete every extra disk of a VM being deleted (its domain is already gone)."""
+    for disk in vm.extra_disks.select_related("datastore"):
+        hv.delete_volume(disk.datastore.pool_name, disk.volume_name)
+        disk.delete()
+
+
+@handles(OperationKind.CLONE)
+def vm_clone(op: Operation) -> str:
+    """Copy the source's disk, give the copy its own host, IP, MAC and VNC port, start it."""
+    from .lifecycle import _observe, _spec
+
+    clone = VirtualMachine.objects.select_related(
+        "template__datastore", "security_domain__vlan", "owner", "organisation").get(
+        pk=op.vm_id)
+    source = VirtualMachine.objects.select_related("host", "datastore").get(
+        pk=op.arguments["source"])
+    if source.host is None or source.datastore is None:
+        raise PortalError(f"{source.name} has no disk to copy.")
+    source_hv = Hypervisor(source.host.uri)
+    facts = source_hv.find_domain(source.domain_name)
+    if facts is not None and facts.state not in ("shutoff", "crashed"):
+        raise PortalError(f"Shut {source.name} down before it is copied (its disk is in use); "
+                          "then retry this operation.")
+    steps: list[tuple[str, Callable[[], None]]] = []
+    VirtualMachine.objects.filter(pk=clone.pk).update(state=VMState.INSTALLING)
+    try:
+        operation_progress(op, "Choosing a host")
+        with transaction.atomic():
+            if clone.host_id is None:
+                clone.host = host_choose(vcpus=clone.vcpus, memory_mib=clone.memory_mib,
+                                         template=clone.template)
+                clone.datastore = source.datastore
+                clone.save(update_fields=["host", "datastore"])
+        steps.append(("host", lambda: VirtualMachine.objects.filter(pk=clone.pk).update(
+            host=None, datastore=None)))
+        vlan = clone.security_domain.vlan
+        ip = ip_allocate(vm=clone, vlan=vlan)
+        steps.append(("IP", lambda: ip_release(vm=clone)))
+        hv = Hypervisor(clone.host.uri)
+        vnc_port_allocate(vm=clone, avoid=hv.vnc_ports_in_use())
+        steps.append(("VNC port", lambda: vnc_port_release(vm=clone)))
+        ds = source.datastore
+        operation_progress(op, f"Copying the disk of {source.name}")
+        path = source_hv.clone_volume(ds.pool_name, source.volume_name, clone.volume_name)
+        steps.append(("disk", lambda: source_hv.delete_volume(ds.pool_name, clone.volume_name)))
+        hv.ensure_pool(ds.pool_name, ds.path)
+        hv.ensure_network_active(vlan.network_name)
+        dhcp_add(vm=clone, ip=ip)
+        steps.append(("DHCP entry", lambda: dhcp_remove(vm=clone, ip=ip)))
+        operation_progress(op, "Defining the domain")
+        if hv.find_domain(clone.domain_name) is not None and \
+                hv.domain(clone.domain_name).uuid != str(clone.uuid):
+            raise PortalError(f"Host {clone.host} already has a domain called {clone.name}.")
+        hv.define_domain(build_domain_xml(_spec(clone, path, ip)))
+        steps.append(("domain", lambda: hv.undefine_domain(clone.domain_name)))
+        facts = hv.start(clone.domain_name)
+    except Exception:
+        _undo(clone, steps)
+        VirtualMachine.objects.filter(pk=clone.pk).update(state=VMState.FAILED)
+        raise
+    _observe(clone, facts)
+    return f"{clone.name} is a copy of {source.name} on {clone.host}: IP {ip.address}."
+
+
+def template_save_request(*, vm: VirtualMachine, actor, name: str) -> Operation:  # noqa: ANN001
+    """Queue the making of a template from a stopped VM's disk (admins)."""
+    if not permissions.is_admin(actor):
+        raise PortalError("Only an admin saves VMs as templates.")
+    name = " ".join(name.split())
+    if not name or len(name) > 120:
+        raise PortalError("Give the template a name of up to 120 characters.")
+    if Template.objects.filter(name=name).exists():
+        raise PortalError(f"A template is already called {name}.")
+    with transaction.atomic():
+        locked = VirtualMachine.objects.select_for_update().get(pk=vm.pk)
+        if locked.state != VMState.SHUTOFF:
+            raise PortalError(f"Shut {locked.name} down first: a template is made from a "
+                              "stopped VM.")
+        if locked.operations.filter(status__in=[OperationStatus.QUEUED,
+                                                OperationStatus.RUNNING]).exists():
+            raise PortalError(f"Another operation on {locked.name} is under way.")
+        return operation_create(kind=OperationKind.SAVE_TEMPLATE, vm=locked,
+                                requested_by=actor, arguments={"name": name})
+
+
+@handles(OperationKind.SAVE_TEMPLATE)
+def template_save(op: Operation) -> str:
+    """Copy the VM's disk, flattened, into a new template image."""
+    vm = VirtualMachine.objects.select_related("host", "datastore", "template").get(
+        pk=op.vm_id)
+    name = op.arguments["name"]
+    hv = _hypervisor(vm)
+    ds = vm.datastore
+    facts = hv.find_domain(vm.domain_name)
+    if facts is not None and facts.state not in ("shutoff", "crashed"):
+        raise PortalError(f"Shut {vm.name} down first; then retry.")
+    image = f"tpl-{slugify(name)[:40] or 'template'}-{timezone.now():%Y%m%d%H%M%S}.qcow2"
+    operation_progress(op, f"Copying the disk of {vm.name}")
+    hv.clone_volume(ds.pool_name, vm.volume_name, image)
+    try:
+        facts = hv.inspect_image(ds.pool_name, image)
+        if facts.backing_path:
+            raise PortalError("The copy still has a backing file; nothing was saved.")
+        base = vm.template
+        Template.objects.create(
+            name=name, datastore=ds, image=image, os_name=base.os_name,
+            min_vcpus=base.min_vcpus, max_vcpus=base.max_vcpus,
+            min_memory_mib=base.min_memory_mib, max_memory_mib=base.max_memory_mib,
+            min_disk_gib=max(base.min_disk_gib, vm.disk_gib), max_disk_gib=max(
+                base.max_disk_gib, vm.disk_gib))
+    except Exception:
+        try:
+            hv.delete_volume(ds.pool_name, image)
+        except VirtError:
+            logger.exception("could not remove the unfinished template image %s", image)
+        raise
+    return f"Template '{name}' made from {vm.name} ({image})."

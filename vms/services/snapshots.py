@@ -1,0 +1,201 @@
+"""Snapshots of VMs: taken, reverted and deleted as operations; schedules keep the newest N."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from hosts.models import HostStatus
+from hosts.virt import Hypervisor
+from portal import permissions
+from portal.errors import PortalError
+
+from ..models import (
+    Operation,
+    OperationKind,
+    OperationStatus,
+    Snapshot,
+    SnapshotKind,
+    SnapshotSchedule,
+    SnapshotState,
+    VirtualMachine,
+    VMState,
+)
+from .operations import handles, operation_create
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_STATES = (VMState.RUNNING, VMState.SHUTOFF, VMState.PAUSED)
+FREQUENCY_DAYS = {SnapshotKind.DAILY: 1, SnapshotKind.WEEKLY: 7, SnapshotKind.MONTHLY: 30}
+
+
+def _limit() -> int:
+    return settings.PORTAL["MAX_SNAPSHOTS"]
+
+
+def _check_vm(vm: VirtualMachine, actor, doing: str) -> VirtualMachine:  # noqa: ANN001
+    locked = VirtualMachine.objects.select_for_update().select_related("host").get(pk=vm.pk)
+    if not permissions.can_operate_vm(actor, locked):
+        raise PortalError(f"You may not {doing} {locked.name}.")
+    if locked.state not in SNAPSHOT_STATES:
+        raise PortalError(f"Cannot {doing} {locked.name} while it is "
+                          f"{locked.get_state_display().lower()}.")
+    if locked.host is None or locked.host.status != HostStatus.UP:
+        raise PortalError(f"Cannot {doing} {locked.name}: its host is down.")
+    if locked.operations.filter(status__in=[OperationStatus.QUEUED,
+                                            OperationStatus.RUNNING]).exists():
+        raise PortalError(f"Another operation on {locked.name} is under way; wait for it.")
+    return locked
+
+
+def _enqueue(kind: OperationKind, vm: VirtualMachine, actor, **arguments) -> Operation:  # noqa: ANN001
+    try:
+        with transaction.atomic():
+            return operation_create(kind=kind, vm=vm, requested_by=actor, arguments=arguments)
+    except IntegrityError as exc:
+        raise PortalError(f"Another operation on {vm.name} is under way.") from exc
+
+
+def snapshot_take(*, vm: VirtualMachine, actor, name: str, description: str = "",  # noqa: ANN001
+                  kind: SnapshotKind = SnapshotKind.MANUAL) -> Snapshot:
+    """Queue a snapshot of the VM; at most N manual snapshots per VM."""
+    name = " ".join(name.split())
+    if not name:
+        raise ValidationError({"name": "Give the snapshot a name."})
+    if len(name) > 64 or len(description) > 500:
+        raise ValidationError({"name": "Keep the name under 64 and the description under "
+                                       "500 characters."})
+    with transaction.atomic():
+        locked = _check_vm(vm, actor, "snapshot")
+        if kind == SnapshotKind.MANUAL and locked.snapshots.filter(
+                kind=SnapshotKind.MANUAL).count() >= _limit():
+            raise PortalError(f"{locked.name} already has {_limit()} snapshots, the most a VM "
+                              "may keep; delete one first.")
+        snap = Snapshot(vm=locked, name=name, description=description.strip(), kind=kind,
+                        created_by=actor if actor and actor.is_authenticated else None,
+                        vm_state=locked.state)
+        snap.full_clean()
+        snap.save()
+        _enqueue(OperationKind.SNAPSHOT_CREATE, locked, actor, snapshot=snap.pk)
+    return snap
+
+
+def snapshot_revert(*, snapshot: Snapshot, actor) -> Operation:  # noqa: ANN001
+    """Queue the return of the VM to a snapshot."""
+    with transaction.atomic():
+        locked = _check_vm(snapshot.vm, actor, "revert")
+        if snapshot.state != SnapshotState.READY:
+            raise PortalError(f"Snapshot {snapshot.name} is {snapshot.get_state_display()}.")
+        return _enqueue(OperationKind.SNAPSHOT_REVERT, locked, actor, snapshot=snapshot.pk)
+
+
+def snapshot_delete(*, snapshot: Snapshot, actor) -> Operation:  # noqa: ANN001
+    """Queue the deletion of a snapshot."""
+    with transaction.atomic():
+        locked = _check_vm(snapshot.vm, actor, "delete a snapshot of")
+        if snapshot.state != SnapshotState.READY:
+            raise PortalError(f"Snapshot {snapshot.name} is {snapshot.get_state_display()}.")
+        Snapshot.objects.filter(pk=snapshot.pk).update(state=SnapshotState.DELETING)
+        return _enqueue(OperationKind.SNAPSHOT_DELETE, locked, actor, snapshot=snapshot.pk)
+
+
+def snapshot_schedule_set(*, vm: VirtualMachine, actor, frequencies: set[str]) -> None:  # noqa: ANN001
+    """Make the VM's snapshot schedules exactly the given frequencies."""
+    if not permissions.can_operate_vm(actor, vm):
+        raise PortalError(f"You may not change {vm.name}.")
+    allowed = {k.value for k in FREQUENCY_DAYS}
+    if not frequencies <= allowed:
+        raise ValidationError({"frequencies": "Choose daily, weekly or monthly."})
+    with transaction.atomic():
+        vm.snapshot_schedules.exclude(frequency__in=frequencies).delete()
+        for frequency in frequencies:
+            SnapshotSchedule.objects.get_or_create(vm=vm, frequency=frequency)
+
+
+def _vm_and_snapshot(op: Operation) -> tuple[VirtualMachine, Snapshot, Hypervisor]:
+    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
+    snap = Snapshot.objects.get(pk=op.arguments["snapshot"])
+    if vm.host is None:
+        raise PortalError(f"{vm.name} is on no host.")
+    return vm, snap, Hypervisor(vm.host.uri)
+
+
+@handles(OperationKind.SNAPSHOT_CREATE)
+def snapshot_create_run(op: Operation) -> str:
+    """Take the snapshot; a failure leaves no snapshot behind, here or on the host."""
+    vm, snap, hv = _vm_and_snapshot(op)
+    try:
+        hv.snapshot_create(vm.domain_name, snap.libvirt_name, snap.description)
+    except Exception:
+        try:
+            hv.snapshot_delete(vm.domain_name, snap.libvirt_name)
+        except Exception:
+            logger.exception("could not remove the failed snapshot %s", snap.libvirt_name)
+        snap.delete()
+        raise
+    Snapshot.objects.filter(pk=snap.pk).update(state=SnapshotState.READY)
+    message = f"Snapshot '{snap.name}' of {vm.name} taken."
+    if snap.kind != SnapshotKind.MANUAL:
+        dropped = _keep_newest(vm, hv, SnapshotKind(snap.kind))
+        if dropped:
+            message += f" Dropped the oldest {snap.get_kind_display().lower()}: {dropped}."
+    return message
+
+
+def _keep_newest(vm: VirtualMachine, hv: Hypervisor, kind: SnapshotKind) -> str:
+    old = list(vm.snapshots.filter(kind=kind, state=SnapshotState.READY)
+               .order_by("-created_at", "-id")[_limit():])
+    for snap in old:
+        hv.snapshot_delete(vm.domain_name, snap.libvirt_name)
+        snap.delete()
+    return ", ".join(s.name for s in old)
+
+
+@handles(OperationKind.SNAPSHOT_REVERT)
+def snapshot_revert_run(op: Operation) -> str:
+    """Return the VM to the snapshot and record the state it comes back in."""
+    from .lifecycle import LIBVIRT_STATE
+
+    vm, snap, hv = _vm_and_snapshot(op)
+    state = hv.snapshot_revert(vm.domain_name, snap.libvirt_name)
+    VirtualMachine.objects.filter(pk=vm.pk).update(
+        state=LIBVIRT_STATE.get(state, VMState.UNKNOWN), state_checked_at=timezone.now())
+    return f"{vm.name} is back at snapshot '{snap.name}' ({state})."
+
+
+@handles(OperationKind.SNAPSHOT_DELETE)
+def snapshot_delete_run(op: Operation) -> str:
+    """Delete the snapshot on the host and here."""
+    vm, snap, hv = _vm_and_snapshot(op)
+    try:
+        hv.snapshot_delete(vm.domain_name, snap.libvirt_name)
+    except Exception:
+        Snapshot.objects.filter(pk=snap.pk).update(state=SnapshotState.READY)
+        raise
+    snap.delete()
+    return f"Snapshot '{snap.name}' of {vm.name} deleted."
+
+
+def snapshots_scheduled_take(*, now=None) -> int:  # noqa: ANN001
+    """Take every snapshot a schedule is due for; a busy or stopped VM waits for next time."""
+    now = now or timezone.now()
+    taken = 0
+    for schedule in SnapshotSchedule.objects.select_related("vm", "vm__owner"):
+        days = FREQUENCY_DAYS[SnapshotKind(schedule.frequency)]
+        if schedule.last_taken_at and now - schedule.last_taken_at < timedelta(days=days):
+            continue
+        stamp = now.strftime("%Y-%m-%d")
+        try:
+            snapshot_take(vm=schedule.vm, actor=schedule.vm.owner, kind=schedule.frequency,
+                          name=f"{schedule.get_frequency_display()} {stamp}")
+        except PortalError as exc:
+            logger.info("scheduled snapshot of %s waits: %s", schedule.vm, exc)
+            continue
+        SnapshotSchedule.objects.filter(pk=schedule.pk).update(last_taken_at=now)
+        taken += 1
+    return taken
