@@ -4,13 +4,15 @@ from .connection import close_all, get_connection, is_remote
 from .errors import NotFound, VirtError
 from .facts import DomainFacts, HostFacts, ImageFacts
 from .hypervisor import DOMAIN_STATES, Hypervisor
-from .names import DOMAIN_NAME_RE, OBJECT_NAME_RE
+from .names import DISK_TARGET_RE, DOMAIN_NAME_RE, OBJECT_NAME_RE, SNAPSHOT_NAME_RE
 from .stats import DomainSample, HostSample
 
 __all__ = [
+    "DISK_TARGET_RE",
     "DOMAIN_NAME_RE",
     "DOMAIN_STATES",
     "OBJECT_NAME_RE",
+    "SNAPSHOT_NAME_RE",
     "DomainFacts",
     "DomainSample",
     "HostFacts",
