@@ -1,7 +1,13 @@
 """Settings for the test suite: the portal's own, with tasks run in-process."""
 
+import tempfile
+from pathlib import Path
+
 from portal.settings import *  # noqa: F403
 from portal.settings import Q_CLUSTER
+
+# Tests never read the demo's collected static files (a collectstatic may be rewriting them).
+STATIC_ROOT = Path(tempfile.mkdtemp(prefix="portal-test-static-"))
 
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
