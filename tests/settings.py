@@ -7,7 +7,8 @@ from portal.settings import *  # noqa: F403
 from portal.settings import Q_CLUSTER
 
 # Tests never read the demo's collected static files (a collectstatic may be rewriting them).
-STATIC_ROOT = Path(tempfile.mkdtemp(prefix="portal-test-static-"))
+STATIC_ROOT = Path(tempfile.gettempdir()) / "portal-test-static"
+STATIC_ROOT.mkdir(exist_ok=True)
 
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
