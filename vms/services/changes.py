@@ -35,18 +35,11 @@ from ..models import (
     VMState,
 )
 from .operations import handles, operation_create, operation_progress
+from .undo import undo_steps
 
 logger = logging.getLogger(__name__)
 GIB = 1024**3
 DISK_TARGETS = [f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz"]
-
-
-def _undo(vm: VirtualMachine, steps: list[tuple[str, Callable[[], None]]]) -> None:
-    for what, step in reversed(steps):
-        try:
-            step()
-        except Exception:  # keep undoing the rest; the reconciler reports what is left
-            logger.exception("could not give back the %s of %s", what, vm.name)
 
 
 def _hypervisor(vm: VirtualMachine) -> Hypervisor:
@@ -151,7 +144,7 @@ def disk_add(op: Operation) -> str:
         operation_progress(op, f"Attaching it as {target}")
         how = hv.attach_disk(vm.domain_name, path, target)
     except Exception:
-        _undo(vm, steps)
+        undo_steps(vm, steps)
         disk.delete()
         raise
     ExtraDisk.objects.filter(pk=disk.pk).update(state=DiskState.ATTACHED, target=target)
@@ -262,7 +255,7 @@ def vm_clone(op: Operation) -> str:
         steps.append(("domain", lambda: hv.undefine_domain(clone.domain_name)))
         facts = hv.start(clone.domain_name)
     except Exception:
-        _undo(clone, steps)
+        undo_steps(clone, steps)
         VirtualMachine.objects.filter(pk=clone.pk).update(state=VMState.FAILED)
         raise
     _observe(clone, facts)

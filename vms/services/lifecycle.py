@@ -45,6 +45,7 @@ from ..models import (
 from .changes import extra_disks_remove
 from .notify import absolute_url, notify
 from .operations import handles, operation_create, operation_progress
+from .undo import undo_steps
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def vm_install(op: Operation) -> str:
             undo.append(("public IP", lambda: nat_detach(vm=vm)))
             public = nat_attach(vm=vm, private_ip=ip)
     except Exception:
-        _undo(vm, undo)
+        undo_steps(vm, undo)
         vm.state = VMState.FAILED
         vm.save(update_fields=["state"])
         raise
@@ -250,14 +251,6 @@ def vm_install(op: Operation) -> str:
            body=(f"Your VM {vm.name} runs on {vm.host.name} with IP {ip.address}{reach}.\n"
                  f"{absolute_url('vms:vm_detail', vm.pk)}"))
     return f"Installed on {vm.host.name}: IP {ip.address}, MAC {ip.mac}{reach}."
-
-
-def _undo(vm: VirtualMachine, undo: list[tuple[str, Callable[[], None]]]) -> None:
-    for what, step in reversed(undo):
-        try:
-            step()
-        except Exception:  # keep undoing the rest; the reconciler reports what is left
-            logger.exception("could not give back the %s of %s", what, vm.name)
 
 
 def _vlan_of(vm: VirtualMachine) -> VLAN:
@@ -402,7 +395,7 @@ def vm_network_move(op: Operation) -> str:
             undo.append(("NAT mapping", lambda: nat_remap(vm=vm, private_ip=old)))
         dhcp_remove(vm=vm, ip=old)
     except Exception:
-        _undo(vm, undo)
+        undo_steps(vm, undo)
         raise
     ip_release(vm=vm, address=old.address)
     VirtualMachine.objects.filter(pk=vm.pk).update(security_domain=target)
@@ -420,7 +413,7 @@ def vm_public_ip_attach(op: Operation) -> str:
     try:
         public = nat_attach(vm=vm, private_ip=ip)
     except Exception:
-        _undo(vm, [("public IP", lambda: nat_detach(vm=vm))])
+        undo_steps(vm, [("public IP", lambda: nat_detach(vm=vm))])
         raise
     return f"{vm.name} is reachable at {public.address} (NAT to {ip.address})."
 

@@ -39,7 +39,8 @@ def _limit() -> int:
 
 
 def _check_vm(vm: VirtualMachine, actor, doing: str) -> VirtualMachine:  # noqa: ANN001
-    locked = VirtualMachine.objects.select_for_update().select_related("host").get(pk=vm.pk)
+    locked = (VirtualMachine.objects.select_for_update(of=("self",)).select_related("host")
+              .get(pk=vm.pk))
     if not permissions.can_operate_vm(actor, locked):
         raise PortalError(f"You may not {doing} {locked.name}.")
     if locked.state not in SNAPSHOT_STATES:
