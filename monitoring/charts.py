@@ -209,6 +209,16 @@ def _ticks(period: str, first: datetime, last: datetime) -> list[datetime]:
     return ticks
 
 
+def _y_range(unit: str, values: list[float | None]) -> tuple[float, float] | None:
+    """Return a fixed y range where pygal's own would collapse (percent, or all zeros)."""
+    if unit == "%":
+        return (0, 100)
+    if max((v for v in values if v is not None), default=0) <= 0:
+        # A flat zero line would give an empty range and a column of repeated labels.
+        return (0, 1024 if unit.startswith("bytes") else 1)
+    return None
+
+
 def render_svg(
     store: RRDStore, kind: str, key: str, metric: str, period: str, title: str,
     width: int = 640, height: int = 240, *, tz: tzinfo = UTC, js: tuple[str, ...] = (),
@@ -245,7 +255,7 @@ def render_svg(
         value_formatter=_format_value(unit), truncate_label=-1, truncate_legend=-1,
         dots_size=2 if dense else 3, css=["file://style.css", "file://graph.css"]
         + ([_DENSE_CSS] if dense else []),
-        range=(0, 100) if unit == "%" else None, include_x_axis=True,
+        range=_y_range(unit, values), include_x_axis=True,
     )
     chart.add(f"{label} average", list(zip(moments, values, strict=True)))
     maximum = store.fetch(kind, key, period, "MAX").column(metric)

@@ -284,3 +284,21 @@ def test_svg_times_follow_the_given_time_zone(store, filled):
         return int(hours) * 60 + int(mins)
 
     assert (minutes(shifted[0]) - minutes(utc[0])) % (24 * 60) == 330
+
+
+def test_an_all_zero_series_gets_distinct_axis_labels(tmp_path):
+    import time as _time
+    import xml.etree.ElementTree as ET
+
+    from monitoring.charts import render_svg
+    from monitoring.rrd import RRDStore
+
+    store = RRDStore(tmp_path)
+    now = int(_time.time()) // 300 * 300
+    store.update_many({("vm", "zeros"): [
+        (now - 3000 + i * 300, {"net_rx": 0.0}) for i in range(10)]})
+    svg = render_svg(store, "vm", "zeros", "net_rx", "hour", "idle")
+    root = ET.fromstring(svg)
+    labels = [t.text for t in root.iter() if t.tag.endswith("text") and t.text
+              and t.text.endswith("/s")]
+    assert labels and len(labels) == len(set(labels))
