@@ -50,8 +50,13 @@ class LibvirtDhcp:
         """Add the entry to the host's libvirt network."""
         from hosts.virt import Hypervisor
 
-        Hypervisor(uri).network_dhcp_host_add(entry.network, entry.mac, entry.ip,
-                                               entry.hostname)
+        # The portal owns its pools: an entry left for one of its addresses or MACs (by a VM
+        # removed behind the portal's back) is stale, and would block the address forever.
+        replaced = Hypervisor(uri).network_dhcp_host_add(entry.network, entry.mac, entry.ip,
+                                                         entry.hostname, replace=True)
+        for mac, ip in replaced:
+            logger.warning("network %s: replaced the stale DHCP entry %s -> %s",
+                           entry.network, mac, ip)
 
     def remove(self, uri: str, entry: DhcpEntry) -> None:
         """Remove the entry of this MAC from the host's libvirt network."""

@@ -651,21 +651,35 @@ class Hypervisor:
             for h in root.findall("./ip/dhcp/host")
         ]
 
-    def network_dhcp_host_add(self, network: str, mac: str, ip: str, name: str) -> None:
-        """Add a DHCP host entry; an identical one is kept, a clashing one is refused."""
+    def network_dhcp_host_add(self, network: str, mac: str, ip: str, name: str,
+                              replace: bool = False) -> list[tuple[str, str]]:
+        """Add a DHCP host entry; an identical one is kept.
+
+        An entry with the same MAC or IP but not both is refused, or with `replace` removed
+        first; the (mac, ip) pairs removed are returned.
+        """
         check_network_name(network)
         mac = mac.lower()
-        for have_mac, have_ip, _ in self.network_dhcp_hosts(network):
+        replaced: list[tuple[str, str]] = []
+        for have_mac, have_ip, have_name in self.network_dhcp_hosts(network):
             if have_mac == mac and have_ip == ip:
-                return
+                return replaced
             if have_mac == mac or have_ip == ip:
-                raise VirtError(
-                    f"cannot add DHCP host {mac} -> {ip} to network '{network}' on {self.uri}: "
-                    f"it already has {have_mac} -> {have_ip}"
-                )
+                if not replace:
+                    raise VirtError(
+                        f"cannot add DHCP host {mac} -> {ip} to network '{network}' on "
+                        f"{self.uri}: it already has {have_mac} -> {have_ip}"
+                    )
+                old = ET.Element("host", mac=have_mac, ip=have_ip)
+                if have_name:
+                    old.set("name", have_name)
+                self._network_update(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, old,
+                                     f"remove DHCP host {have_mac} from")
+                replaced.append((have_mac, have_ip))
         entry = ET.Element("host", mac=mac, name=name, ip=ip)
         self._network_update(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, entry,
                              f"add DHCP host {mac} -> {ip} to")
+        return replaced
 
     def network_dhcp_host_remove(self, network: str, mac: str) -> None:
         """Remove the DHCP host entry of this MAC; a missing entry is fine."""

@@ -289,3 +289,25 @@ def test_vnc_ports_held_by_domains_the_portal_does_not_know_are_skipped(
     assert 5920 in hv.vnc_ports_in_use()
     vm, op = install(site, django_capture_on_commit_callbacks)
     assert op.status == OperationStatus.SUCCEEDED and vm.vnc_port == 5921
+
+
+def test_a_stale_dhcp_entry_for_a_pool_address_is_replaced(
+        site, django_capture_on_commit_callbacks):
+    hv = Hypervisor(URI)
+    hv.network_dhcp_host_add("default", "52:54:00:de:ad:00", "192.168.122.100", "gone")
+    vm, op = install(site, django_capture_on_commit_callbacks)
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    hosts = dhcp_hosts()
+    assert ("52:54:00:de:ad:00", "192.168.122.100", "gone") not in hosts
+    assert (vm.private_ip.mac, "192.168.122.100", vm.domain_name) in hosts
+
+
+def test_the_adapter_refuses_a_clashing_dhcp_entry_unless_asked_to_replace(site):
+    from hosts.virt import VirtError
+
+    hv = Hypervisor(URI)
+    hv.network_dhcp_host_add("default", "52:54:00:de:ad:01", "192.168.122.150", "a")
+    with pytest.raises(VirtError, match="already has"):
+        hv.network_dhcp_host_add("default", "52:54:00:de:ad:02", "192.168.122.150", "b")
+    assert hv.network_dhcp_host_add("default", "52:54:00:de:ad:02", "192.168.122.150", "b",
+                                    replace=True) == [("52:54:00:de:ad:01", "192.168.122.150")]
