@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import django_tables2 as tables
+from django.utils.html import format_html
 
 from .models import Operation, VirtualMachine, VMRequest
+
+# The badge colour of each VM state; the same as templates/vms/_state_badge.html.
+STATE_BADGES = {
+    "running": "text-bg-success", "paused": "text-bg-info", "shutoff": "text-bg-secondary",
+    "failed": "text-bg-danger", "crashed": "text-bg-danger", "deleted": "text-bg-light border",
+}
 
 
 class VMRequestTable(tables.Table):
@@ -34,15 +41,23 @@ class VirtualMachineTable(tables.Table):
 
     name = tables.Column(linkify=("vms:vm_detail", {"pk": tables.A("pk")}))
     owner = tables.Column(accessor="owner__username", verbose_name="Owner")
-    state = tables.TemplateColumn('{% include "vms/_state_badge.html" with vm=record %}')
+    state = tables.Column(verbose_name="State")
     host = tables.Column(accessor="host__name", default="—", verbose_name="Host")
     ip = tables.Column(accessor="private_ip__address", verbose_name="IP", default="—",
                        orderable=False)
-    sizes = tables.TemplateColumn(
-        "{{ record.vcpus }} vCPU{{ record.vcpus|pluralize }} · {{ record.memory_mib }} MiB · "
-        "{{ record.disk_gib }} GiB",
-        orderable=False, verbose_name="Size",
-    )
+    sizes = tables.Column(accessor="vcpus", orderable=False, verbose_name="Size")
+
+    # Cells are rendered in Python: a template per cell costs more than the query does.
+    def render_state(self, record: VirtualMachine) -> str:
+        """Show the state as a coloured badge."""
+        return format_html('<span class="badge {}" data-state="{}">{}</span>',
+                           STATE_BADGES.get(record.state, "text-bg-warning"), record.state,
+                           record.get_state_display())
+
+    def render_sizes(self, record: VirtualMachine) -> str:
+        """Show vCPUs, RAM and disk on one line."""
+        return (f"{record.vcpus} vCPU{'' if record.vcpus == 1 else 's'} · "
+                f"{record.memory_mib} MiB · {record.disk_gib} GiB")
 
     class Meta:
         model = VirtualMachine
