@@ -7,9 +7,6 @@ portaltest-<random> and removed in fixture teardown.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -18,71 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from hosts.virt import DomainSample, Hypervisor, close_all
+from hosts.virt import DomainSample, Hypervisor
 from monitoring.rates import host_metrics, vm_metrics
+from tests.integration.qemu import MIB, unique, virsh
 from vms.domain_xml import DomainSpec, build_domain_xml
 
 pytestmark = pytest.mark.hypervisor
 
-URI = "qemu:///system"
-MIB = 1024**2
 # Under TCG the BIOS takes a few seconds to read the boot sector.
 BOOT_TIMEOUT_S = 60
-
-
-def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=120, check=check
-    )
-
-
-def unique(prefix: str = "portaltest") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def make_base_image(workdir: Path, name: str = "base.qcow2") -> Path:
-    """Write a 1 MiB disk whose boot sector spins forever, converted to qcow2."""
-    raw = workdir.parent / f"{workdir.name}.raw"
-    sector = bytes([0xEB, 0xFE]) + bytes(508) + b"\x55\xaa"  # jmp $ ; boot signature
-    raw.write_bytes(sector + bytes(MIB - len(sector)))
-    base = workdir / name
-    try:
-        subprocess.run(
-            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(base)],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    finally:
-        raw.unlink()
-    base.chmod(0o644)
-    return base
-
-
-@pytest.fixture
-def hv() -> Iterator[Hypervisor]:
-    close_all()
-    yield Hypervisor(URI)
-    close_all()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="portaltest-", dir="/var/tmp"))
-    path.chmod(0o755)  # qemu runs as libvirt-qemu and must reach the images
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def pool(hv: Hypervisor, workdir: Path) -> Iterator[tuple[str, Path]]:
-    """Return (pool name, base image path) of a fresh dir pool holding a bootable base."""
-    name = unique()
-    base = make_base_image(workdir)
-    hv.ensure_pool(name, str(workdir))
-    yield name, base
-    virsh("pool-destroy", name, check=False)
-    virsh("pool-undefine", name, check=False)
 
 
 @pytest.fixture
@@ -95,18 +36,6 @@ def network(hv: Hypervisor) -> Iterator[str]:
     yield name
     virsh("net-destroy", name, check=False)
     virsh("net-undefine", name, check=False)
-
-
-@pytest.fixture
-def domain_name(hv: Hypervisor) -> Iterator[str]:
-    """Return a fresh domain name and make sure no such domain survives the test."""
-    name = unique()
-    yield name
-    try:
-        hv.undefine_domain(name)
-    finally:
-        virsh("destroy", name, check=False)
-        virsh("undefine", name, "--nvram", check=False)
 
 
 def sample_named(samples: list[DomainSample], name: str) -> DomainSample:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hosts.virt import Hypervisor, VirtError, close_all
-from tests.integration.test_virt_qemu import (
+from tests.integration.qemu import (
     domstate,
     make_base_image,
     qemu_img_info,

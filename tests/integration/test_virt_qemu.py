@@ -8,10 +8,6 @@ fixture teardown. The `default` network and /var/lib/libvirt/images are never to
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -19,90 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from hosts.virt import Hypervisor, NotFound, VirtError, close_all
+from hosts.virt import Hypervisor, NotFound, VirtError
+from tests.integration.qemu import (
+    MIB,
+    domstate,
+    make_base_image,
+    qemu_img_info,
+    unique,
+    virsh,
+    virsh_info,
+)
 from vms.domain_xml import DomainSpec, build_domain_xml, parse_domain_xml
 
 pytestmark = pytest.mark.hypervisor
-
-URI = "qemu:///system"
-MIB = 1024**2
-
-
-def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=120, check=check
-    )
-
-
-def virsh_info(command: str, name: str) -> dict[str, str]:
-    """Return the 'Key: value' lines of virsh pool-info / net-info as a dict."""
-    lines = virsh(command, name).stdout.splitlines()
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if v}
-
-
-def domstate(name: str) -> str:
-    return virsh("domstate", name).stdout.strip()
-
-
-def unique(prefix: str = "portaltest") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def make_base_image(workdir: Path, name: str = "base.qcow2") -> Path:
-    """Write a 1 MiB disk whose boot sector spins forever, converted to qcow2."""
-    raw = workdir.parent / f"{workdir.name}.raw"
-    sector = bytes([0xEB, 0xFE]) + bytes(508) + b"\x55\xaa"  # jmp $ ; boot signature
-    raw.write_bytes(sector + bytes(MIB - len(sector)))
-    base = workdir / name
-    try:
-        subprocess.run(
-            ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(base)],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    finally:
-        raw.unlink()
-    base.chmod(0o644)
-    return base
-
-
-def qemu_img_info(path: str) -> dict:
-    result = subprocess.run(
-        ["qemu-img", "info", "--output=json", "-f", "qcow2", path],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return json.loads(result.stdout)
-
-
-@pytest.fixture
-def hv() -> Iterator[Hypervisor]:
-    close_all()
-    yield Hypervisor(URI)
-    close_all()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="portaltest-", dir="/var/tmp"))
-    path.chmod(0o755)  # qemu runs as libvirt-qemu and must reach the images
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def pool(hv: Hypervisor, workdir: Path) -> Iterator[tuple[str, Path]]:
-    """Return (pool name, base image path) of a fresh dir pool holding a bootable base."""
-    name = unique()
-    base = make_base_image(workdir)
-    hv.ensure_pool(name, str(workdir))
-    yield name, base
-    virsh("pool-destroy", name, check=False)
-    virsh("pool-undefine", name, check=False)
-
 
 @pytest.fixture
 def network(workdir: Path) -> Iterator[str]:
@@ -119,18 +44,6 @@ def network(workdir: Path) -> Iterator[str]:
     yield name
     virsh("net-destroy", name, check=False)
     virsh("net-undefine", name, check=False)
-
-
-@pytest.fixture
-def domain_name(hv: Hypervisor) -> Iterator[str]:
-    """Return a fresh domain name and make sure no such domain survives the test."""
-    name = unique()
-    yield name
-    try:
-        hv.undefine_domain(name)
-    finally:
-        virsh("destroy", name, check=False)
-        virsh("undefine", name, "--nvram", check=False)
 
 
 def test_facts_detect_acceleration_and_leave_no_probe_domain(hv: Hypervisor) -> None:
