@@ -259,8 +259,9 @@ def _remove_what_we_made(portal: Portal) -> list[str]:
     for name, (mac, ip) in dhcp_hosts().items():
         if name in portal.domains:
             leftovers.append(f"DHCP host {name}")
-            virsh("net-update", NETWORK, "delete", "ip-dhcp-host",
-                  f"<host mac='{mac}' name='{name}' ip='{ip}'/>", "--live", "--config")
+            entry = ET.tostring(ET.Element("host", mac=mac, name=name, ip=ip),
+                                encoding="unicode")
+            virsh("net-update", NETWORK, "delete", "ip-dhcp-host", entry, "--live", "--config")
     # Only the pool of our own datastore, and only while it still points at our directory.
     if pool_path(portal.pool) == str(portal.datastore):
         virsh("pool-destroy", portal.pool)
