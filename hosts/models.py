@@ -117,6 +117,11 @@ class Template(models.Model):
     max_memory_mib = models.PositiveIntegerField(default=8192, validators=[MinValueValidator(64)])
     min_disk_gib = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     max_disk_gib = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
+    cloud_init = models.BooleanField(
+        "takes cloud-init", default=True,
+        help_text="The image reads a NoCloud seed (hostname, user, password, SSH keys) at "
+                  "boot, as Debian and Ubuntu cloud images and the demo guest do.",
+    )
     is_active = models.BooleanField(default=True)
 
     class Meta:

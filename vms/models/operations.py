@@ -20,6 +20,8 @@ class OperationKind(models.TextChoices):
     NETWORK_MOVE = "network_move", "Move to another security domain"
     PUBLIC_IP_ATTACH = "public_ip_attach", "Attach a public IP"
     PUBLIC_IP_RELEASE = "public_ip_release", "Release the public IP"
+    SSH_PORT_ATTACH = "ssh_port_attach", "Forward an SSH port"
+    SSH_PORT_RELEASE = "ssh_port_release", "Release the SSH port"
     SNAPSHOT_CREATE = "snapshot_create", "Take a snapshot"
     SNAPSHOT_REVERT = "snapshot_revert", "Revert to a snapshot"
     SNAPSHOT_DELETE = "snapshot_delete", "Delete a snapshot"

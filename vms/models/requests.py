@@ -31,6 +31,7 @@ class RequestKind(models.TextChoices):
     RESIZE = "resize", "Resize"
     DISK = "disk", "Extra disk"
     CLONE = "clone", "Clone"
+    SSH_PORT = "ssh_port", "Forwarded SSH port"
 
 
 class Decision(models.TextChoices):
