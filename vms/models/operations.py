@@ -64,6 +64,9 @@ class Operation(models.Model):
     )
     attempts = models.PositiveIntegerField(default=0)
     message = models.TextField(blank=True)
+    detail = models.TextField(
+        blank=True, help_text="The hypervisor's own account of a failure, for administrators.",
+    )
     progress = models.CharField(max_length=200, blank=True, help_text="The step under way.")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
