@@ -115,6 +115,19 @@ def hosts_visible_to(user: User) -> QuerySet[Host]:
     return Host.objects.all() if is_admin(user) else Host.objects.none()
 
 
+def ssh_keys_visible_to(user: User) -> QuerySet:
+    """Narrow SSH keys to the user's own: nobody else sees or deletes them, not even admins."""
+    from portal.accounts.models import SSHKey
+
+    return SSHKey.objects.filter(owner_id=user.pk) if user.is_authenticated \
+        else SSHKey.objects.none()
+
+
+def can_see_vm_password(user: User, vm: VirtualMachine) -> bool:
+    """Return whether the user may be shown the VM's generated password: its owner only."""
+    return bool(user.is_authenticated and user.is_active and vm.owner_id == user.pk)
+
+
 def require(allowed: bool) -> None:
     """Answer 404 when the user may not act, so nothing reveals the object exists."""
     if not allowed:

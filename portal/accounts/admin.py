@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from .models import Organisation, User
+from .models import Organisation, SSHKey, User
 
 
 @admin.register(Organisation)
@@ -27,3 +27,17 @@ class UserAdmin(BaseUserAdmin):
         *BaseUserAdmin.add_fieldsets,
         ("Portal", {"fields": ("email", "role", "organisation")}),
     )
+
+
+@admin.register(SSHKey)
+class SSHKeyAdmin(admin.ModelAdmin):
+    """Look at users' public keys; they are added by their owners."""
+
+    list_display = ("name", "owner", "key_type", "bits", "fingerprint", "created_at")
+    list_filter = ("key_type",)
+    search_fields = ("name", "owner__username", "fingerprint")
+    readonly_fields = ("owner", "key_type", "public_key", "bits", "fingerprint", "created_at")
+
+    def has_add_permission(self, request: object) -> bool:
+        """Keys are added by their owners, where they are checked."""
+        return False

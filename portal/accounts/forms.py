@@ -32,3 +32,16 @@ class PeopleFilterForm(forms.Form):
 
     q = forms.CharField(required=False, label="Search")
     role = forms.ChoiceField(required=False, choices=[("", "Any role"), *Role.choices])
+
+
+class SSHKeyForm(forms.Form):
+    """A public key to keep in one's profile."""
+
+    name = forms.CharField(max_length=64, required=False,
+                           help_text="Your name for it; the key's comment if left empty.")
+    public_key = forms.CharField(
+        label="Public key", max_length=8192, strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false",
+                                     "placeholder": "ssh-ed25519 AAAAC3Nza… you@laptop"}),
+        help_text="One line from your .pub file: ed25519, ECDSA, or RSA of at least 2048 bits.",
+    )

@@ -78,3 +78,32 @@ class User(AbstractUser):
     def is_portal_admin(self) -> bool:
         """Return whether the user administers the whole portal."""
         return self.role == Role.ADMIN or self.is_superuser
+
+
+class SSHKey(models.Model):
+    """An SSH public key a user keeps in their profile, to be given to their VMs."""
+
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="ssh_keys")
+    name = models.CharField(max_length=64, help_text="Your name for it, e.g. laptop.")
+    key_type = models.CharField(max_length=32)
+    public_key = models.TextField(help_text="The whole public key line: type, data, comment.")
+    bits = models.PositiveIntegerField()
+    fingerprint = models.CharField(max_length=80, help_text="SHA256, as ssh-keygen -l shows it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "SSH key"
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "fingerprint"],
+                                    name="%(app_label)s_%(class)s_unique_fingerprint"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"
+
+    @property
+    def comment(self) -> str:
+        """Return the comment at the end of the key line, if any."""
+        parts = self.public_key.split(None, 2)
+        return parts[2] if len(parts) > 2 else ""

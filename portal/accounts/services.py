@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from portal import permissions
 from portal.errors import PortalError
 
-from .models import ROLE_RANK, Organisation, Role, User
+from .keys import parse_public_key
+from .models import ROLE_RANK, Organisation, Role, SSHKey, User
+
+MAX_SSH_KEYS = 20
 
 
 def higher_role(*roles: str) -> Role:
@@ -116,3 +119,39 @@ def directory_profile_apply(*, user: User, group_dns: set[str], attributes: dict
     values = attributes.get(org_attribute) or attributes.get(org_attribute.lower()) or []
     if values:
         user.organisation = organisation_for_directory(str(values[0]))
+
+
+def ssh_key_add(*, owner: User, name: str, public_key: str) -> SSHKey:
+    """Check a public key and keep it in the owner's profile."""
+    errors: dict[str, str] = {}
+    try:
+        key = parse_public_key(public_key)
+    except ValidationError as exc:
+        raise ValidationError({"public_key": exc.messages}) from exc
+    name = " ".join((name or "").split()) or key.comment[:64] or key.key_type
+    if not name.isprintable():
+        errors["name"] = "Give the key a name of printable text."
+    if owner.ssh_keys.filter(fingerprint=key.fingerprint).exists():
+        errors["public_key"] = f"You already have this key ({key.fingerprint})."
+    if owner.ssh_keys.count() >= MAX_SSH_KEYS:
+        errors["public_key"] = f"You have {MAX_SSH_KEYS} keys, the most one may keep; " \
+                               "delete one first."
+    if errors:
+        raise ValidationError(errors)
+    record = SSHKey(owner=owner, name=name[:64], key_type=key.key_type, public_key=key.line,
+                    bits=key.bits, fingerprint=key.fingerprint)
+    record.full_clean()
+    try:
+        with transaction.atomic():
+            record.save()
+    except IntegrityError as exc:  # the same key added twice at once
+        raise ValidationError({"public_key": f"You already have this key "
+                                             f"({key.fingerprint})."}) from exc
+    return record
+
+
+def ssh_key_delete(*, key: SSHKey, actor: User) -> None:
+    """Remove a key from its owner's profile; VMs already given it keep it."""
+    if key.owner_id != actor.pk:
+        raise PortalError("You may only delete your own keys.")
+    key.delete()

@@ -11,4 +11,6 @@ urlpatterns = [
     path("<int:pk>/", views.person_detail, name="person_detail"),
     path("organisations/", views.organisation_list, name="organisation_list"),
     path("faculty-search/", views.faculty_search, name="faculty_search"),
+    path("keys/", views.ssh_key_list, name="ssh_key_list"),
+    path("keys/<int:pk>/delete/", views.ssh_key_delete_view, name="ssh_key_delete"),
 ]

@@ -8,17 +8,19 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from portal import permissions
 from portal.errors import PortalError
 
 from .directory import directory_faculty_search
-from .forms import OrganisationForm, PeopleFilterForm, PersonForm
+from .forms import OrganisationForm, PeopleFilterForm, PersonForm, SSHKeyForm
 from .models import Organisation, Role, User
 from .services import (
     organisation_create,
+    ssh_key_add,
+    ssh_key_delete,
     user_role_grant,
     user_set_active,
     user_set_organisation,
@@ -123,3 +125,36 @@ def faculty_search(request: HttpRequest) -> JsonResponse:
         found.setdefault(entry["username"], entry)
     found.pop(user.username, None)
     return JsonResponse({"results": sorted(found.values(), key=lambda e: e["name"])[:20]})
+
+
+@login_required
+def ssh_key_list(request: HttpRequest) -> HttpResponse:
+    """List the user's own SSH public keys and add one."""
+    form = SSHKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            key = ssh_key_add(owner=request.user, name=form.cleaned_data["name"],
+                              public_key=form.cleaned_data["public_key"])
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(request, f"Added key {key.name} ({key.fingerprint}).")
+            return redirect("accounts:ssh_key_list")
+    keys = permissions.ssh_keys_visible_to(request.user)
+    return render(request, "accounts/ssh_keys.html", {"keys": keys, "form": form})
+
+
+@login_required
+@require_POST
+def ssh_key_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete one of the user's own SSH keys."""
+    key = get_object_or_404(permissions.ssh_keys_visible_to(request.user), pk=pk)
+    try:
+        ssh_key_delete(key=key, actor=request.user)
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Deleted key {key.name}. VMs that were given it keep it "
+                                  "until you remove it from them.")
+    return redirect("accounts:ssh_key_list")

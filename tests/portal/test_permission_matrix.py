@@ -78,6 +78,8 @@ MATRIX = {
     "accounts:person_detail": ("get", "person", row(ok=("orgadmin", "admin"))),
     "accounts:organisation_list": ("get", None, row(ok=("admin",))),
     "accounts:faculty_search": ("get", None, row(ok=EVERYONE)),
+    "accounts:ssh_key_list": ("get", None, row(ok=EVERYONE)),
+    "accounts:ssh_key_delete": ("post", "ssh_key", row(go=("student",))),
     "networking:overview": ("get", None, row(ok=("admin",))),
     "networking:vlan_detail": ("get", "vlan", row(ok=("admin",))),
     "networking:public_pool": ("get", None, row(ok=("admin",))),
@@ -129,8 +131,19 @@ def objects(site, django_capture_on_commit_callbacks):
         disk = ExtraDisk.objects.create(vm=vm, datastore=site.datastore, size_gib=1,
                                         state="attached", target="vdb")
     return {"request": req, "vm": vm, "operation": op, "host": site.host, "vlan": site.vlan,
-            "snapshot": snapshot, "disk": disk,
+            "snapshot": snapshot, "disk": disk, "ssh_key": _student_key(site),
             "person": site.student}
+
+
+def _student_key(site):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from portal.accounts.services import ssh_key_add
+
+    line = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return ssh_key_add(owner=site.student, name="laptop", public_key=line)
 
 
 def url_for(name, kind, objects):
