@@ -69,6 +69,16 @@ class VirtualMachine(models.Model):
     memory_mib = models.PositiveIntegerField("RAM (MiB)")
     disk_gib = models.PositiveIntegerField("disk (GiB)")
     purpose = models.TextField(blank=True)
+    login_user = models.CharField(
+        max_length=32, blank=True,
+        help_text="The user cloud-init creates in the guest, named after the owner.")
+    login_keys = models.JSONField(
+        "SSH keys", default=list, blank=True,
+        help_text="The keys given to the guest: name, fingerprint and key line of each.")
+    password_hash = models.CharField(max_length=200, blank=True, editable=False,
+                                     help_text="SHA-512 crypt hash of the generated password.")
+    # The generated password in clear, kept only until its owner has seen it once.
+    password_once = models.CharField(max_length=64, blank=True, editable=False)
     state = models.CharField(max_length=16, choices=VMState.choices, default=VMState.PENDING)
     state_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -103,6 +113,11 @@ class VirtualMachine(models.Model):
     def volume_name(self) -> str:
         """Return the name of the VM's root disk volume, made by the portal."""
         return f"vm-{self.uuid.hex}.qcow2"
+
+    @property
+    def seed_volume_name(self) -> str:
+        """Return the name of the VM's cloud-init seed volume, next to its disk."""
+        return f"vm-{self.uuid.hex}-seed.iso"
 
     @property
     def private_ip(self) -> object | None:

@@ -70,6 +70,12 @@ class VMRequest(models.Model):
     public_ip = models.BooleanField("public IP", default=False,
                                     help_text="Reach the VM from outside through NAT.")
     params = models.JSONField(default=dict, blank=True)
+    ssh_keys = models.JSONField(
+        "SSH keys", default=list, blank=True,
+        help_text="The requester's keys the VM gets: name, fingerprint and key line of each, "
+                  "as they were when the request was made.")
+    generate_password = models.BooleanField(
+        default=False, help_text="Give the VM's user a generated password, shown once.")
     vcpus = models.PositiveIntegerField("vCPUs")
     memory_mib = models.PositiveIntegerField("RAM (MiB)")
     disk_gib = models.PositiveIntegerField("disk (GiB)")
