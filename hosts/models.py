@@ -8,10 +8,27 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from vms.domain_xml import CPU_CUSTOM_PREFIX, CPU_HOST_MODES, check_cpu_mode
+
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z][a-z0-9-]{0,62}\Z",
     "Use 1 to 63 lower-case letters, digits and hyphens, starting with a letter.",
 )
+
+
+def validate_cpu_mode(value: str) -> None:
+    """Refuse a CPU mode the portal cannot write into a domain."""
+    try:
+        check_cpu_mode(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class AccelPin(models.TextChoices):
+    """The acceleration an administrator may pin a host to."""
+
+    KVM = "kvm", "KVM"
+    QEMU = "qemu", "TCG (no KVM)"
 
 
 class HostStatus(models.TextChoices):
@@ -46,6 +63,24 @@ class Host(models.Model):
         "acceleration", max_length=8, blank=True,
         help_text="kvm, qemu (TCG) or test; read from the host by the workers.",
     )
+    cpu_mode = models.CharField(
+        "CPU mode", max_length=80, blank=True, validators=[validate_cpu_mode],
+        help_text="How VMs' CPUs are described to qemu; found by the probe or pinned.",
+    )
+    accel_pin = models.CharField(
+        "pinned acceleration", max_length=8, blank=True, choices=AccelPin.choices,
+        help_text="Blank: use what the probe finds.",
+    )
+    cpu_mode_pin = models.CharField(
+        "pinned CPU mode", max_length=80, blank=True, validators=[validate_cpu_mode],
+        help_text="Blank: use what the probe finds. Otherwise host-passthrough, host-model "
+                  "(both need KVM) or custom:<model>, e.g. custom:EPYC.",
+    )
+    probe_report = models.JSONField(
+        default=dict, blank=True,
+        help_text="Each acceleration and CPU mode the last probe tried, and how it went.",
+    )
+    probed_at = models.DateTimeField(null=True, blank=True)
     ssh_host_key = models.TextField(blank=True, help_text="Recorded when the host is registered.")
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -65,6 +100,30 @@ class Host(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        """Refuse a pinned host CPU mode together with pinned TCG."""
+        if self.cpu_mode_pin in CPU_HOST_MODES and self.accel_pin == AccelPin.QEMU:
+            raise ValidationError(
+                {"cpu_mode_pin": f"{self.cpu_mode_pin} needs KVM; pin a named model for TCG."}
+            )
+
+    @property
+    def is_pinned(self) -> bool:
+        """Return whether an administrator pinned the acceleration or CPU mode."""
+        return bool(self.accel_pin or self.cpu_mode_pin)
+
+    @property
+    def cpu_mode_label(self) -> str:
+        """Return the CPU mode in words."""
+        return cpu_mode_label(self.cpu_mode, self.accel)
+
+    @property
+    def probe_attempts(self) -> list[dict]:
+        """Return the last probe's attempts, each with its CPU mode in words."""
+        attempts = (self.probe_report or {}).get("attempts") or []
+        return [{**a, "cpu_label": cpu_mode_label(a.get("cpu_mode", ""), a.get("accel", ""))}
+                for a in attempts if isinstance(a, dict)]
+
     @property
     def vcpu_capacity(self) -> int:
         """Return how many vCPUs the host may give out."""
@@ -74,6 +133,15 @@ class Host(models.Model):
     def memory_capacity_mib(self) -> int:
         """Return how much memory the host may give out."""
         return max(self.memory_mib - self.memory_reserved_mib, 0)
+
+
+def cpu_mode_label(mode: str, accel: str = "") -> str:
+    """Return a CPU mode in words: the host modes, a named model, or qemu's default."""
+    if mode.startswith(CPU_CUSTOM_PREFIX):
+        return f"named model {mode.removeprefix(CPU_CUSTOM_PREFIX)}"
+    if mode:
+        return mode
+    return "qemu's default model" if accel in ("kvm", "qemu") else "—"
 
 
 class Datastore(models.Model):
