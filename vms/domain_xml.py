@@ -27,6 +27,12 @@ MIN_MEMORY_MIB = 64
 MAX_MEMORY_MIB = 4 * 1024 * 1024
 MAX_VCPUS = 256
 VNC_PORTS = range(5900, 65536)
+# How the <cpu> element is written: '' leaves it out (qemu's default model), the two host
+# modes copy the host's CPU, and 'custom:<model>' names one of libvirt's CPU models.
+CPU_HOST_MODES = ("host-passthrough", "host-model")
+CPU_CUSTOM_PREFIX = "custom:"
+CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PROBE_NAME_PREFIX = "portal-probe-"
 
 _SIZE_UNITS = {
     "b": 1, "bytes": 1,
@@ -59,6 +65,7 @@ class DomainSpec:
     vnc_listen: str = "127.0.0.1"
     vnc_password: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    cpu_mode: str = ""  # see CPU_HOST_MODES; the host's probed or pinned mode
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,23 @@ def _check_abs_path(what: str, value: object) -> str:
     return text
 
 
+def check_cpu_mode(mode: object, domain_type: str | None = None) -> str:
+    """Return mode if it is a CPU mode the domain type can use; raise ValueError otherwise."""
+    if not isinstance(mode, str):
+        raise ValueError(f"invalid CPU mode {mode!r}: give text")
+    if mode.startswith(CPU_CUSTOM_PREFIX):
+        if not CPU_MODEL_RE.fullmatch(mode.removeprefix(CPU_CUSTOM_PREFIX)):
+            raise ValueError(f"invalid CPU model in {mode!r}: use letters, digits, '.', '_', '-'")
+    elif mode and mode not in CPU_HOST_MODES:
+        raise ValueError(
+            f"invalid CPU mode {mode!r}: use '', {', '.join(CPU_HOST_MODES)} or "
+            f"'{CPU_CUSTOM_PREFIX}<model>'"
+        )
+    if mode in CPU_HOST_MODES and domain_type not in (None, "kvm"):
+        raise ValueError(f"CPU mode {mode} needs KVM, not domain type {domain_type!r}")
+    return mode
+
+
 def validate_spec(spec: DomainSpec) -> None:
     """Raise ValueError naming the first field of spec that cannot be used."""
     _check_name("domain name", spec.name, NAME_RE)
@@ -114,6 +138,7 @@ def validate_spec(spec: DomainSpec) -> None:
         raise ValueError(f"invalid uuid {spec.uuid!r}") from None
     if spec.domain_type not in DOMAIN_TYPES:
         raise ValueError(f"invalid domain type {spec.domain_type!r}: use one of {DOMAIN_TYPES}")
+    check_cpu_mode(spec.cpu_mode, spec.domain_type)
     if not _is_int(spec.vcpus) or not 1 <= spec.vcpus <= MAX_VCPUS:
         raise ValueError(f"invalid vcpus {spec.vcpus!r}: give 1 to {MAX_VCPUS}")
     if not _is_int(spec.memory_mib) or not MIN_MEMORY_MIB <= spec.memory_mib <= MAX_MEMORY_MIB:
@@ -179,6 +204,31 @@ def build_interface_xml(spec: DomainSpec) -> str:
     return ET.tostring(_interface(spec), encoding="unicode")
 
 
+def _cpu(root: ET.Element, mode: str) -> None:
+    if mode in CPU_HOST_MODES:
+        _sub(root, "cpu", mode=mode)
+    elif mode:
+        # check='none': qemu drops features the host lacks instead of refusing to start.
+        cpu = _sub(root, "cpu", mode="custom", match="exact", check="none")
+        _sub(cpu, "model", mode.removeprefix(CPU_CUSTOM_PREFIX), fallback="forbid")
+
+
+def build_probe_xml(*, domain_type: str, cpu_mode: str) -> str:
+    """Return a throw-away domain shaped like a VM (machine, CPU, devices), with no disk or NIC."""
+    spec = DomainSpec(
+        name=f"{PROBE_NAME_PREFIX}{uuid_mod.uuid4().hex[:12]}", uuid=str(uuid_mod.uuid4()),
+        domain_type=domain_type, cpu_mode=cpu_mode, vcpus=1, memory_mib=MIN_MEMORY_MIB,
+        disk_path="/dev/null", description="Probe of acceleration and CPU mode; lives seconds.",
+    )
+    root = ET.fromstring(build_domain_xml(spec))  # noqa: S314 - built just above
+    devices = root.find("devices")
+    if devices is not None:
+        # Without a disk the firmware keeps looking for one, so the guest stays running.
+        for elem in devices.findall("disk") + devices.findall("interface"):
+            devices.remove(elem)
+    return ET.tostring(root, encoding="unicode")
+
+
 def build_domain_xml(spec: DomainSpec) -> str:
     """Return the libvirt domain XML for spec; raise ValueError on a bad spec."""
     validate_spec(spec)
@@ -202,8 +252,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
     features = _sub(root, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
-    if spec.domain_type == "kvm":
-        _sub(root, "cpu", mode="host-passthrough")
+    _cpu(root, spec.cpu_mode)
     _sub(root, "clock", offset="utc")
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")

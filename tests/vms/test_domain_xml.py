@@ -15,6 +15,7 @@ from vms.domain_xml import (
     DomainSpec,
     ParsedDomain,
     build_domain_xml,
+    build_probe_xml,
     parse_domain_xml,
 )
 
@@ -109,10 +110,37 @@ def test_build_lowercases_the_mac_address() -> None:
     assert nic.find("mac").get("address") == "52:54:00:ab:cd:ef"
 
 
-def test_build_uses_host_passthrough_cpu_only_for_kvm() -> None:
-    assert tree(make_spec(domain_type="kvm")).find("cpu").get("mode") == "host-passthrough"
-    assert tree(make_spec(domain_type="qemu")).find("cpu") is None
-    assert tree(make_spec(domain_type="test")).find("cpu") is None
+def test_build_writes_no_cpu_element_unless_given_a_cpu_mode() -> None:
+    # qemu's default model: what a host that was never probed can run, under KVM or TCG.
+    for domain_type in ("kvm", "qemu", "test"):
+        assert tree(make_spec(domain_type=domain_type)).find("cpu") is None
+
+
+@pytest.mark.parametrize("mode", ["host-passthrough", "host-model"])
+def test_build_writes_the_host_cpu_modes_as_given(mode: str) -> None:
+    cpu = tree(make_spec(domain_type="kvm", cpu_mode=mode)).find("cpu")
+    assert (cpu.attrib, list(cpu)) == ({"mode": mode}, [])
+
+
+@pytest.mark.parametrize("domain_type", ["kvm", "qemu"])
+def test_build_writes_a_named_model_that_qemu_may_trim_but_not_replace(domain_type: str) -> None:
+    cpu = tree(make_spec(domain_type=domain_type, cpu_mode="custom:EPYC-Rome")).find("cpu")
+    assert cpu.attrib == {"mode": "custom", "match": "exact", "check": "none"}
+    model = cpu.find("model")
+    assert (model.text, model.attrib) == ("EPYC-Rome", {"fallback": "forbid"})
+
+
+def test_probe_xml_has_the_shape_of_a_vm_without_disk_or_network() -> None:
+    vm = tree(make_spec(domain_type="kvm", cpu_mode="host-model"))
+    probe = ET.fromstring(build_probe_xml(domain_type="kvm", cpu_mode="host-model"))
+    assert probe.get("type") == "kvm"
+    assert probe.findtext("name").startswith("portal-probe-")
+    assert probe.findtext("memory") == "64"
+    for path in ("os/type", "cpu", "features", "clock"):
+        assert ET.tostring(probe.find(path)) == ET.tostring(vm.find(path)), path
+    vm_devices = [d.tag for d in vm.find("devices") if d.tag not in ("disk", "interface")]
+    assert [d.tag for d in probe.find("devices")] == vm_devices
+    assert ET.fromstring(build_probe_xml(domain_type="qemu", cpu_mode="")).find("cpu") is None
 
 
 def test_build_keeps_hostile_description_as_escaped_text() -> None:
@@ -189,6 +217,12 @@ def test_build_normalises_the_uuid() -> None:
         ({"uuid": "not-a-uuid"}, "invalid uuid"),
         ({"uuid": ""}, "invalid uuid"),
         ({"domain_type": "xen"}, "invalid domain type"),
+        ({"cpu_mode": "host"}, "invalid CPU mode"),
+        ({"cpu_mode": "custom:"}, "invalid CPU model"),
+        ({"cpu_mode": "custom:EPYC'/><evil"}, "invalid CPU model"),
+        ({"cpu_mode": None}, "invalid CPU mode"),
+        ({"cpu_mode": "host-passthrough"}, "needs KVM"),
+        ({"cpu_mode": "host-model", "domain_type": "test"}, "needs KVM"),
         ({"vcpus": 0}, "invalid vcpus"),
         ({"vcpus": 257}, "invalid vcpus"),
         ({"vcpus": True}, "invalid vcpus"),

@@ -167,6 +167,7 @@ def _spec(vm: VirtualMachine, disk_path: str, ip: PrivateIP) -> DomainSpec:
     vlan = ip.vlan
     return DomainSpec(
         name=vm.domain_name, uuid=str(vm.uuid), domain_type=vm.host.accel,
+        cpu_mode=vm.host.cpu_mode,
         vcpus=vm.vcpus, memory_mib=vm.memory_mib, disk_path=disk_path,
         network=vlan.network_name, mac=ip.mac, description=vm.purpose,
         portgroup=vlan.portgroup if vlan.attach == AttachMode.PORTGROUP else None,
