@@ -134,7 +134,10 @@ def _check_user(user: object) -> SeedUser:
 
 
 def _dump(data: object) -> str:
-    return yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
+    # No line folding: a key stays on one line for the simplest readers, as authorized_keys.
+    return yaml.safe_dump(
+        data, default_flow_style=False, sort_keys=False, allow_unicode=True, width=1 << 30
+    )
 
 
 def seed_documents(
