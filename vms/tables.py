@@ -78,7 +78,7 @@ class OperationTable(tables.Table):
     )
     status = tables.TemplateColumn('{% include "vms/_op_badge.html" with op=record %}')
     message = tables.TemplateColumn(
-        '<span class="small">{{ record.message|default:record.progress|truncatechars:140 }}'
+        '<span class="small">{% include "vms/_op_message.html" with op=record short=True %}'
         '</span>', orderable=False,
     )
     requested_by = tables.Column(accessor="requested_by__username", default="system",

@@ -146,7 +146,7 @@ def test_a_move_that_fails_leaves_the_vm_as_it_was(site, django_capture_on_commi
     _, op = change(site, vm, RequestKind.NETWORK, django_capture_on_commit_callbacks,
                    security_domain=site.domain2)
     assert op.status == OperationStatus.FAILED
-    assert "not supported" in op.message
+    assert "not supported" in op.detail and "shut it down and retry" in op.message
     vm = VirtualMachine.objects.get(pk=vm.pk)
     assert vm.security_domain == site.domain and list(PrivateIP.objects.filter(vm=vm)) == [old]
     assert vm.state == VMState.RUNNING

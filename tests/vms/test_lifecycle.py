@@ -113,7 +113,8 @@ def test_a_failure_at_any_install_step_gives_everything_back(
         monkeypatch.setattr(Hypervisor, step, boom)
     vm, op = install(site, django_capture_on_commit_callbacks, public_ip=True)
     assert op.status == OperationStatus.FAILED
-    assert op.message == f"injected failure in {step}"
+    assert op.detail == f"injected failure in {step}"
+    assert "could not be installed and started" in op.message and "injected" not in op.message
     assert vm.state == VMState.FAILED
     assert vm.host is None and vm.datastore is None
     nothing_left(site, vm)
@@ -290,7 +291,7 @@ def test_delete_that_fails_on_the_host_keeps_the_vm_listed(
     monkeypatch.setattr(Hypervisor, "undefine_domain", lambda self, n: (_ for _ in ()).throw(
         VirtError("host unreachable")))
     op = act(vm, OperationKind.DELETE, site.admin, django_capture_on_commit_callbacks)
-    assert op.status == OperationStatus.FAILED and "host unreachable" in op.message
+    assert op.status == OperationStatus.FAILED and "host unreachable" in op.detail
     assert vm.state == VMState.UNKNOWN
     assert PrivateIP.objects.filter(vm=vm).exists()
 
@@ -301,7 +302,8 @@ def test_a_failed_power_action_records_the_observed_state(
     monkeypatch.setattr(Hypervisor, "shutdown", lambda self, n, timeout=0: (_ for _ in ()).throw(
         VirtError("lab1 did not shut down within 120 s; use Force off")))
     op = act(vm, OperationKind.SHUTDOWN, site.admin, django_capture_on_commit_callbacks)
-    assert op.status == OperationStatus.FAILED and "Force off" in op.message
+    assert op.status == OperationStatus.FAILED and "use Force off" in op.message
+    assert "120 s" in op.detail and "120 s" not in op.message
     assert vm.state == VMState.RUNNING
 
 

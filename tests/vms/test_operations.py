@@ -56,14 +56,16 @@ def test_a_redelivered_operation_is_not_run_again(site, calls, status):
     assert op.status == status and op.attempts == 0
 
 
-def test_an_unexpected_error_fails_the_operation_with_its_text(site, monkeypatch):
+def test_an_unexpected_error_fails_the_operation_and_keeps_its_text_for_admins(site,
+                                                                              monkeypatch):
     def broken(op):
         raise KeyError("disk")
 
     monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, broken)
     op = operation_run(operation_id=host_op(site).pk)
     assert op.status == OperationStatus.FAILED
-    assert op.message == "Unexpected error: KeyError: 'disk'"
+    assert op.detail == "Unexpected error: KeyError: 'disk'"
+    assert "KeyError" not in op.message and "Refresh host of host hv1 failed" in op.message
 
 
 def test_host_refresh_reads_the_hosts_facts(site):

@@ -123,7 +123,7 @@ def test_a_failed_snapshot_leaves_nothing(site, django_capture_on_commit_callbac
     monkeypatch.setattr(Hypervisor, "snapshot_create", lambda self, *a: (_ for _ in ()).throw(
         VirtError("disk full")))
     _, op = take(site, vm, django_capture_on_commit_callbacks)
-    assert op.status == OperationStatus.FAILED and "disk full" in op.message
+    assert op.status == OperationStatus.FAILED and "disk full" in op.detail
     assert not vm.snapshots.exists()
     assert Hypervisor(URI).snapshot_names(vm.domain_name) == []
 
@@ -220,7 +220,7 @@ def test_a_disk_that_cannot_attach_leaves_nothing(site, django_capture_on_commit
         VirtError("no free slot")))
     approved_change(site, vm, RequestKind.DISK, django_capture_on_commit_callbacks, size_gib=5)
     op = run_pending(vm)
-    assert op.status == OperationStatus.FAILED and "no free slot" in op.message
+    assert op.status == OperationStatus.FAILED and "no free slot" in op.detail
     assert not ExtraDisk.objects.exists()
     assert [v for v in Hypervisor(URI).list_volumes(site.datastore.pool_name)
             if v.startswith("disk-")] == []

@@ -7,18 +7,39 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from hosts.virt import VirtError
+from portal.accounts.models import Role
 from portal.errors import PortalError
 
 from ..models import Operation, OperationKind, OperationStatus
+from .notify import absolute_url, notify
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Operation], str]
 HANDLERS: dict[str, Handler] = {}
+
+# What a VM's owner reads when the host could not do something; the raw text is for admins.
+_OWNER_FAILED = {
+    OperationKind.INSTALL: "could not be installed and started on its host",
+    OperationKind.START: "could not be started on its host",
+    OperationKind.SHUTDOWN: "did not shut down (its system may not have answered the power "
+                            "button); use Force off if it must stop now",
+    OperationKind.DESTROY: "could not be forced off",
+    OperationKind.REBOOT: "could not be rebooted",
+    OperationKind.SUSPEND: "could not be suspended",
+    OperationKind.RESUME: "could not be resumed",
+    OperationKind.DELETE: "could not be removed from its host",
+    OperationKind.NETWORK_MOVE: "could not be moved to the other security domain; if it is "
+                                "running, shut it down and retry",
+    OperationKind.DISK_DETACH: "could not let go of the disk; if it is running, shut it down "
+                               "and retry",
+}
 
 
 def handles(kind: OperationKind) -> Callable[[Handler], Handler]:
@@ -60,6 +81,29 @@ def operation_progress(operation: Operation, text: str) -> None:
                                                      updated_at=timezone.now())
 
 
+def failure_message(operation: Operation) -> str:
+    """Return what went wrong in words a VM's owner can act on, without the host's own text."""
+    if operation.vm_id is None:
+        target = f" of host {operation.host}" if operation.host_id else ""
+        return (f"{operation.get_kind_display()}{target} failed; the details below say why. "
+                "Retry once the cause is fixed.")
+    kind = OperationKind(operation.kind)
+    what = _OWNER_FAILED.get(kind, f"could not be changed: “{kind.label}” did not complete "
+                                   "on its host")
+    return (f"The VM {operation.vm.name} {what}; an administrator has been told. "
+            "Try again later, or ask an administrator for help if it keeps failing.")
+
+
+def _tell_admins(operation: Operation, detail: str) -> None:
+    admins = get_user_model().objects.filter(
+        Q(role=Role.ADMIN) | Q(is_superuser=True), is_active=True,
+    ).values_list("email", flat=True)
+    target = operation.vm or operation.host or "-"
+    notify(recipients=admins, subject=f"{operation.get_kind_display()} of {target} failed",
+           body=(f"Operation #{operation.pk} ({operation.get_kind_display()} of {target}) "
+                 f"failed:\n\n{detail}\n\n{absolute_url('vms:operation_list')}?attention=1"))
+
+
 def operation_run(*, operation_id: int) -> Operation | None:
     """Carry out a queued operation once; a redelivered or finished one is left alone."""
     with transaction.atomic():
@@ -70,26 +114,35 @@ def operation_run(*, operation_id: int) -> Operation | None:
         op.attempts += 1
         op.started_at = timezone.now()
         op.finished_at = None
-        op.message = ""
+        op.message = op.detail = ""
         op.save(update_fields=["status", "attempts", "started_at", "finished_at", "message",
-                               "updated_at"])
+                               "detail", "updated_at"])
     handler = HANDLERS.get(op.kind)
+    detail = ""
     try:
         if handler is None:
             raise PortalError(f"No worker knows how to do '{op.kind}'.")
         message = handler(op)
         status = OperationStatus.SUCCEEDED
-    except (PortalError, VirtError) as exc:
+    except PortalError as exc:
+        # Written for the people who asked; it says what to do.
         message, status = str(exc), OperationStatus.FAILED
+    except VirtError as exc:
+        logger.error("operation %s (%s) failed on the hypervisor: %s", op.pk, op.kind, exc)
+        message, detail, status = failure_message(op), str(exc), OperationStatus.FAILED
     except Exception as exc:
         logger.exception("operation %s failed unexpectedly", op.pk)
-        message, status = f"Unexpected error: {exc.__class__.__name__}: {exc}", \
-            OperationStatus.FAILED
+        message, status = failure_message(op), OperationStatus.FAILED
+        detail = f"Unexpected error: {exc.__class__.__name__}: {exc}"
+    if detail:
+        _tell_admins(op, detail)
     op.status = status
     op.message = message or ""
+    op.detail = detail
     op.progress = "" if status == OperationStatus.SUCCEEDED else op.progress
     op.finished_at = timezone.now()
-    op.save(update_fields=["status", "message", "progress", "finished_at", "updated_at"])
+    op.save(update_fields=["status", "message", "detail", "progress", "finished_at",
+                           "updated_at"])
     return op
 
 
@@ -106,8 +159,9 @@ def operation_retry(*, operation: Operation, actor) -> Operation:  # noqa: ANN00
         op.status = OperationStatus.QUEUED
         op.dismissed = False
         op.message = f"Retry asked by {actor.get_username()}."
-        op.progress = ""
-        op.save(update_fields=["status", "dismissed", "message", "progress", "updated_at"])
+        op.detail = op.progress = ""
+        op.save(update_fields=["status", "dismissed", "message", "detail", "progress",
+                               "updated_at"])
         operation_enqueue(op)
     return op
 
