@@ -8,12 +8,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.errors import PortalError
+from vms.domain_xml import build_probe_xml
 from vms.models import Operation, OperationKind, VirtualMachine, VMState
 from vms.services.operations import handles, operation_create
 
-from .models import Datastore, Host
+from .models import Datastore, Host, cpu_mode_label
 from .remote import RemoteError, fetch_host_key
-from .virt import Hypervisor, VirtError
+from .virt import Hypervisor, ProbeReport, VirtError
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,23 @@ def host_register(*, name: str, uri: str, address: str = "", requested_by=None) 
     return host
 
 
+def host_pins_set(*, host: Host, accel_pin: str, cpu_mode_pin: str, requested_by=None) -> Host:  # noqa: ANN001
+    """Pin (or, with blanks, unpin) a host's acceleration and CPU mode and queue a refresh."""
+    host.accel_pin, host.cpu_mode_pin = accel_pin.strip(), cpu_mode_pin.strip()
+    host.full_clean()
+    with transaction.atomic():
+        host.save(update_fields=["accel_pin", "cpu_mode_pin"])
+        operation_create(kind=OperationKind.HOST_REFRESH, host=host, requested_by=requested_by)
+    return host
+
+
+def _probe_shape(domain_type: str, cpu_mode: str) -> str:
+    return build_probe_xml(domain_type=domain_type, cpu_mode=cpu_mode)
+
+
 @handles(OperationKind.HOST_REFRESH)
 def host_refresh(op: Operation) -> str:
-    """Read the host's CPUs, memory and acceleration and make its datastores' pools."""
+    """Read the host's CPUs and memory, probe how guests run there, make the datastores' pools."""
     host = Host.objects.get(pk=op.host_id)
     if host.address and not host.ssh_host_key:
         # Recorded once, when the host is first read; every later SSH call checks it.
@@ -42,18 +57,35 @@ def host_refresh(op: Operation) -> str:
         Host.objects.filter(pk=host.pk).update(ssh_host_key=key)
     hv = Hypervisor(host.uri)
     try:
+        # Every refresh probes again: a kernel, qemu or firmware update changes the answer.
+        report = hv.probe(_probe_shape, accel_pin=host.accel_pin,
+                          cpu_mode_pin=host.cpu_mode_pin, fresh=True)
         facts = hv.facts()
         for ds in Datastore.objects.filter(hosts=host):
             hv.ensure_pool(ds.pool_name, ds.path)
     except VirtError as exc:
         Host.objects.filter(pk=host.pk).update(last_error=str(exc))
         raise
+    now = timezone.now()
+    error = "" if report.accel else "No acceleration ran a test guest; see the probe report."
     Host.objects.filter(pk=host.pk).update(
-        vcpus=facts.cpus, memory_mib=facts.memory_mib, accel=facts.accel,
-        last_seen_at=timezone.now(), last_error="",
+        vcpus=facts.cpus, memory_mib=facts.memory_mib, accel=report.accel,
+        cpu_mode=report.cpu_mode, probe_report=report.as_dict(), probed_at=now,
+        last_seen_at=now, last_error=error,
     )
+    if not report.accel:
+        raise PortalError(f"{host.name}: no acceleration ran a test guest "
+                          f"({_tried(report)}); it takes no VMs until a refresh finds one.")
+    pinned = " (pinned)" if report.pinned else ""
+    cpu = cpu_mode_label(report.cpu_mode, report.accel)
     return (f"{host.name}: {facts.cpus} CPUs, {facts.memory_mib} MiB, "
-            f"{facts.accel.upper()} acceleration, libvirt {facts.libvirt_version}.")
+            f"{report.accel.upper()} acceleration with {cpu}{pinned}, "
+            f"libvirt {facts.libvirt_version}.")
+
+
+def _tried(report: ProbeReport) -> str:
+    return "; ".join(f"{a.accel} {a.cpu_mode or 'default CPU'}: {a.reason}"
+                     for a in report.attempts) or "nothing could be tried"
 
 
 STATE_FROM_LIBVIRT = {

@@ -2,9 +2,10 @@
 
 from .connection import close_all, get_connection, is_remote
 from .errors import NotFound, VirtError
-from .facts import DomainFacts, HostFacts, ImageFacts
+from .facts import DomainFacts, HostFacts, ImageFacts, ProbeAttempt, ProbeReport
 from .hypervisor import DOMAIN_STATES, Hypervisor
 from .names import DISK_TARGET_RE, DOMAIN_NAME_RE, OBJECT_NAME_RE, SNAPSHOT_NAME_RE
+from .probe import ShapeBuilder
 from .stats import DomainSample, HostSample
 
 __all__ = [
@@ -20,6 +21,9 @@ __all__ = [
     "Hypervisor",
     "ImageFacts",
     "NotFound",
+    "ProbeAttempt",
+    "ProbeReport",
+    "ShapeBuilder",
     "VirtError",
     "close_all",
     "get_connection",

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import libvirt
 
 from .errors import VirtError
+from .facts import ProbeReport
 
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
@@ -21,8 +22,8 @@ def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
 libvirt.registerErrorHandler(_ignore_libvirt_error, None)
 
 _connections: dict[str, libvirt.virConnect] = {}
-# Acceleration found by probing each URI once; starting a probe domain is not free.
-_accel_probes: dict[str, str] = {}
+# Probe reports per URI, with the pins they were made under; probing starts guests.
+_probes: dict[str, tuple[tuple[str, str], ProbeReport]] = {}
 _uri_locks: dict[str, threading.Lock] = {}
 _lock = threading.Lock()
 _event_loop_started = False
@@ -112,22 +113,25 @@ def _close_quietly(conn: libvirt.virConnect) -> None:
 
 
 def close_all() -> None:
-    """Close and forget every cached connection and cached acceleration probe."""
+    """Close and forget every cached connection and cached probe report."""
     with _lock:
         conns = list(_connections.values())
         _connections.clear()
-        _accel_probes.clear()
+        _probes.clear()
     for conn in conns:
         _close_quietly(conn)
 
 
-def cached_accel(uri: str) -> str | None:
-    """Return the acceleration probed earlier for uri, if any."""
+def cached_probe(uri: str, pins: tuple[str, str] | None = None) -> ProbeReport | None:
+    """Return the report probed earlier for uri (under these pins, when given), if any."""
     with _lock:
-        return _accel_probes.get(uri)
+        found = _probes.get(uri)
+    if found is None or (pins is not None and found[0] != pins):
+        return None
+    return found[1]
 
 
-def remember_accel(uri: str, accel: str) -> None:
-    """Record the acceleration probed for uri."""
+def remember_probe(uri: str, pins: tuple[str, str], report: ProbeReport) -> None:
+    """Record the probe report made for uri under the given (acceleration, CPU mode) pins."""
     with _lock:
-        _accel_probes[uri] = accel
+        _probes[uri] = (pins, report)

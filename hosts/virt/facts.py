@@ -12,9 +12,40 @@ class HostFacts:
     hostname: str
     cpus: int
     memory_mib: int
-    accel: str  # 'kvm' | 'qemu' | 'test'
+    accel: str  # 'kvm' | 'qemu' | 'test', or '' while the host has not been probed
     libvirt_version: str
     hypervisor: str
+    cpu_mode: str = ""  # the probed CPU mode, in vms.domain_xml's terms
+
+
+@dataclass(frozen=True)
+class ProbeAttempt:
+    """One acceleration and CPU mode tried on a host, and how it went."""
+
+    accel: str  # 'kvm' | 'qemu'
+    cpu_mode: str  # '' | 'host-passthrough' | 'host-model' | 'custom:<model>'
+    ok: bool
+    reason: str  # 'ran' or the first line of the error, trimmed
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the attempt as JSON-ready data."""
+        return {"accel": self.accel, "cpu_mode": self.cpu_mode, "ok": self.ok,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """The acceleration and CPU mode a host's guests get, and every attempt behind them."""
+
+    accel: str  # '' when nothing ran
+    cpu_mode: str
+    attempts: tuple[ProbeAttempt, ...] = ()
+    pinned: bool = False  # the result was pinned by an administrator, not probed
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the report as JSON-ready data."""
+        return {"accel": self.accel, "cpu_mode": self.cpu_mode, "pinned": self.pinned,
+                "attempts": [a.as_dict() for a in self.attempts]}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,9 +11,9 @@ from typing import TypeVar
 
 import libvirt
 
-from .connection import cached_accel, get_connection, remember_accel
+from .connection import cached_probe, get_connection, remember_probe
 from .errors import NotFound, VirtError
-from .facts import DomainFacts, HostFacts, ImageFacts
+from .facts import DomainFacts, HostFacts, ImageFacts, ProbeReport
 from .names import (
     check_abs_path,
     check_count,
@@ -27,6 +26,7 @@ from .names import (
     check_text,
     check_volume_name,
 )
+from .probe import ShapeBuilder, run_probe
 from .stats import (
     DomainSample,
     HostSample,
@@ -140,18 +140,6 @@ def _image_facts(vol: libvirt.virStorageVol) -> ImageFacts:
     )
 
 
-def _probe_domain_xml() -> str:
-    """Build the smallest KVM domain that proves KVM can actually run a guest."""
-    root = ET.Element("domain", type="kvm")
-    ET.SubElement(root, "name").text = f"portal-kvm-probe-{uuid.uuid4().hex[:12]}"
-    ET.SubElement(root, "memory", unit="MiB").text = "32"
-    ET.SubElement(root, "vcpu").text = "1"
-    os_el = ET.SubElement(root, "os")
-    ET.SubElement(os_el, "type").text = "hvm"
-    ET.SubElement(root, "devices")
-    return ET.tostring(root, encoding="unicode")
-
-
 # -- snapshots, extra disks and resizing ---------------------------------------------------------
 
 # The same hard limits as vms.domain_xml; the portal's configured bounds are checked before.
@@ -252,48 +240,48 @@ class Hypervisor:
     # -- host -------------------------------------------------------------------
 
     def facts(self) -> HostFacts:
-        """Return what the host offers, probing KVM once per URI."""
+        """Return what the host offers; acceleration and CPU mode are those last probed."""
         conn = self._conn()
         with self._doing("read facts of", "host"):
             _model, memory_mib, cpus, *_rest = conn.getInfo()
             driver = conn.getType()
+            report = self._test_driver_report(driver) or cached_probe(self.uri)
             return HostFacts(
                 hostname=conn.getHostname(),
                 cpus=cpus,
                 memory_mib=memory_mib,
-                accel=self._accel(conn, driver),
+                accel=report.accel if report else "",
                 libvirt_version=_version(conn.getLibVersion()),
                 hypervisor=f"{driver} {_version(conn.getVersion())}",
+                cpu_mode=report.cpu_mode if report else "",
             )
 
-    def _accel(self, conn: libvirt.virConnect, driver: str) -> str:
-        if driver.upper() == "TEST":
-            return "test"
-        accel = cached_accel(self.uri)
-        if accel is None:
-            accel = "kvm" if self._kvm_works(conn) else "qemu"
-            remember_accel(self.uri, accel)
-        return accel
+    @staticmethod
+    def _test_driver_report(driver: str) -> ProbeReport | None:
+        # libvirt's test driver runs no guests; there is nothing to probe.
+        return ProbeReport("test", "") if driver.upper() == "TEST" else None
 
-    def _kvm_works(self, conn: libvirt.virConnect) -> bool:
-        """Return whether a KVM guest really starts; /dev/kvm may exist yet be unusable."""
-        try:
-            conn.getDomainCapabilities(None, None, None, "kvm", 0)
-        except libvirt.libvirtError as exc:
-            log.info("no KVM on %s: %s", self.uri, exc.get_error_message())
-            return False
-        flags = libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY
-        try:
-            dom = conn.createXML(_probe_domain_xml(), flags)
-        except libvirt.libvirtError as exc:
-            log.info("KVM guest does not start on %s: %s", self.uri, exc.get_error_message())
-            return False
-        try:
-            dom.destroy()
-        except libvirt.libvirtError as exc:
-            # AUTODESTROY removes it when the connection closes, so this is not a leak.
-            log.warning("cannot destroy KVM probe on %s: %s", self.uri, exc.get_error_message())
-        return True
+    def probe(self, shape: ShapeBuilder, *, accel_pin: str = "", cpu_mode_pin: str = "",
+              fresh: bool = False) -> ProbeReport:
+        """Find the acceleration and CPU mode that run guests of this shape; cached per URI.
+
+        shape(domain type, CPU mode) returns the XML of a throw-away domain shaped like the
+        portal's VMs. Pins are used as given; the chain is still tried and reported.
+        """
+        pins = (accel_pin, cpu_mode_pin)
+        if not fresh and (report := cached_probe(self.uri, pins)) is not None:
+            return report
+        conn = self._conn()
+        with self._doing("probe", "acceleration of host"):
+            report = self._test_driver_report(conn.getType())
+            if report is None:
+                try:
+                    report = run_probe(conn, self.uri, shape, accel_pin=accel_pin,
+                                       cpu_mode_pin=cpu_mode_pin)
+                except ValueError as exc:
+                    raise VirtError(f"cannot probe host {self.uri}: {exc}") from exc
+        remember_probe(self.uri, pins, report)
+        return report
 
     # -- domains: reading ---------------------------------------------------------
 
