@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hosts.virt import Hypervisor, close_all
+from tests.integration.guest import guest_image  # noqa: F401 - the session fixture
 from tests.integration.qemu import URI, make_base_image, unique, virsh
 
 
