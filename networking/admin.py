@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from .models import VLAN, NATMapping, PrivateIP, PublicIP, SecurityDomain
+from .models import VLAN, NATMapping, PrivateIP, PublicIP, SecurityDomain, SSHPort
 
 
 @admin.register(VLAN)
@@ -45,3 +45,13 @@ class NATMappingAdmin(admin.ModelAdmin):
 
     list_display = ("public_ip", "private_address", "vm", "applied_at")
     readonly_fields = ("public_ip", "private_address", "vm", "applied_at")
+
+
+@admin.register(SSHPort)
+class SSHPortAdmin(admin.ModelAdmin):
+    """See forwarded SSH ports and the VM each reaches, as last applied."""
+
+    list_display = ("address", "port", "vm", "private_address", "applied_at")
+    list_filter = ("address",)
+    search_fields = ("port", "vm__name", "private_address")
+    readonly_fields = ("address", "port", "vm", "private_address", "allocated_at", "applied_at")

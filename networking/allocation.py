@@ -1,9 +1,11 @@
-"""Allocation of private IP + MAC pairs, public IPs and VNC ports, never twice."""
+"""Allocation of private IP + MAC pairs, public IPs, VNC ports and SSH ports, never twice."""
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -11,7 +13,7 @@ from django.utils import timezone
 
 from portal.errors import PortalError
 
-from .models import VLAN, PrivateIP, PublicIP
+from .models import VLAN, PrivateIP, PublicIP, SSHPort
 
 if TYPE_CHECKING:
     from vms.models import VirtualMachine
@@ -155,3 +157,149 @@ def vnc_port_release(*, vm: VirtualMachine) -> None:
 
     VirtualMachine.objects.filter(pk=vm.pk).update(vnc_port=None)
     vm.vnc_port = None
+
+
+# --- forwarded SSH ports ----------------------------------------------------------------------
+
+class SSHPortSettingsError(PortalError):
+    """The settings of forwarded SSH ports cannot be used."""
+
+
+@dataclass(frozen=True)
+class SSHPortConfig:
+    """Where forwarded SSH ports live: the NAT box's address and the range of ports."""
+
+    address: str
+    first: int
+    last: int
+
+    @property
+    def size(self) -> int:
+        """Return how many ports the range holds."""
+        return self.last - self.first + 1
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """Return (first, last) of a "first-last" TCP port range, or raise ValueError."""
+    first_text, dash, last_text = str(text).strip().partition("-")
+    try:
+        if not dash:
+            raise ValueError
+        first, last = int(first_text), int(last_text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port range such as 10000-15000") from None
+    if not (1 <= first <= 65535 and 1 <= last <= 65535):
+        raise ValueError(f"{text!r} reaches outside the TCP ports 1-65535")
+    if last < first:
+        raise ValueError(f"{text!r} is reversed: {last} comes before {first}")
+    return first, last
+
+
+def ssh_port_config_from(nat: dict[str, Any]) -> SSHPortConfig | None:
+    """Return where SSH ports are forwarded, None when no address is set; raise on bad values.
+
+    The address is PUBLIC_ADDRESS, else the address the portal reaches the NAT box on when
+    that is an IPv4 address.
+    """
+    address = str(nat.get("PUBLIC_ADDRESS") or "").strip()
+    if not address:
+        address = str(nat.get("ADDRESS") or "").strip()
+        try:
+            fallback = ipaddress.IPv4Address(address)
+        except ValueError:
+            return None  # no address, or a host name: nothing to put in a DNAT rule
+        if not _forwardable(fallback):
+            return None
+    try:
+        parsed = ipaddress.IPv4Address(address)
+    except ValueError:
+        raise SSHPortSettingsError(
+            f"PORTAL_NAT_PUBLIC_ADDRESS {address!r} is not an IPv4 address; give the NAT "
+            "box's address that forwarded SSH ports listen on.") from None
+    if not _forwardable(parsed):
+        raise SSHPortSettingsError(f"PORTAL_NAT_PUBLIC_ADDRESS {address} cannot take forwarded "
+                                   "SSH ports (not a unicast address of the NAT box).")
+    try:
+        first, last = parse_port_range(nat.get("FORWARD_PORTS") or "")
+    except ValueError as exc:
+        raise SSHPortSettingsError(f"PORTAL_NAT_FORWARD_PORTS: {exc}.") from None
+    box_port = int(nat.get("PORT") or 22)
+    if str(nat.get("ADDRESS") or "").strip() == address and first <= box_port <= last:
+        raise SSHPortSettingsError(
+            f"PORTAL_NAT_FORWARD_PORTS {first}-{last} holds port {box_port}, on which the "
+            "portal reaches the NAT box itself; choose a range without it.")
+    return SSHPortConfig(address=str(parsed), first=first, last=last)
+
+
+def _forwardable(address: ipaddress.IPv4Address) -> bool:
+    return not (address.is_unspecified or address.is_loopback or address.is_multicast
+                or address.is_link_local or address.is_reserved)
+
+
+def ssh_port_config() -> SSHPortConfig | None:
+    """Return where SSH ports are forwarded under the settings, None when they are not."""
+    return ssh_port_config_from(settings.PORTAL_NAT)
+
+
+def ssh_ports_offered() -> bool:
+    """Tell whether VMs may ask for a forwarded SSH port (bad settings offer none)."""
+    try:
+        return ssh_port_config() is not None
+    except SSHPortSettingsError:
+        return False
+
+
+def _required_config() -> SSHPortConfig:
+    config = ssh_port_config()
+    if config is None:
+        raise PortalError("This portal forwards no SSH ports: no NAT box address is set "
+                          "(PORTAL_NAT_PUBLIC_ADDRESS). Ask an admin.")
+    return config
+
+
+def ssh_ports_fill(config: SSHPortConfig | None = None) -> int:
+    """Record every port of the configured range as a pool row; return how many were added."""
+    config = config or _required_config()
+    in_range = SSHPort.objects.filter(address=config.address,
+                                      port__range=(config.first, config.last))
+    if in_range.count() == config.size:
+        return 0
+    have = set(in_range.values_list("port", flat=True))
+    missing = [SSHPort(address=config.address, port=p)
+               for p in range(config.first, config.last + 1) if p not in have]
+    # Another allocator may fill at the same time: the unique constraint keeps one of each.
+    SSHPort.objects.bulk_create(missing, ignore_conflicts=True, batch_size=1000)
+    return len(missing)
+
+
+def _take_ssh_port(vm: VirtualMachine, config: SSHPortConfig) -> SSHPort | None:
+    with transaction.atomic():
+        held = SSHPort.objects.filter(vm=vm).first()
+        if held is not None:
+            return held
+        row = (SSHPort.objects.select_for_update(skip_locked=True)
+               .filter(address=config.address, port__range=(config.first, config.last),
+                       vm__isnull=True)
+               .order_by("port").first())
+        if row is not None:
+            row.vm, row.allocated_at = vm, timezone.now()
+            row.save(update_fields=["vm", "allocated_at"])
+        return row
+
+
+def ssh_port_allocate(*, vm: VirtualMachine) -> SSHPort:
+    """Give the VM the lowest free SSH port of the configured range, keeping one it holds."""
+    config = _required_config()
+    row = _take_ssh_port(vm, config)
+    if row is None and ssh_ports_fill(config):
+        row = _take_ssh_port(vm, config)
+    if row is None:
+        raise PoolExhausted(f"No free SSH port is left on {config.address} "
+                            f"({config.first}-{config.last}).")
+    return row
+
+
+def ssh_port_release(*, vm: VirtualMachine) -> int:
+    """Give back the VM's SSH port to the pool."""
+    return SSHPort.objects.filter(vm=vm).update(vm=None, private_address=None,
+                                               allocated_at=None, applied_at=None)

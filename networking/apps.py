@@ -8,3 +8,7 @@ class NetworkingConfig(AppConfig):
 
     name = "networking"
     verbose_name = "Networking"
+
+    def ready(self) -> None:
+        """Register the system checks of the networking settings."""
+        from . import checks  # noqa: F401

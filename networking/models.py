@@ -170,3 +170,34 @@ class NATMapping(models.Model):
 
     def __str__(self) -> str:
         return f"{self.public_ip.address} -> {self.private_address}"
+
+
+class SSHPort(models.Model):
+    """A TCP port of the NAT box's address, free or forwarded to a VM's SSH server (port 22)."""
+
+    address = models.GenericIPAddressField(
+        protocol="IPv4", help_text="The NAT box's address people connect to.")
+    port = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    vm = models.OneToOneField(
+        "vms.VirtualMachine", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="ssh_port",
+    )
+    private_address = models.GenericIPAddressField(
+        protocol="IPv4", null=True, blank=True,
+        help_text="The VM address the port forwards to, as the portal last applied it.")
+    allocated_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["address", "port"]
+        verbose_name = "SSH port"
+        indexes = [models.Index(fields=["address", "port"], name="networking_sshport_free",
+                                condition=models.Q(vm__isnull=True))]
+        constraints = [
+            models.UniqueConstraint(fields=["address", "port"],
+                                    name="%(app_label)s_%(class)s_unique_port"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"

@@ -4,7 +4,9 @@ Plain values in, plain values out; no Django models. `IptablesNat` reaches the N
 the one SSH runner (`hosts.remote`) with argv lists only. Every rule it adds carries the comment
 `portal-nat`, so `clear` can find and remove the portal's rules and nothing else. Like Baadal's
 software NAT, a mapping is a /32 alias on the public interface plus a DNAT rule for traffic to
-the public address and an SNAT rule for traffic from the private one.
+the public address and an SNAT rule for traffic from the private one. A port forward (SSH for a
+VM without a public IP) is a DNAT rule from one TCP port of the NAT box's own address to the
+private address's port 22, plus FORWARD accepts both ways.
 """
 
 from __future__ import annotations
@@ -64,6 +66,32 @@ class NatMapping:
         object.__setattr__(self, "private_ip", private)
 
 
+def _port(value: object, what: str) -> int:
+    """Return value as a TCP port number, or raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{what} {value!r} is not a TCP port (1-65535)")
+    return value
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """One TCP port of the NAT box's address forwarded to a port of a private address."""
+
+    public_ip: str
+    public_port: int
+    private_ip: str
+    private_port: int = 22
+
+    def __post_init__(self) -> None:
+        """Refuse anything but unicast IPv4 addresses and real port numbers; store canonical."""
+        object.__setattr__(self, "public_ip", _ipv4(self.public_ip, "public IP"))
+        object.__setattr__(self, "private_ip", _ipv4(self.private_ip, "private IP"))
+        if self.public_ip == self.private_ip:
+            raise ValueError(f"public and private IP are the same ({self.public_ip})")
+        _port(self.public_port, "public port")
+        _port(self.private_port, "private port")
+
+
 class NatBackend(Protocol):
     """What the networking services need from a NAT box."""
 
@@ -75,8 +103,16 @@ class NatBackend(Protocol):
         """Remove exactly what apply added; do nothing for what is already gone."""
         ...
 
+    def forward(self, forward: PortForward) -> None:
+        """Make the port forward effective; do nothing for what is already there."""
+        ...
+
+    def unforward(self, forward: PortForward) -> None:
+        """Remove exactly what forward added; do nothing for what is already gone."""
+        ...
+
     def clear(self, mappings: Iterable[NatMapping]) -> None:
-        """Remove every rule the portal added and the aliases of these mappings."""
+        """Remove every rule the portal added (forwards too) and the aliases of these mappings."""
         ...
 
 
@@ -90,6 +126,14 @@ class NullNat:
     def remove(self, mapping: NatMapping) -> None:
         """Log the mapping that a NAT box would remove."""
         logger.info("NAT disabled: not unmapping %s -> %s", mapping.public_ip, mapping.private_ip)
+
+    def forward(self, forward: PortForward) -> None:
+        """Log the port forward that a NAT box would apply."""
+        logger.info("NAT disabled: not forwarding %s:%d -> %s:%d", *_ends(forward))
+
+    def unforward(self, forward: PortForward) -> None:
+        """Log the port forward that a NAT box would remove."""
+        logger.info("NAT disabled: not removing %s:%d -> %s:%d", *_ends(forward))
 
     def clear(self, mappings: Iterable[NatMapping]) -> None:
         """Log that there is nothing to clear."""
@@ -113,10 +157,10 @@ class IptablesNat:
 
     # ---- commands ----
 
-    def _iptables(self, *args: str, check: bool = True) -> Result:
+    def _iptables(self, *args: str, table: str = "nat", check: bool = True) -> Result:
         return run(
             self.host,
-            ["iptables", "-w", IPTABLES_WAIT_SECONDS, "-t", "nat", *args],
+            ["iptables", "-w", IPTABLES_WAIT_SECONDS, "-t", table, *args],
             check=check,
         )
 
@@ -130,14 +174,31 @@ class IptablesNat:
             ["POSTROUTING", "-s", f"{private}/32", *tag, "-j", "SNAT", "--to-source", public],
         ]
 
-    def _rule_exists(self, rule: list[str]) -> bool:
-        result = self._iptables("-C", *rule, check=False)
+    @staticmethod
+    def forward_rules(forward: PortForward) -> list[tuple[str, str, list[str]]]:
+        """Return (table, add command, rule specification) of each rule of the port forward."""
+        tag = ["-m", "comment", "--comment", COMMENT]
+        private, port = f"{forward.private_ip}/32", str(forward.private_port)
+        return [
+            ("nat", "-A", ["PREROUTING", "-d", f"{forward.public_ip}/32", "-p", "tcp",
+                           "-m", "tcp", "--dport", str(forward.public_port), *tag,
+                           "-j", "DNAT", "--to-destination",
+                           f"{forward.private_ip}:{forward.private_port}"]),
+            # Inserted, not appended: an accept after a box's own final DROP would never match.
+            ("filter", "-I", ["FORWARD", "-d", private, "-p", "tcp", "-m", "tcp",
+                              "--dport", port, *tag, "-j", "ACCEPT"]),
+            ("filter", "-I", ["FORWARD", "-s", private, "-p", "tcp", "-m", "tcp",
+                              "--sport", port, *tag, "-j", "ACCEPT"]),
+        ]
+
+    def _rule_exists(self, rule: list[str], table: str = "nat") -> bool:
+        result = self._iptables("-C", *rule, table=table, check=False)
         if result.exit_status == 0:
             return True
         if result.exit_status == _RULE_ABSENT:
             return False
         raise RemoteError(
-            f"{self.host.label}: checking NAT rule {shlex.join(rule)} failed "
+            f"{self.host.label}: checking {table} rule {shlex.join(rule)} failed "
             f"with status {result.exit_status}: {result.stderr.strip()}",
             exit_status=result.exit_status,
             stderr=result.stderr,
@@ -178,19 +239,34 @@ class IptablesNat:
             self._alias_del(mapping.public_ip)
         logger.info("NAT %s: unmapped %s -> %s", self.host.label, *_pair(mapping))
 
+    def forward(self, forward: PortForward) -> None:
+        """Add the port forward's DNAT rule and FORWARD accepts, each only when missing."""
+        for table, add, rule in self.forward_rules(forward):
+            if not self._rule_exists(rule, table):
+                self._iptables(add, *rule, table=table)
+        logger.info("NAT %s: forwarded %s:%d -> %s:%d", self.host.label, *_ends(forward))
+
+    def unforward(self, forward: PortForward) -> None:
+        """Delete the port forward's rules, each only when present."""
+        for table, _add, rule in reversed(self.forward_rules(forward)):
+            if self._rule_exists(rule, table):
+                self._iptables("-D", *rule, table=table)
+        logger.info("NAT %s: removed forward %s:%d -> %s:%d", self.host.label, *_ends(forward))
+
     def clear(self, mappings: Iterable[NatMapping]) -> None:
         """Delete every rule tagged portal-nat and the /32 aliases of the given mappings."""
         publics = sorted({mapping.public_ip for mapping in mappings})
         deleted = 0
-        for chain in ("PREROUTING", "POSTROUTING"):
-            listing = self._iptables("-S", chain).stdout
+        for table, chain in (("nat", "PREROUTING"), ("nat", "POSTROUTING"),
+                             ("filter", "FORWARD")):
+            listing = self._iptables("-S", chain, table=table).stdout
             for line in listing.splitlines():
                 words = shlex.split(line)
                 if len(words) < 2 or words[0] != "-A" or words[1] != chain:
                     continue
                 if not _has_comment(words):
                     continue
-                self._iptables("-D", *words[1:])
+                self._iptables("-D", *words[1:], table=table)
                 deleted += 1
         aliases = self._aliases()
         for public in publics:
@@ -206,6 +282,10 @@ class IptablesNat:
 
 def _pair(mapping: NatMapping) -> tuple[str, str]:
     return mapping.public_ip, mapping.private_ip
+
+
+def _ends(forward: PortForward) -> tuple[str, int, str, int]:
+    return forward.public_ip, forward.public_port, forward.private_ip, forward.private_port
 
 
 def _has_comment(words: list[str]) -> bool:

@@ -1,7 +1,8 @@
-"""Writes of the networking application: DHCP entries and NAT mappings of VMs."""
+"""Writes of the networking application: DHCP entries, NAT mappings and SSH ports of VMs."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -10,12 +11,19 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import dhcp, nat
-from .allocation import public_ip_allocate, public_ip_release
-from .models import NATMapping, PrivateIP, PublicIP, SecurityDomain
+from .allocation import (
+    public_ip_allocate,
+    public_ip_release,
+    ssh_port_allocate,
+    ssh_port_release,
+)
+from .models import NATMapping, PrivateIP, PublicIP, SecurityDomain, SSHPort
 
 if TYPE_CHECKING:
     from portal.accounts.models import User
     from vms.models import VirtualMachine
+
+logger = logging.getLogger(__name__)
 
 
 def dhcp_backend() -> dhcp.DhcpBackend:
@@ -82,13 +90,70 @@ def nat_remap(*, vm: VirtualMachine, private_ip: PrivateIP) -> None:
 
 
 def nat_resync() -> int:
-    """Clear every portal rule on the NAT box and apply the database's mappings again."""
+    """Clear every portal rule on the NAT box and apply the database's mappings again.
+
+    Returns how many were applied: public IP mappings and SSH port forwards together.
+    """
     mappings = list(NATMapping.objects.select_related("public_ip"))
     wanted = [nat.NatMapping(m.public_ip.address, m.private_address) for m in mappings]
+    forwards = list(SSHPort.objects.filter(vm__isnull=False, private_address__isnull=False))
     backend = nat_backend()
     backend.clear(wanted)
     for m, w in zip(mappings, wanted, strict=True):
         backend.apply(w)
         with transaction.atomic():
             NATMapping.objects.filter(pk=m.pk).update(applied_at=timezone.now())
-    return len(wanted)
+    for row in forwards:
+        backend.forward(_forward(row, row.private_address))
+        SSHPort.objects.filter(pk=row.pk).update(applied_at=timezone.now())
+    return len(wanted) + len(forwards)
+
+
+def _forward(row: SSHPort, private_address: str) -> nat.PortForward:
+    return nat.PortForward(row.address, row.port, private_address)
+
+
+def ssh_port_attach(*, vm: VirtualMachine, private_ip: PrivateIP) -> SSHPort:
+    """Give the VM a port on the NAT box's address and forward it to the VM's port 22."""
+    row = ssh_port_allocate(vm=vm)
+    # Recorded before the box is touched, so a detach after a half-applied forward finds it.
+    SSHPort.objects.filter(pk=row.pk).update(private_address=private_ip.address,
+                                             applied_at=None)
+    nat_backend().forward(_forward(row, private_ip.address))
+    row.private_address, row.applied_at = private_ip.address, timezone.now()
+    SSHPort.objects.filter(pk=row.pk).update(applied_at=row.applied_at)
+    return row
+
+
+def ssh_port_detach(*, vm: VirtualMachine) -> None:
+    """Remove the VM's SSH port forward exactly and give the port back."""
+    for row in SSHPort.objects.filter(vm=vm, private_address__isnull=False):
+        nat_backend().unforward(_forward(row, row.private_address))
+    ssh_port_release(vm=vm)
+
+
+def ssh_port_remap(*, vm: VirtualMachine, private_ip: PrivateIP) -> None:
+    """Point the VM's SSH port at another of its private addresses.
+
+    The new forward is added before the old one is removed, and the record follows the new
+    one at once, so remapping back to the old address undoes a move that failed anywhere.
+    """
+    backend = nat_backend()
+    for row in SSHPort.objects.filter(vm=vm):
+        old = row.private_address
+        if old == private_ip.address:
+            backend.forward(_forward(row, old))
+            continue
+        new = _forward(row, private_ip.address)
+        try:
+            backend.forward(new)
+        except Exception:
+            try:
+                backend.unforward(new)
+            except Exception:  # the first failure is the one to report
+                logger.exception("could not remove the half-added forward %s", new)
+            raise
+        SSHPort.objects.filter(pk=row.pk).update(private_address=private_ip.address,
+                                                 applied_at=timezone.now())
+        if old:
+            backend.unforward(_forward(row, old))

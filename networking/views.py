@@ -16,10 +16,13 @@ from portal import permissions
 from vms.models import OperationKind
 from vms.services.operations import operation_create
 
+from .allocation import SSHPortSettingsError, ssh_port_config
 from .forms import AddressFilterForm, PrivateRangeForm, RangeForm
-from .models import VLAN, PrivateIP, PublicIP, SecurityDomain
+from .models import VLAN, PrivateIP, PublicIP, SecurityDomain, SSHPort
 from .ranges import private_range_add, public_range_add
 from .tables import PrivateIPTable, PublicIPTable
+
+SSH_PORTS_LISTED = 50
 
 
 def _admin(request: HttpRequest) -> None:
@@ -56,7 +59,15 @@ def overview(request: HttpRequest) -> HttpResponse:
                     | Q(addresses__host__isnull=False)),
     )
     public = PublicIP.objects.aggregate(total=Count("id"), taken=Count("vm"))
+    try:
+        ssh, ssh_error = ssh_port_config(), ""
+    except SSHPortSettingsError as exc:
+        ssh, ssh_error = None, str(exc)
+    held = SSHPort.objects.filter(vm__isnull=False).select_related("vm")
+    held_count = held.count()
     return render(request, "networking/overview.html", {
+        "ssh": ssh, "ssh_error": ssh_error, "ssh_held": held_count,
+        "ssh_ports": held[:SSH_PORTS_LISTED], "ssh_more": max(0, held_count - SSH_PORTS_LISTED),
         "vlans": vlans,
         "domains": SecurityDomain.objects.select_related("vlan").prefetch_related(
             "organisations"),
