@@ -65,6 +65,7 @@ class DomainSpec:
     vnc_listen: str = "127.0.0.1"
     vnc_password: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    seed_path: str | None = None  # the cloud-init NoCloud seed, a read-only CD-ROM
     cpu_mode: str = ""  # see CPU_HOST_MODES; the host's probed or pinned mode
 
 
@@ -146,6 +147,8 @@ def validate_spec(spec: DomainSpec) -> None:
             f"invalid memory {spec.memory_mib!r} MiB: give {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB}"
         )
     _check_abs_path("disk path", spec.disk_path)
+    if spec.seed_path is not None:
+        _check_abs_path("seed path", spec.seed_path)
     if spec.disk_format not in DISK_FORMATS:
         raise ValueError(f"invalid disk format {spec.disk_format!r}: use one of {DISK_FORMATS}")
     _check_name("network name", spec.network, NETWORK_RE)
@@ -263,6 +266,13 @@ def build_domain_xml(spec: DomainSpec) -> str:
     _sub(disk, "driver", name="qemu", type=spec.disk_format)
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
+    if spec.seed_path is not None:
+        # virtio cannot carry a CD-ROM; SATA (AHCI) is what every cloud kernel reads.
+        seed = _sub(devices, "disk", type="file", device="cdrom")
+        _sub(seed, "driver", name="qemu", type="raw")
+        _sub(seed, "source", file=spec.seed_path)
+        _sub(seed, "target", dev="sda", bus="sata")
+        _sub(seed, "readonly")
 
     devices.append(_interface(spec))
 

@@ -7,8 +7,9 @@ from django import forms
 from hosts.models import NAME_VALIDATOR, Template
 from networking.models import SecurityDomain
 from networking.services import security_domains_for
+from portal import permissions
 from portal.accounts.directory import directory_enabled, directory_user_fetch
-from portal.accounts.models import Role, User
+from portal.accounts.models import Role, SSHKey, User
 
 from .models import RequestKind, RequestStage, VirtualMachine
 from .services.sizes import size_bounds
@@ -20,6 +21,13 @@ class FacultyChoiceField(forms.ModelChoiceField):
 
     def label_from_instance(self, obj: User) -> str:
         return str(obj)
+
+
+class SSHKeyChoiceField(forms.ModelMultipleChoiceField):
+    """Show keys by name, type and fingerprint (escaped where rendered)."""
+
+    def label_from_instance(self, obj: SSHKey) -> str:
+        return f"{obj.name} · {obj.key_type} · {obj.fingerprint}"
 
 
 def resolve_faculty(username: str, *, requester: User) -> User | None:
@@ -62,11 +70,24 @@ class VMRequestForm(forms.Form):
         help_text="Type a name or username; faculty of your organisation are suggested.",
         widget=forms.TextInput(attrs={"list": "faculty-suggestions", "autocomplete": "off"}),
     )
+    ssh_keys = SSHKeyChoiceField(
+        label="SSH keys", queryset=SSHKey.objects.none(), required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Your keys the VM's user accepts; manage them under SSH keys in your menu.")
+    generate_password = forms.BooleanField(
+        label="Generate a password", required=False,
+        help_text="Shown to you once on the VM's page; only its hash is kept.")
 
     def __init__(self, *args: object, requester: User, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.requester = requester
         self.fields["security_domain"].queryset = security_domains_for(requester)
+        keys = permissions.ssh_keys_visible_to(requester)
+        self.fields["ssh_keys"].queryset = keys
+        newest = keys.first()
+        self.fields["ssh_keys"].initial = [newest.pk] if newest else []
+        # Without a key, a password is the only way in: offer it unless they untick it.
+        self.fields["generate_password"].initial = newest is None
         if requester.role == Role.USER:
             self.fields["faculty"].queryset = faculty_choices(requester=requester)
         else:
@@ -87,7 +108,17 @@ class VMRequestForm(forms.Form):
         elif "faculty" in self.fields and data.get("faculty") is None \
                 and "faculty" not in self.errors:
             self.add_error("faculty", "Choose the faculty who will approve this request.")
+        template = data.get("template")
+        if template is not None and not template.cloud_init:
+            for name in ("ssh_keys", "generate_password"):
+                if data.get(name):
+                    self.add_error(name, f"Template {template.name} does not take cloud-init, "
+                                         "so it cannot be given SSH keys or a password.")
         return data
+
+    def cloud_init_templates(self) -> list[int]:
+        """Return the ids of offered templates that take keys and a password."""
+        return [t.pk for t in self.fields["template"].queryset if t.cloud_init]
 
     def template_bounds(self) -> list[tuple[Template, dict[str, tuple[int, int]]]]:
         """Return each offered template with the sizes it allows, for the page to show."""

@@ -26,6 +26,7 @@ from .forms import (
 from .models import Operation, OperationKind, OperationStatus, RequestKind, RequestStage, VMState
 from .models.requests import PENDING_STAGES
 from .services.changes import disk_action_request, template_save_request
+from .services.credentials import vm_password_reveal
 from .services.lifecycle import ACTION_STATES, CHANGEABLE_STATES, vm_action_request
 from .services.operations import operation_dismiss, operation_retry
 from .services.snapshots import (
@@ -76,6 +77,7 @@ def request_create(request: HttpRequest) -> HttpResponse:
                 vcpus=data["vcpus"], memory_mib=data["memory_mib"], disk_gib=data["disk_gib"],
                 purpose=data["purpose"], faculty=data.get("faculty"),
                 security_domain=data["security_domain"], public_ip=data["public_ip"],
+                ssh_keys=list(data["ssh_keys"]), generate_password=data["generate_password"],
             )
         except ValidationError as exc:
             _form_errors(form, exc)
@@ -221,6 +223,8 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
         "active": active,
         "actions": [(k.value, k.label) for k in actions],
         "can_operate": can_operate,
+        "can_reveal_password": (bool(vm.password_once)
+                                and permissions.can_see_vm_password(request.user, vm)),
         "is_admin": permissions.is_admin(request.user),
     }
 
@@ -230,6 +234,24 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
 def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a VM with its state, placement, address and operations."""
     return render(request, "vms/vm_detail.html", _vm_context(request, pk))
+
+
+@login_required
+@require_POST
+def vm_password(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show the VM's generated password to its owner, once; only its hash stays."""
+    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
+    permissions.require(permissions.can_see_vm_password(request.user, vm))
+    try:
+        password = vm_password_reveal(vm=vm, actor=request.user)
+    except PortalError as exc:
+        messages.error(request, str(exc))
+        return redirect("vms:vm_detail", pk=pk)
+    context = _vm_context(request, pk)
+    context["revealed_password"] = password
+    response = render(request, "vms/vm_detail.html", context)
+    response["Cache-Control"] = "no-store"  # never from a cache or the back button
+    return response
 
 
 @login_required

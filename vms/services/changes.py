@@ -96,7 +96,10 @@ def change_clone_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> list
             name=name, owner=vm.owner, organisation=vm.organisation, template=vm.template,
             vcpus=vm.vcpus, memory_mib=vm.memory_mib, disk_gib=vm.disk_gib,
             purpose=f"Copy of {vm.name}. {vm.purpose}"[:2000], clone_of=vm,
-            security_domain=vm.security_domain, state=VMState.PENDING)
+            security_domain=vm.security_domain, state=VMState.PENDING,
+            # The same login as the original; its own seed gives it its own hostname.
+            login_user=vm.login_user, login_keys=vm.login_keys,
+            password_hash=vm.password_hash)
         clone.full_clean(validate_constraints=False)
         clone.save()
         ops.append(operation_create(kind=OperationKind.CLONE, vm=clone, requested_by=actor,
@@ -207,6 +210,7 @@ def extra_disks_remove(vm: VirtualMachine, hv: Hypervisor) -> None:
 @handles(OperationKind.CLONE)
 def vm_clone(op: Operation) -> str:
     """Copy the source's disk, give the copy its own host, IP, MAC and VNC port, start it."""
+    from .credentials import seed_upload, takes_credentials
     from .lifecycle import _observe, _spec
 
     clone = VirtualMachine.objects.select_related(
@@ -247,11 +251,17 @@ def vm_clone(op: Operation) -> str:
         hv.ensure_network_active(vlan.network_name)
         dhcp_add(vm=clone, ip=ip)
         steps.append(("DHCP entry", lambda: dhcp_remove(vm=clone, ip=ip)))
+        seed_path = None
+        if takes_credentials(clone):
+            operation_progress(op, "Writing the login details (cloud-init seed)")
+            seed_path = seed_upload(clone, hv, ds.pool_name, ip.mac)
+            steps.append(("seed", lambda: hv.delete_volume(ds.pool_name,
+                                                            clone.seed_volume_name)))
         operation_progress(op, "Defining the domain")
         if hv.find_domain(clone.domain_name) is not None and \
                 hv.domain(clone.domain_name).uuid != str(clone.uuid):
             raise PortalError(f"Host {clone.host} already has a domain called {clone.name}.")
-        hv.define_domain(build_domain_xml(_spec(clone, path, ip)))
+        hv.define_domain(build_domain_xml(_spec(clone, path, ip, seed_path=seed_path)))
         steps.append(("domain", lambda: hv.undefine_domain(clone.domain_name)))
         facts = hv.start(clone.domain_name)
     except Exception:

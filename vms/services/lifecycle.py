@@ -43,6 +43,7 @@ from ..models import (
     VMState,
 )
 from .changes import extra_disks_remove
+from .credentials import login_name_for, password_prepare, seed_upload, takes_credentials
 from .notify import absolute_url, notify
 from .operations import handles, operation_create, operation_progress
 from .undo import undo_steps
@@ -82,6 +83,8 @@ def vm_create_from_request(*, request: VMRequest, actor) -> VirtualMachine:  # n
         request=request, template=request.template, vcpus=request.vcpus,
         memory_mib=request.memory_mib, disk_gib=request.disk_gib, purpose=request.purpose,
         security_domain=request.security_domain, state=VMState.PENDING,
+        login_user=login_name_for(request.requester.get_username()),
+        login_keys=request.ssh_keys,
     )
     vm.full_clean(validate_constraints=False)
     try:
@@ -163,7 +166,8 @@ def _hypervisor(vm: VirtualMachine) -> Hypervisor:
     return Hypervisor(vm.host.uri)
 
 
-def _spec(vm: VirtualMachine, disk_path: str, ip: PrivateIP) -> DomainSpec:
+def _spec(vm: VirtualMachine, disk_path: str, ip: PrivateIP,
+          seed_path: str | None = None) -> DomainSpec:
     vlan = ip.vlan
     return DomainSpec(
         name=vm.domain_name, uuid=str(vm.uuid), domain_type=vm.host.accel,
@@ -173,6 +177,7 @@ def _spec(vm: VirtualMachine, disk_path: str, ip: PrivateIP) -> DomainSpec:
         portgroup=vlan.portgroup if vlan.attach == AttachMode.PORTGROUP else None,
         vlan_tag=vlan.tag if vlan.attach == AttachMode.TAG else None,
         vnc_port=vm.vnc_port, vnc_password=vm.vnc_password or None,
+        seed_path=seed_path,
         metadata={"vm-id": str(vm.pk), "owner": vm.owner.get_username(),
                   "organisation": vm.organisation.slug},
     )
@@ -219,6 +224,13 @@ def vm_install(op: Operation) -> str:
                                       vm.disk_gib * GIB)
         undo.append(("disk", lambda: hv.delete_volume(ds.pool_name, vm.volume_name)))
 
+        password_prepare(vm)
+        seed_path = None
+        if takes_credentials(vm):
+            operation_progress(op, "Writing the login details (cloud-init seed)")
+            seed_path = seed_upload(vm, hv, ds.pool_name, ip.mac)
+            undo.append(("seed", lambda: hv.delete_volume(ds.pool_name, vm.seed_volume_name)))
+
         operation_progress(op, "Writing the DHCP entry")
         hv.ensure_network_active(vlan.network_name)
         dhcp_add(vm=vm, ip=ip)
@@ -230,7 +242,7 @@ def vm_install(op: Operation) -> str:
             raise PortalError(
                 f"Host {vm.host.name} already has another domain called {vm.domain_name}."
             )
-        hv.define_domain(build_domain_xml(_spec(vm, disk_path, ip)))
+        hv.define_domain(build_domain_xml(_spec(vm, disk_path, ip, seed_path=seed_path)))
         undo.append(("domain", lambda: hv.undefine_domain(vm.domain_name)))
 
         operation_progress(op, "Starting")
@@ -329,6 +341,7 @@ def vm_delete(op: Operation) -> str:
             if vm.datastore is not None:
                 operation_progress(op, "Removing the disks")
                 hv.delete_volume(vm.datastore.pool_name, vm.volume_name)
+                hv.delete_volume(vm.datastore.pool_name, vm.seed_volume_name)
             extra_disks_remove(vm, hv)
             for ip in PrivateIP.objects.filter(vm=vm).select_related("vlan"):
                 operation_progress(op, "Removing the DHCP entry")
@@ -346,7 +359,8 @@ def vm_delete(op: Operation) -> str:
     _archive_history(vm)
     vm.state = VMState.DELETED
     vm.deleted_at = timezone.now()
-    vm.save(update_fields=["state", "deleted_at"])
+    vm.password_once = ""  # a password never shown dies with its VM
+    vm.save(update_fields=["state", "deleted_at", "password_once"])
     return f"{vm.name} deleted; its disk, addresses and VNC port were given back."
 
 

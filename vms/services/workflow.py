@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -10,7 +12,7 @@ from hosts.models import Template
 from networking.models import PublicIP, SecurityDomain
 from networking.services import security_domains_for
 from portal import permissions
-from portal.accounts.models import Role, User
+from portal.accounts.models import Role, SSHKey, User
 from portal.errors import PortalError
 
 from ..models import (
@@ -23,6 +25,7 @@ from ..models import (
 )
 from ..models.machines import LIVE_STATES
 from ..models.requests import PENDING_STAGES
+from .credentials import key_snapshot
 from .notify import absolute_url, notify
 from .sizes import vm_sizes_validate
 
@@ -75,10 +78,12 @@ def vm_request_create(
     *, requester: User, name: str, template: Template, vcpus: int, memory_mib: int,
     disk_gib: int, purpose: str, security_domain: SecurityDomain | None,
     faculty: User | None = None, public_ip: bool = False,
+    ssh_keys: Sequence[SSHKey] = (), generate_password: bool = False,
 ) -> VMRequest:
     """Submit a request for a new VM at the first stage the requester's role allows."""
     errors: dict[str, str] = {}
     stage, faculty = _first_stage(requester, faculty, errors)
+    _check_credentials(requester, template, ssh_keys, generate_password, errors)
     if not template.is_active:
         errors["template"] = "This template is no longer offered."
     if security_domain is None:
@@ -101,7 +106,8 @@ def vm_request_create(
         requester=requester, organisation_id=requester.organisation_id, faculty=faculty,
         name=name, template=template, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib,
         purpose=purpose.strip(), stage=stage, security_domain=security_domain,
-        public_ip=public_ip,
+        public_ip=public_ip, ssh_keys=key_snapshot(ssh_keys),
+        generate_password=generate_password,
     )
     request.full_clean()
     try:
@@ -114,6 +120,17 @@ def vm_request_create(
         raise ValidationError({"name": "A VM or pending request already has this name."}) from exc
     _notify_approvers(request)
     return request
+
+
+def _check_credentials(requester: User, template: Template, ssh_keys: Sequence[SSHKey],
+                       generate_password: bool, errors: dict[str, str]) -> None:
+    """Refuse keys of someone else, and credentials a template without cloud-init cannot take."""
+    if any(key.owner_id != requester.pk for key in ssh_keys):
+        errors["ssh_keys"] = "Choose among your own SSH keys."
+    elif (ssh_keys or generate_password) and not template.cloud_init:
+        errors["ssh_keys" if ssh_keys else "generate_password"] = (
+            f"Template {template.name} does not take cloud-init, so it cannot be given SSH "
+            "keys or a password; untick them or choose another template.")
 
 
 def vm_change_request_create(
