@@ -142,3 +142,20 @@ def ssh_run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> st
     status = stdout.channel.recv_exit_status()
     assert status == 0, f"{command!r} exited {status}: {stderr.read().decode()}"
     return out
+
+
+def read_cpio(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
+    """Return name -> (mode, data, (rdev major, minor)) of a newc archive."""
+    entries = {}
+    offset = 0
+    while True:
+        assert data[offset:offset + 6] == b"070701"
+        fields = [int(data[offset + 6 + 8 * i: offset + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, rdev, name_size = fields[1], fields[6], (fields[9], fields[10]), fields[11]
+        name_start = offset + 110
+        name = data[name_start:name_start + name_size - 1].decode()
+        body = name_start + name_size + (-(110 + name_size) % 4)
+        if name == "TRAILER!!!":
+            return entries
+        entries[name] = (mode, data[body:body + size], rdev)
+        offset = body + size + (-size % 4)

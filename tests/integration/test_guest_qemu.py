@@ -1,13 +1,15 @@
-"""Hypervisor tier: the demo guest boots on qemu:///system and behaves like a real VM.
+"""Hypervisor tier: the demo guest is built, boots on qemu:///system and behaves like a VM.
 
-One guest boots for the module (TCG, the portal's own domain XML with a NoCloud seed CD-ROM)
-on libvirt's `default` network with a DHCP host entry; the tests then log in on the serial
-console and over SSH, hot-plug a disk, and end with an ACPI shutdown. They run in file order:
-the last one powers the guest off.
+The built image is checked first: a bootable disk holding kernel, initramfs and drivers. Then
+one guest boots for the module (TCG, the portal's own domain XML with a NoCloud seed CD-ROM)
+on libvirt's `default` network with a DHCP host entry; the tests log in on the serial console
+and over SSH, hot-plug a disk, and end with an ACPI shutdown. They run in file order: the
+last one powers the guest off.
 """
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import random
 import shutil
@@ -25,9 +27,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hosts import guest_image as gi
 from hosts.virt import Hypervisor, close_all
 from tests.integration.guest import (
     SerialSession,
+    read_cpio,
     read_log,
     ssh_connect,
     ssh_run,
@@ -130,6 +134,35 @@ def guest(guest_image: Path) -> Iterator[Guest]:
         hv.network_dhcp_host_remove(NETWORK, mac)
         close_all()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_built_image_is_a_bootable_disk_with_kernel_initramfs_and_drivers(
+    guest_image: Path, tmp_path: Path
+) -> None:
+    assert guest_image.stat().st_mode & 0o004, "qemu must be able to read the image"
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(guest_image),
+                    str(raw)], check=True, capture_output=True, timeout=120)
+    with open(raw, "rb") as handle:
+        sector = handle.read(512)
+    assert sector[510:] == b"\x55\xaa" and sector[446] == 0x80
+    fat = f"{raw}@@{gi.PARTITION_OFFSET}"
+    listing = subprocess.run(["mdir", "-a", "-b", "-i", fat, "::"], check=True, capture_output=True,
+                             text=True, timeout=30).stdout
+    for name in ("vmlinuz", "initrd.gz", "syslinux.cfg", "ldlinux.sys", "ldlinux.c32"):
+        assert f"::/{name}" in listing.splitlines(), name
+    subprocess.run(["mcopy", "-i", fat, "::initrd.gz", str(tmp_path / "initrd.gz")],
+                   check=True, capture_output=True, timeout=30)
+    entries = read_cpio(gzip.decompress((tmp_path / "initrd.gz").read_bytes()))
+    assert entries["init"][1] == (gi.GUEST_DIR / "init").read_bytes()
+    assert entries["etc/shadow"][0] & 0o777 == 0o600
+    for needed in ("bin/busybox", "usr/sbin/dropbear", "lib64/ld-linux-x86-64.so.2"):
+        assert needed in entries, needed
+    assert entries["sbin/getty"][1] == b"../bin/busybox"
+    (dep_name,) = [n for n in entries if n.endswith("/modules.dep")]
+    deps = entries[dep_name][1].decode()
+    for module in ("ahci.ko", "virtio_net.ko", "sr_mod.ko", "isofs.ko", "button.ko"):
+        assert f"/{module}:" in deps, module
 
 
 def test_serial_console_shows_the_login_prompt_with_the_seeded_hostname(guest: Guest) -> None:
