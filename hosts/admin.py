@@ -6,25 +6,27 @@ from vms.models import OperationKind
 from vms.services.operations import operation_create
 
 from .models import Datastore, Host, Template
+from .services import host_refresh_request
 
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
     """Manage hosts; refreshing reads their facts through a worker."""
 
-    list_display = ("name", "uri", "status", "accel", "vcpus", "memory_mib", "last_seen_at")
+    list_display = ("name", "uri", "status", "accel", "cpu_mode", "vcpus", "memory_mib",
+                    "last_seen_at")
     list_filter = ("status", "accel")
     search_fields = ("name", "uri", "address")
-    readonly_fields = ("vcpus", "memory_mib", "accel", "last_seen_at", "last_error",
-                       "unknown_domains", "missing_domains", "reconciled_at")
+    readonly_fields = ("vcpus", "memory_mib", "accel", "cpu_mode", "probe_report", "probed_at",
+                       "last_seen_at", "last_error", "unknown_domains", "missing_domains",
+                       "reconciled_at")
     actions = ["refresh"]
 
     def save_model(self, request, obj, form, change) -> None:  # noqa: ANN001
-        """Save the host and queue the reading of its facts."""
+        """Save the host and queue the reading of its facts (again, when the pins changed)."""
         super().save_model(request, obj, form, change)
-        if not change:
-            operation_create(kind=OperationKind.HOST_REFRESH, host=obj,
-                             requested_by=request.user)
+        if not change or {"accel_pin", "cpu_mode_pin"} & set(form.changed_data):
+            host_refresh_request(host=obj, requested_by=request.user)
 
     @admin.action(description="Refresh the selected hosts' facts")
     def refresh(self, request, queryset) -> None:  # noqa: ANN001

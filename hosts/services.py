@@ -29,13 +29,23 @@ def host_register(*, name: str, uri: str, address: str = "", requested_by=None) 
     return host
 
 
+def host_refresh_request(*, host: Host, requested_by=None) -> Operation:  # noqa: ANN001
+    """Queue a refresh (facts, probe, pools) of the host unless one is already waiting."""
+    waiting = host.operations.filter(kind=OperationKind.HOST_REFRESH,
+                                     status__in=["queued", "running"]).first()
+    if waiting is not None:
+        return waiting
+    return operation_create(kind=OperationKind.HOST_REFRESH, host=host,
+                            requested_by=requested_by)
+
+
 def host_pins_set(*, host: Host, accel_pin: str, cpu_mode_pin: str, requested_by=None) -> Host:  # noqa: ANN001
     """Pin (or, with blanks, unpin) a host's acceleration and CPU mode and queue a refresh."""
     host.accel_pin, host.cpu_mode_pin = accel_pin.strip(), cpu_mode_pin.strip()
     host.full_clean()
     with transaction.atomic():
         host.save(update_fields=["accel_pin", "cpu_mode_pin"])
-        operation_create(kind=OperationKind.HOST_REFRESH, host=host, requested_by=requested_by)
+        host_refresh_request(host=host, requested_by=requested_by)
     return host
 
 

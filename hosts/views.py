@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from portal import permissions
 from vms.models import VMState
 
+from .models import AccelPin
+from .services import host_pins_set, host_refresh_request
 from .tables import HostOverviewTable
 
 
@@ -67,4 +71,26 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "hosts/host_detail.html", {
         "host": host, "vms": vms, "datastores": host.datastores.all(),
         "operations": host.operations.select_related("requested_by")[:10],
+        "accel_pins": AccelPin.choices,
     })
+
+
+@login_required
+@require_POST
+def host_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a refresh of the host, saving its pins first when the form sends them (admins)."""
+    permissions.require(permissions.is_admin(request.user))
+    host = get_object_or_404(permissions.hosts_visible_to(request.user), pk=pk)
+    if "pins" in request.POST:
+        try:
+            host_pins_set(host=host, accel_pin=request.POST.get("accel_pin", ""),
+                          cpu_mode_pin=request.POST.get("cpu_mode_pin", ""),
+                          requested_by=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("hosts:host_detail", pk=host.pk)
+        messages.success(request, f"Pins of {host.name} saved; it is being probed again.")
+    else:
+        host_refresh_request(host=host, requested_by=request.user)
+        messages.success(request, f"Refresh of {host.name} queued.")
+    return redirect("hosts:host_detail", pk=host.pk)
