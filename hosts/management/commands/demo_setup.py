@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from hosts.demo_image import build_template_image
+from hosts.guest_image import GuestImageError, ensure_guest_image
 from hosts.models import Datastore, Host, Template
 from hosts.virt import Hypervisor
 from networking.models import VLAN, PublicIP, SecurityDomain
@@ -27,7 +28,12 @@ ACCOUNTS = [
     ("orgadmin", Role.ORG_ADMIN, "Omar", "Orgadmin"),
     ("admin", Role.ADMIN, "Ada", "Admin"),
 ]
-IMAGE = "demo-tiny.qcow2"
+TEMPLATE = "Tiny demo guest"
+TEMPLATE_FIELDS = {
+    "os_name": "Tiny Linux (Debian kernel, busybox, dropbear)", "cloud_init": True,
+    "min_vcpus": 1, "max_vcpus": 2, "min_memory_mib": 256, "max_memory_mib": 1024,
+    "min_disk_gib": 1, "max_disk_gib": 8,
+}  # fmt: skip
 LAB_NETWORK = "portal-lab"
 LAB_SUBNET = "10.77.0.0/24"
 
@@ -47,6 +53,9 @@ class Command(BaseCommand):
         parser.add_argument("--subnet", default="192.168.122.0/24")
         parser.add_argument("--first-ip", default="192.168.122.100")
         parser.add_argument("--count", type=int, default=50)
+        parser.add_argument(
+            "--guest-cache", default=os.environ.get("PORTAL_GUEST_CACHE", ""),
+            help="Folder where the demo guest is built and cached (default VAR_DIR/guest-cache).")
 
     def handle(self, *args: object, **opts: object) -> None:
         """Create each part of the demo unless it exists."""
@@ -56,20 +65,21 @@ class Command(BaseCommand):
         datastore_dir = settings.VAR_DIR / "datastore"
         datastore_dir.mkdir(parents=True, exist_ok=True)
         datastore_dir.chmod(0o755)
-        image = datastore_dir / IMAGE
-        if not image.exists():
-            build_template_image(image, "VM portal demo guest: this tiny machine only boots.")
-            self.stdout.write(f"Made the template image {image}")
+        image = self._guest_image(Path(opts["guest_cache"] or settings.VAR_DIR / "guest-cache"),
+                                  datastore_dir)
         with transaction.atomic():
             host, _ = Host.objects.get_or_create(uri=opts["uri"], defaults={"name": "local"})
             ds, _ = Datastore.objects.get_or_create(name=opts["datastore_name"],
                                                     defaults={"path": str(datastore_dir)})
             ds.hosts.add(host)
-            Template.objects.get_or_create(name="Tiny demo guest", defaults={
-                "datastore": ds, "image": IMAGE, "os_name": "Boot-sector demo",
-                "min_vcpus": 1, "max_vcpus": 2, "min_memory_mib": 64, "max_memory_mib": 1024,
-                "min_disk_gib": 1, "max_disk_gib": 8,
-            })
+            template, created = Template.objects.get_or_create(name=TEMPLATE, defaults={
+                "datastore": ds, "image": image, **TEMPLATE_FIELDS})
+            if not created and template.image != image:
+                # A newer guest build: new VMs use it, existing ones keep their old base file.
+                for field, value in {"image": image, **TEMPLATE_FIELDS}.items():
+                    setattr(template, field, value)
+                template.full_clean()
+                template.save()
             self._pool(opts, org)
         self._lab_network(host.uri)
         op = Operation.objects.create(kind=OperationKind.HOST_REFRESH, host=host)
@@ -78,6 +88,22 @@ class Command(BaseCommand):
             raise CommandError(f"Could not read host {host.uri}: {op.message}")
         self.stdout.write(op.message)
         self._write_accounts(passwords)
+
+    def _guest_image(self, cache: Path, datastore_dir: Path) -> str:
+        """Build (or reuse) the demo guest and return its file name in the datastore."""
+        try:
+            built = ensure_guest_image(cache)
+        except GuestImageError as exc:
+            raise CommandError(f"Could not build the demo guest: {exc}") from None
+        target = datastore_dir / built.name
+        if not target.exists():
+            # Copy under a temporary name: a half-copied base image must never be used.
+            partial = datastore_dir / f".{built.name}.tmp"
+            shutil.copyfile(built, partial)
+            partial.chmod(0o644)
+            os.replace(partial, target)
+            self.stdout.write(f"Made the template image {target}")
+        return built.name
 
     def _accounts(self, org: Organisation) -> dict[str, str]:
         path = settings.VAR_DIR / "demo-accounts.txt"
