@@ -50,6 +50,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils dnsmasq-base iptables iproute2 dmidecode
   rrdtool librrd-dev
   libldap2-dev libsasl2-dev
+  busybox-static dropbear-bin syslinux syslinux-common mtools
 )
 
 # Wheels for libvirt-python and python-ldap are built from source: the interpreter's headers
@@ -181,6 +182,33 @@ fi
 # --- runtime directories (portal/settings.py makes var/secret_key on first use) -------------
 
 mkdir -p "$VAR_DIR/run" "$VAR_DIR/log" "$ROOT/artifacts"
+
+# --- the demo guest ---------------------------------------------------------------------------
+# A tiny Linux built from Debian packages (hosts/guest_image.py): the kernel .deb comes from
+# apt-get download, so apt must know the kernel package. Built once per change and cached;
+# the test tiers use their own cache under /var/tmp (tests/integration/guest.py).
+
+if ! apt-cache show --no-all-versions linux-image-amd64 >/dev/null 2>&1; then
+  "${SUDO[@]}" apt-get update -q
+fi
+if [ -n "${PORTAL_GUEST_CACHE:-}" ]; then
+  GUEST_CACHES=("$PORTAL_GUEST_CACHE")
+elif [ "$PROFILE" = test ]; then
+  GUEST_CACHES=("$VAR_DIR/guest-cache" /var/tmp/portal-guest)
+else
+  GUEST_CACHES=("$VAR_DIR/guest-cache")
+fi
+for cache in "${GUEST_CACHES[@]}"; do
+  before="$(ls "$cache"/demo-guest-*.qcow2 2>/dev/null || true)"
+  image="$("$VENV/bin/python" -c 'import sys
+from pathlib import Path
+from hosts.guest_image import ensure_guest_image
+print(ensure_guest_image(Path(sys.argv[1])))' "$cache")"
+  chmod 755 "$cache"
+  if ! grep -qxF "$image" <<<"$before"; then
+    did "built the demo guest $image"
+  fi
+done
 
 # --- libvirtd ---------------------------------------------------------------------------------
 
