@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "networking",
     "vms",
     "monitoring",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -125,6 +126,12 @@ STATICFILES_DIRS = [
     ("vendor/bootstrap", _NODE / "bootstrap" / "dist"),
     ("vendor/bootstrap-icons", _NODE / "bootstrap-icons" / "font"),
     ("vendor/htmx", _NODE / "htmx.org" / "dist"),
+    # noVNC as ES modules: core/ imports ../vendor/pako, so both keep their relative places.
+    ("vendor/novnc/core", _NODE / "@novnc" / "novnc" / "core"),
+    ("vendor/novnc/vendor", _NODE / "@novnc" / "novnc" / "vendor"),
+    ("vendor/xterm/lib", _NODE / "@xterm" / "xterm" / "lib"),
+    ("vendor/xterm/css", _NODE / "@xterm" / "xterm" / "css"),
+    ("vendor/xterm-addon-fit", _NODE / "@xterm" / "addon-fit" / "lib"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -222,6 +229,21 @@ PORTAL_MONITOR = {
     "PERIOD": env.int("PORTAL_MONITOR_PERIOD", default=300),
     "SSH_KEY_FILE": env.str("PORTAL_SSH_KEY_FILE", default=""),
 }
+# Browser console: `manage.py console_proxy` relays websockets to VNC and serial consoles.
+PORTAL_CONSOLE_LISTEN = env.str("PORTAL_CONSOLE_LISTEN", default="127.0.0.1:6080")
+# The ws:// or wss:// URL browsers reach the proxy at; empty: the page's host on the proxy's port.
+PORTAL_CONSOLE_URL = env.str("PORTAL_CONSOLE_URL", default="")
+# Pages allowed to open consoles; empty: this site's own origins (ALLOWED_HOSTS, base URL).
+PORTAL_CONSOLE_ALLOWED_ORIGINS = env.list("PORTAL_CONSOLE_ALLOWED_ORIGINS", default=[])
+PORTAL_CONSOLE_TOKEN_SECONDS = env.int("PORTAL_CONSOLE_TOKEN_SECONDS", default=30)
+PORTAL_CONSOLE_IDLE_SECONDS = env.int("PORTAL_CONSOLE_IDLE_SECONDS", default=900)
+PORTAL_CONSOLE_MAX_SECONDS = env.int("PORTAL_CONSOLE_MAX_SECONDS", default=8 * 3600)
+PORTAL_CONSOLE_PER_TOKEN = env.int("PORTAL_CONSOLE_PER_TOKEN", default=1)
+PORTAL_CONSOLE_PER_USER = env.int("PORTAL_CONSOLE_PER_USER", default=4)
+# The websocket must carry the session cookie of the token's user (the proxy shares the site's
+# host name); turn off only when the proxy has a host name of its own.
+PORTAL_CONSOLE_SAME_SESSION = env.bool("PORTAL_CONSOLE_SAME_SESSION", default=True)
+
 CACHES = {
     "default": (env.cache_url("CACHE_URL") if env.str("CACHE_URL", default="")
                 else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}),

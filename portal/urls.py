@@ -21,5 +21,6 @@ urlpatterns = [
     path("people/", include("portal.accounts.urls")),
     path("", include("monitoring.urls")),
     path("admin/", admin.site.urls),
+    path("", include("console.urls")),  # before vms: its vms/<pk>/<action>/ is wider
     path("", include("vms.urls")),
 ]

@@ -167,9 +167,13 @@ def validate_spec(spec: DomainSpec) -> None:
     if spec.vnc_port is not None and (not _is_int(spec.vnc_port) or spec.vnc_port not in VNC_PORTS):
         raise ValueError(f"invalid VNC port {spec.vnc_port!r}: give 5900 to 65535 or None")
     try:
-        ipaddress.ip_address(spec.vnc_listen)
+        listen = ipaddress.ip_address(spec.vnc_listen)
     except ValueError:
         raise ValueError(f"invalid VNC listen address {spec.vnc_listen!r}") from None
+    if listen.is_unspecified:
+        # 0.0.0.0 or :: would show the VM's screen to anyone who reaches the host.
+        raise ValueError(f"VNC must not listen on every interface ({spec.vnc_listen}); "
+                         "give the host's management address")
     if spec.vnc_password is not None and (
         not isinstance(spec.vnc_password, str) or not _VNC_PASSWORD_RE.fullmatch(spec.vnc_password)
     ):

@@ -1,6 +1,7 @@
 """The libvirt adapter: the only package that imports libvirt; no Django here."""
 
 from .connection import close_all, get_connection, is_remote
+from .console import SerialConsole, vnc_listen_address
 from .errors import NotFound, VirtError
 from .facts import DomainFacts, HostFacts, ImageFacts, ProbeAttempt, ProbeReport
 from .hypervisor import DOMAIN_STATES, Hypervisor
@@ -23,9 +24,11 @@ __all__ = [
     "NotFound",
     "ProbeAttempt",
     "ProbeReport",
+    "SerialConsole",
     "ShapeBuilder",
     "VirtError",
     "close_all",
     "get_connection",
     "is_remote",
+    "vnc_listen_address",
 ]

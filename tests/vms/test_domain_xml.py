@@ -181,12 +181,12 @@ def test_build_omits_metadata_when_empty() -> None:
 
 
 def test_build_writes_a_fixed_vnc_port_with_autoport_off() -> None:
-    graphics = tree(make_spec(vnc_port=5999, vnc_listen="0.0.0.0")).find("devices/graphics")
+    graphics = tree(make_spec(vnc_port=5999, vnc_listen="10.0.0.5")).find("devices/graphics")
     assert graphics.get("type") == "vnc"
     assert graphics.get("port") == "5999"
     assert graphics.get("autoport") == "no"
-    assert graphics.get("listen") == "0.0.0.0"
-    assert graphics.find("listen").attrib == {"type": "address", "address": "0.0.0.0"}
+    assert graphics.get("listen") == "10.0.0.5"
+    assert graphics.find("listen").attrib == {"type": "address", "address": "10.0.0.5"}
 
 
 def test_build_asks_for_autoport_when_no_vnc_port_is_given() -> None:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from hosts.placement import host_choose
 from hosts.remote import RemoteError
-from hosts.virt import DomainFacts, Hypervisor, NotFound, VirtError
+from hosts.virt import DomainFacts, Hypervisor, NotFound, VirtError, vnc_listen_address
 from networking.allocation import (
     ip_allocate,
     ip_release,
@@ -177,6 +177,7 @@ def _spec(vm: VirtualMachine, disk_path: str, ip: PrivateIP,
         portgroup=vlan.portgroup if vlan.attach == AttachMode.PORTGROUP else None,
         vlan_tag=vlan.tag if vlan.attach == AttachMode.TAG else None,
         vnc_port=vm.vnc_port, vnc_password=vm.vnc_password or None,
+        vnc_listen=vnc_listen_address(vm.host.uri, vm.host.address),
         seed_path=seed_path,
         metadata={"vm-id": str(vm.pk), "owner": vm.owner.get_username(),
                   "organisation": vm.organisation.slug},

@@ -1,0 +1,67 @@
+"""Console pages: noVNC for the graphical console, xterm.js for the serial console."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from networking.models import PublicIP
+from portal import permissions
+from portal.errors import PortalError
+from vms.models import VirtualMachine
+
+from .conf import public_url
+from .models import ConsoleKind
+from .services import CONSOLE_STATES, console_token_issue
+
+TEMPLATES = {ConsoleKind.VNC: "console/vnc.html", ConsoleKind.SERIAL: "console/serial.html"}
+
+
+def _operable_vm(request: HttpRequest, pk: int) -> VirtualMachine:
+    """Return the VM if the user may operate it; 404 for anything else."""
+    vm = get_object_or_404(permissions.vms_visible_to(request.user).select_related(
+        "owner", "host"), pk=pk)
+    permissions.require(permissions.can_operate_vm(request.user, vm))
+    return vm
+
+
+def ssh_line(vm: VirtualMachine) -> str:
+    """Return the ssh command that reaches the VM from outside, or '' without an address."""
+    public = PublicIP.objects.filter(vm=vm).first()
+    ip = public or vm.private_ip
+    if ip is None:
+        return ""
+    # The guest's own login once cloud-init made one, else the owner's portal name.
+    login = vm.login_user or vm.owner.get_username()
+    return f"ssh {login}@{ip.address}"
+
+
+@login_required
+@require_GET
+def console_page(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+    """Show the graphical or serial console of a VM; its script asks for a token by POST."""
+    vm = _operable_vm(request, pk)
+    return render(request, TEMPLATES[ConsoleKind(kind)], {
+        "vm": vm,
+        "kind": kind,
+        "can_open": vm.state in CONSOLE_STATES and vm.host_id is not None,
+        "token_url": reverse(f"console:{kind}_token", args=[vm.pk]),
+        "ssh_line": ssh_line(vm),
+    })
+
+
+@login_required
+@require_POST
+def console_token(request: HttpRequest, pk: int, kind: str) -> JsonResponse:
+    """Issue a single-use token and answer the websocket URL that carries it."""
+    vm = _operable_vm(request, pk)
+    try:
+        token = console_token_issue(user=request.user, vm=vm, kind=ConsoleKind(kind))
+    except PortalError as exc:
+        return JsonResponse({"error": str(exc)}, status=409)
+    response = JsonResponse({"url": f"{public_url(request)}/{kind}?token={token}"})
+    response["Cache-Control"] = "no-store"
+    return response
