@@ -220,6 +220,11 @@ PORTAL_NAT = {
     "HOST_KEY": env.str("PORTAL_NAT_SSH_HOST_KEY", default=""),
     "KEY_FILE": env.str("PORTAL_NAT_SSH_KEY_FILE", default=""),
     "INTERFACE": env.str("PORTAL_NAT_INTERFACE", default="eth0"),
+    # Forwarded SSH ports of VMs without a public IP: TCP ports "first-last" of this address
+    # (by default PORTAL_NAT_SSH_ADDRESS when that is an IPv4 address; none: not offered).
+    # Checked by networking's system check.
+    "PUBLIC_ADDRESS": env.str("PORTAL_NAT_PUBLIC_ADDRESS", default=""),
+    "FORWARD_PORTS": env.str("PORTAL_NAT_FORWARD_PORTS", default="10000-15000"),
 }
 
 # Monitoring: one RRD file per VM and per host; rrdcached when RRDCACHED_ADDRESS is set.

@@ -41,6 +41,8 @@ urlpatterns = [
          name="vm_change_network"),
     path("vms/<int:pk>/change/public-ip/", views.vm_change, {"kind": "public_ip"},
          name="vm_change_public_ip"),
+    path("vms/<int:pk>/change/ssh-port/", views.vm_change, {"kind": "ssh_port"},
+         name="vm_change_ssh_port"),
     path("vms/<int:pk>/<str:action>/", views.vm_action, name="vm_action"),
     path("operations/", views.operation_list, name="operation_list"),
     path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},

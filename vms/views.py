@@ -11,7 +11,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
-from networking.models import PublicIP
+from networking.allocation import ssh_ports_offered
+from networking.models import PublicIP, SSHPort
 from portal import permissions
 from portal.errors import PortalError
 
@@ -199,11 +200,14 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
     active = any(op.is_active for op in ops)
     can_operate = permissions.can_operate_vm(request.user, vm)
     public_ip = PublicIP.objects.filter(vm=vm).first()
+    ssh_port = SSHPort.objects.filter(vm=vm).first()
     actions = []
     if can_operate and not active:
+        # The SSH port's Release button sits with its ssh line, not among the power actions.
         actions = [kind for kind, states in ACTION_STATES.items()
                    if vm.state in states and (kind != OperationKind.PUBLIC_IP_RELEASE
-                                              or public_ip is not None)]
+                                              or public_ip is not None)
+                   and kind != OperationKind.SSH_PORT_RELEASE]
     pending_change = vm.change_requests.filter(stage__in=PENDING_STAGES).first()
     snapshots = list(vm.snapshots.all())
     return {
@@ -217,6 +221,12 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
         "vm": vm,
         "ip": vm.private_ip,
         "public_ip": public_ip,
+        "ssh_port": ssh_port,
+        "login_user": getattr(vm, "login_user", "") or vm.owner.get_username(),
+        "ssh_ports_offered": ssh_ports_offered(),
+        "can_release_ssh_port": (
+            can_operate and not active and ssh_port is not None
+            and vm.state in ACTION_STATES[OperationKind.SSH_PORT_RELEASE]),
         "pending_change": pending_change,
         "can_change": can_operate and vm.state in CHANGEABLE_STATES and pending_change is None,
         "operations": ops,

@@ -117,6 +117,8 @@ class VMRequest(models.Model):
             return f"Move {self.name} to security domain {self.security_domain}"
         if self.kind == RequestKind.PUBLIC_IP:
             return f"Give {self.name} a public IP address"
+        if self.kind == RequestKind.SSH_PORT:
+            return f"Forward an SSH port to {self.name}"
         if self.kind == RequestKind.RESIZE:
             return (f"Resize {self.name} to {self.params.get('vcpus')} vCPUs and "
                     f"{self.params.get('memory_mib')} MiB")

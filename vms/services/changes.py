@@ -1,4 +1,4 @@
-"""Approved changes to a VM: resize, extra disks, clones, and saving it as a template."""
+"""Approved changes to a VM: resize, extra disks, clones, forwarded SSH ports, templates."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from hosts.virt import Hypervisor, VirtError
 from networking.allocation import (
     ip_allocate,
     ip_release,
+    ssh_port_config,
     vnc_port_allocate,
     vnc_port_release,
 )
-from networking.services import dhcp_add, dhcp_remove
+from networking.models import PrivateIP, PublicIP, SSHPort
+from networking.services import dhcp_add, dhcp_remove, ssh_port_attach, ssh_port_detach
 from portal import permissions
 from portal.errors import PortalError
 
@@ -325,3 +327,55 @@ def template_save(op: Operation) -> str:
             logger.exception("could not remove the unfinished template image %s", image)
         raise
     return f"Template '{name}' made from {vm.name} ({image})."
+
+
+# --- forwarded SSH ports ---------------------------------------------------------------------
+
+def ssh_port_request_check(vm: VirtualMachine) -> None:
+    """Refuse an SSH port for a VM with a public IP or a port already, or with no private IP."""
+    if ssh_port_config() is None:
+        raise PortalError("This portal forwards no SSH ports (no NAT box address is set); "
+                          "ask an admin.")
+    if PublicIP.objects.filter(vm=vm).exists():
+        raise PortalError(f"{vm.name} has a public IP: reach it by SSH at that address.")
+    if SSHPort.objects.filter(vm=vm).exists():
+        raise PortalError(f"{vm.name} already has a forwarded SSH port.")
+    if not PrivateIP.objects.filter(vm=vm).exists():
+        raise PortalError(f"{vm.name} has no private IP yet to forward a port to.")
+
+
+def change_ssh_port_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Operation:  # noqa: ANN001
+    """Queue the forwarding of the SSH port an approved request asks for."""
+    ssh_port_request_check(vm)
+    return operation_create(kind=OperationKind.SSH_PORT_ATTACH, vm=vm, requested_by=actor,
+                            arguments={"request": request.pk})
+
+
+@handles(OperationKind.SSH_PORT_ATTACH)
+def vm_ssh_port_attach(op: Operation) -> str:
+    """Forward a port of the NAT box's address to the VM's SSH server; undo it if a step fails.
+
+    When the box cannot even be cleaned up, the port stays held (and recorded) so it is never
+    handed to another VM while a stale rule may still point here; a retry keeps it.
+    """
+    vm = VirtualMachine.objects.get(pk=op.vm_id)
+    ip = vm.private_ip
+    if ip is None:
+        raise PortalError(f"{vm.name} has no private IP to forward an SSH port to.")
+    if PublicIP.objects.filter(vm=vm).exists():
+        raise PortalError(f"{vm.name} has a public IP: reach it by SSH at that address.")
+    try:
+        row = ssh_port_attach(vm=vm, private_ip=ip)
+    except Exception:
+        undo_steps(vm, [("SSH port", lambda: ssh_port_detach(vm=vm))])
+        raise
+    return (f"{vm.name} answers SSH on {row.address} port {row.port} "
+            f"(forwarded to {ip.address} port 22).")
+
+
+@handles(OperationKind.SSH_PORT_RELEASE)
+def vm_ssh_port_release(op: Operation) -> str:
+    """Remove the VM's SSH port forward and give the port back."""
+    vm = VirtualMachine.objects.get(pk=op.vm_id)
+    ssh_port_detach(vm=vm)
+    return f"{vm.name} no longer has a forwarded SSH port."

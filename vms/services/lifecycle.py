@@ -20,7 +20,7 @@ from networking.allocation import (
     vnc_port_allocate,
     vnc_port_release,
 )
-from networking.models import VLAN, AttachMode, NATMapping, PrivateIP, SecurityDomain
+from networking.models import VLAN, AttachMode, NATMapping, PrivateIP, SecurityDomain, SSHPort
 from networking.services import (
     dhcp_add,
     dhcp_remove,
@@ -28,6 +28,8 @@ from networking.services import (
     nat_detach,
     nat_remap,
     nat_resync,
+    ssh_port_detach,
+    ssh_port_remap,
 )
 from portal import permissions
 from portal.errors import PortalError
@@ -64,6 +66,8 @@ ACTION_STATES: dict[OperationKind, tuple[str, ...]] = {
                            VMState.FAILED, VMState.UNKNOWN, VMState.PENDING),
     OperationKind.PUBLIC_IP_RELEASE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF,
                                       VMState.CRASHED, VMState.UNKNOWN),
+    OperationKind.SSH_PORT_RELEASE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF,
+                                     VMState.CRASHED, VMState.UNKNOWN),
 }
 # States in which a VM may be changed through a request (network move, public IP).
 CHANGEABLE_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED)
@@ -120,6 +124,10 @@ def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
         return change_disk_apply(request=request, vm=vm, actor=actor)
     if kind == RequestKind.CLONE:
         return change_clone_apply(request=request, vm=vm, actor=actor)[0]
+    if kind == RequestKind.SSH_PORT:
+        from .changes import change_ssh_port_apply
+
+        return change_ssh_port_apply(request=request, vm=vm, actor=actor)
     arguments = {"request": request.pk}
     if request.security_domain_id:
         arguments["security_domain"] = request.security_domain_id
@@ -335,6 +343,9 @@ def vm_delete(op: Operation) -> str:
         if NATMapping.objects.filter(vm=vm).exists():
             operation_progress(op, "Removing the NAT mapping")
             nat_detach(vm=vm)
+        if SSHPort.objects.filter(vm=vm).exists():
+            operation_progress(op, "Removing the SSH port forward")
+            ssh_port_detach(vm=vm)
         if vm.host is not None:
             hv = Hypervisor(vm.host.uri)
             operation_progress(op, "Removing the domain")
@@ -409,6 +420,11 @@ def vm_network_move(op: Operation) -> str:
             operation_progress(op, "Moving the NAT mapping")
             nat_remap(vm=vm, private_ip=new)
             undo.append(("NAT mapping", lambda: nat_remap(vm=vm, private_ip=old)))
+        if SSHPort.objects.filter(vm=vm).exists():
+            operation_progress(op, "Moving the SSH port forward")
+            # Registered first: remapping back to the old address also undoes a half move.
+            undo.append(("SSH port forward", lambda: ssh_port_remap(vm=vm, private_ip=old)))
+            ssh_port_remap(vm=vm, private_ip=new)
         dhcp_remove(vm=vm, ip=old)
     except Exception:
         undo_steps(vm, undo)

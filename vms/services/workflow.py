@@ -154,6 +154,10 @@ def vm_change_request_create(
     elif kind == RequestKind.PUBLIC_IP:
         if PublicIP.objects.filter(vm=vm).exists():
             raise PortalError(f"{vm.name} already has a public IP address.")
+    elif kind == RequestKind.SSH_PORT:
+        from .changes import ssh_port_request_check
+
+        ssh_port_request_check(vm)
     elif kind in (RequestKind.RESIZE, RequestKind.DISK, RequestKind.CLONE):
         params = _change_params(vm, kind, params or {}, errors)
     else:
