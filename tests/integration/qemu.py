@@ -7,8 +7,29 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from hosts.virt import Hypervisor, ProbeReport
+from vms.domain_xml import build_probe_xml
+
 URI = "qemu:///system"
 MIB = 1024**2
+_reports: dict[str, ProbeReport] = {}
+
+
+def probe_shape(domain_type: str, cpu_mode: str) -> str:
+    return build_probe_xml(domain_type=domain_type, cpu_mode=cpu_mode)
+
+
+def probed(hv: Hypervisor) -> ProbeReport:
+    """Return how guests run on the host, probing once per test session (it takes seconds)."""
+    if hv.uri not in _reports:
+        _reports[hv.uri] = hv.probe(probe_shape, fresh=True)
+    return _reports[hv.uri]
+
+
+def guest_kind(hv: Hypervisor) -> dict[str, str]:
+    """Return the DomainSpec fields (domain type, CPU mode) that run on the host."""
+    report = probed(hv)
+    return {"domain_type": report.accel, "cpu_mode": report.cpu_mode}
 
 
 def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -232,7 +232,7 @@ def test_a_running_guest_that_cannot_unplug_keeps_its_network(
     # The demo guest has no ACPI hot-unplug, so libvirt's detach never completes.
     op = move(site, vm, django_capture_on_commit_callbacks)
     assert op.status == OperationStatus.FAILED
-    assert "did not release it" in op.message and "shut the VM down" in op.message
+    assert "did not release it" in op.detail and "shut it down and retry" in op.message
     assert list(PrivateIP.objects.filter(vm=vm)) == [old]
     for flag in ((), ("--inactive",)):
         xml = virsh("dumpxml", name, *flag).stdout

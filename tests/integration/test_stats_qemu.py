@@ -17,7 +17,7 @@ import pytest
 
 from hosts.virt import DomainSample, Hypervisor
 from monitoring.rates import host_metrics, vm_metrics
-from tests.integration.qemu import MIB, unique, virsh
+from tests.integration.qemu import MIB, guest_kind, unique, virsh
 from vms.domain_xml import DomainSpec, build_domain_xml
 
 pytestmark = pytest.mark.hypervisor
@@ -63,7 +63,7 @@ def test_bulk_sample_of_a_running_guest_has_every_counter_and_a_cpu_rate(
     spec = DomainSpec(
         name=domain_name,
         uuid=str(uuid.uuid4()),
-        domain_type=hv.facts().accel,
+        **guest_kind(hv),
         vcpus=1,
         memory_mib=64,
         disk_path=disk,

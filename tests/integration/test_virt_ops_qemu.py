@@ -20,6 +20,7 @@ import pytest
 from hosts.virt import Hypervisor, VirtError, close_all
 from tests.integration.qemu import (
     domstate,
+    guest_kind,
     make_base_image,
     qemu_img_info,
     unique,
@@ -114,7 +115,7 @@ def define(
     spec = DomainSpec(
         name=name,
         uuid=str(uuid.uuid4()),
-        domain_type=hv.facts().accel,
+        **guest_kind(hv),
         vcpus=vcpus,
         memory_mib=memory_mib,
         disk_path=disk,

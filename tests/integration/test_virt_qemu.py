@@ -8,6 +8,7 @@ fixture teardown. The `default` network and /var/lib/libvirt/images are never to
 
 from __future__ import annotations
 
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from hosts.virt import Hypervisor, NotFound, VirtError
+from hosts.virt import Hypervisor, NotFound, ProbeAttempt, VirtError
 from tests.integration.qemu import (
     MIB,
     domstate,
+    guest_kind,
     make_base_image,
+    probe_shape,
     qemu_img_info,
     unique,
     virsh,
@@ -46,17 +49,52 @@ def network(workdir: Path) -> Iterator[str]:
     virsh("net-undefine", name, check=False)
 
 
-def test_facts_detect_acceleration_and_leave_no_probe_domain(hv: Hypervisor) -> None:
-    facts = hv.facts()
-    assert facts.accel in ("kvm", "qemu")
-    if facts.accel == "kvm":
+def test_probe_finds_a_mode_that_runs_and_leaves_no_probe_domain(hv: Hypervisor) -> None:
+    assert hv.facts().accel == ""  # nothing is claimed before a probe
+    report = hv.probe(probe_shape, fresh=True)
+    assert report.accel in ("kvm", "qemu") and not report.pinned
+    assert report.attempts[-1] == ProbeAttempt(report.accel, report.cpu_mode, True, "ran")
+    assert all(not a.ok and a.reason for a in report.attempts[:-1])
+    if report.accel == "kvm":
         assert Path("/dev/kvm").exists()
+        assert report.attempts[0].cpu_mode == "host-passthrough"
+    else:
+        assert report.cpu_mode == "" and report.attempts[0].accel == "kvm"
+    facts = hv.facts()
+    assert (facts.accel, facts.cpu_mode) == (report.accel, report.cpu_mode)
     assert facts.hypervisor.startswith("QEMU ")
     assert facts.cpus >= 1
     assert facts.memory_mib > 0
-    assert hv.facts() == facts  # the probe result is cached per URI
+    assert hv.probe(probe_shape) is report  # cached per URI
     names = virsh("list", "--all", "--name").stdout.split()
-    assert not [n for n in names if n.startswith("portal-kvm-probe-")]
+    assert not [n for n in names if n.startswith("portal-probe-")]
+
+
+def test_the_probed_mode_really_runs_a_vm_for_a_while(
+    hv: Hypervisor, pool: tuple[str, Path], network: str, domain_name: str
+) -> None:
+    pool_name, base = pool
+    hv.ensure_network_active(network)
+    disk = hv.create_overlay(pool_name, f"{domain_name}.qcow2", str(base), 8 * MIB)
+    kind = guest_kind(hv)
+    spec = DomainSpec(name=domain_name, uuid=str(uuid.uuid4()), vcpus=1, memory_mib=64,
+                      disk_path=disk, network=network, **kind)
+    hv.define_domain(build_domain_xml(spec))
+    assert hv.start(domain_name).state == "running"
+    time.sleep(2)  # qemu's vCPU set-up aborts come within a second
+    assert domstate(domain_name) == "running"
+    cpu = ET.fromstring(hv.domain_xml(domain_name)).find("cpu")
+    if kind["cpu_mode"] in ("host-passthrough", "host-model"):
+        assert cpu.get("mode") == kind["cpu_mode"]
+    elif kind["cpu_mode"]:
+        assert f"custom:{cpu.findtext('model')}" == kind["cpu_mode"]
+    hv.destroy(domain_name)
+
+
+def test_a_pinned_mode_is_used_as_given_and_still_reported(hv: Hypervisor) -> None:
+    report = hv.probe(probe_shape, accel_pin="qemu", fresh=True)
+    assert (report.accel, report.cpu_mode, report.pinned) == ("qemu", "", True)
+    assert ProbeAttempt("qemu", "", True, "ran") in report.attempts
 
 
 def test_overlay_is_qcow2_backed_by_the_base_with_explicit_formats(
@@ -118,7 +156,7 @@ def test_domain_lifecycle_on_real_qemu_leaves_nothing_behind(
     spec = DomainSpec(
         name=domain_name,
         uuid=str(uuid.uuid4()),
-        domain_type=hv.facts().accel,
+        **guest_kind(hv),
         vcpus=1,
         memory_mib=64,
         disk_path=disk,
@@ -179,7 +217,7 @@ def test_undefine_domain_forces_off_a_running_domain(
     spec = DomainSpec(
         name=domain_name,
         uuid=str(uuid.uuid4()),
-        domain_type=hv.facts().accel,
+        **guest_kind(hv),
         vcpus=1,
         memory_mib=64,
         disk_path=disk,
