@@ -233,6 +233,12 @@ def build_probe_xml(*, domain_type: str, cpu_mode: str) -> str:
         # Without a disk the firmware keeps looking for one, so the guest stays running.
         for elem in devices.findall("disk") + devices.findall("interface"):
             devices.remove(elem)
+        # A VNC server that listens nowhere: the probe must not take a port a VM was given.
+        for graphics in devices.iterfind("graphics"):
+            kind = graphics.get("type", "vnc")
+            graphics.clear()
+            graphics.set("type", kind)
+            _sub(graphics, "listen", type="none")
     return ET.tostring(root, encoding="unicode")
 
 

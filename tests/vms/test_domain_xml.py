@@ -140,6 +140,9 @@ def test_probe_xml_has_the_shape_of_a_vm_without_disk_or_network() -> None:
         assert ET.tostring(probe.find(path)) == ET.tostring(vm.find(path)), path
     vm_devices = [d.tag for d in vm.find("devices") if d.tag not in ("disk", "interface")]
     assert [d.tag for d in probe.find("devices")] == vm_devices
+    graphics = probe.find("devices/graphics")
+    assert graphics.attrib == {"type": "vnc"}  # no port of its own: VMs' ports stay free
+    assert [e.attrib for e in graphics] == [{"type": "none"}]
     assert ET.fromstring(build_probe_xml(domain_type="qemu", cpu_mode="")).find("cpu") is None
 
 
