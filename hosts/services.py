@@ -12,9 +12,9 @@ from vms.domain_xml import build_probe_xml
 from vms.models import Operation, OperationKind, VirtualMachine, VMState
 from vms.services.operations import handles, operation_create
 
-from .models import Datastore, Host, cpu_mode_label
+from .models import Datastore, Host, Template, cpu_mode_label
 from .remote import RemoteError, fetch_host_key
-from .virt import Hypervisor, ProbeReport, VirtError
+from .virt import Hypervisor, ProbeReport, ShapeBuilder, VirtError
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,30 @@ def host_pins_set(*, host: Host, accel_pin: str, cpu_mode_pin: str, requested_by
     return host
 
 
-def _probe_shape(domain_type: str, cpu_mode: str) -> str:
-    return build_probe_xml(domain_type=domain_type, cpu_mode=cpu_mode)
+# How long a probe guest booting a template must keep running: long enough to leave the
+# bootloader (on some nested hosts KVM runs the firmware but stops the bootloader).
+PROBE_BOOT_SETTLE_S = 6.0
+PROBE_BOOT_MEMORY_MIB = 256
+
+
+def _probe_template(hv: Hypervisor, host: Host) -> Template | None:
+    """Return the active template whose image the probe boots on the host, if one is there."""
+    templates = (Template.objects.filter(is_active=True, datastore__hosts=host)
+                 .select_related("datastore").order_by("-cloud_init", "name"))
+    for template in templates:
+        if hv.volume_exists(template.datastore.pool_name, template.image):
+            return template
+    return None
+
+
+def _probe_shape(template: Template | None) -> ShapeBuilder:
+    if template is None:
+        return lambda domain_type, cpu_mode: build_probe_xml(domain_type=domain_type,
+                                                             cpu_mode=cpu_mode)
+    memory = max(template.min_memory_mib, PROBE_BOOT_MEMORY_MIB)
+    return lambda domain_type, cpu_mode: build_probe_xml(
+        domain_type=domain_type, cpu_mode=cpu_mode, boot_disk=template.image_path,
+        memory_mib=memory)
 
 
 @handles(OperationKind.HOST_REFRESH)
@@ -67,12 +89,14 @@ def host_refresh(op: Operation) -> str:
         Host.objects.filter(pk=host.pk).update(ssh_host_key=key)
     hv = Hypervisor(host.uri)
     try:
-        # Every refresh probes again: a kernel, qemu or firmware update changes the answer.
-        report = hv.probe(_probe_shape, accel_pin=host.accel_pin,
-                          cpu_mode_pin=host.cpu_mode_pin, fresh=True)
-        facts = hv.facts()
         for ds in Datastore.objects.filter(hosts=host):
             hv.ensure_pool(ds.pool_name, ds.path)
+        template = _probe_template(hv, host)
+        # Every refresh probes again: a kernel, qemu or firmware update changes the answer.
+        report = hv.probe(_probe_shape(template), accel_pin=host.accel_pin,
+                          cpu_mode_pin=host.cpu_mode_pin, fresh=True,
+                          settle_s=PROBE_BOOT_SETTLE_S if template else None)
+        facts = hv.facts()
     except VirtError as exc:
         Host.objects.filter(pk=host.pk).update(last_error=str(exc))
         raise
@@ -80,7 +104,8 @@ def host_refresh(op: Operation) -> str:
     error = "" if report.accel else "No acceleration ran a test guest; see the probe report."
     Host.objects.filter(pk=host.pk).update(
         vcpus=facts.cpus, memory_mib=facts.memory_mib, accel=report.accel,
-        cpu_mode=report.cpu_mode, probe_report=report.as_dict(), probed_at=now,
+        cpu_mode=report.cpu_mode, probed_at=now,
+        probe_report={**report.as_dict(), "booted": template.name if template else ""},
         last_seen_at=now, last_error=error,
     )
     if not report.accel:

@@ -220,19 +220,28 @@ def _cpu(root: ET.Element, mode: str) -> None:
         _sub(cpu, "model", mode.removeprefix(CPU_CUSTOM_PREFIX), fallback="forbid")
 
 
-def build_probe_xml(*, domain_type: str, cpu_mode: str) -> str:
-    """Return a throw-away domain shaped like a VM (machine, CPU, devices), with no disk or NIC."""
+def build_probe_xml(*, domain_type: str, cpu_mode: str, boot_disk: str | None = None,
+                    boot_format: str = "qcow2", memory_mib: int = MIN_MEMORY_MIB) -> str:
+    """Return a throw-away domain shaped like a VM (machine, CPU, devices), with no NIC.
+
+    With boot_disk (a template image) it boots that image read-only, as far as it gets in
+    a few seconds; without, the firmware keeps looking for a disk, which runs no guest code.
+    """
     spec = DomainSpec(
         name=f"{PROBE_NAME_PREFIX}{uuid_mod.uuid4().hex[:12]}", uuid=str(uuid_mod.uuid4()),
-        domain_type=domain_type, cpu_mode=cpu_mode, vcpus=1, memory_mib=MIN_MEMORY_MIB,
-        disk_path="/dev/null", description="Probe of acceleration and CPU mode; lives seconds.",
+        domain_type=domain_type, cpu_mode=cpu_mode, vcpus=1, memory_mib=memory_mib,
+        disk_path=boot_disk or "/dev/null", disk_format=boot_format,
+        description="Probe of acceleration and CPU mode; lives seconds.",
     )
     root = ET.fromstring(build_domain_xml(spec))  # noqa: S314 - built just above
     devices = root.find("devices")
     if devices is not None:
-        # Without a disk the firmware keeps looking for one, so the guest stays running.
-        for elem in devices.findall("disk") + devices.findall("interface"):
-            devices.remove(elem)
+        for elem in devices.findall("interface") + devices.findall("disk"):
+            if boot_disk and elem.tag == "disk" and elem.get("device") == "disk":
+                # Read-only: the template must stay as it is, and VMs share it.
+                _sub(elem, "readonly")
+            else:
+                devices.remove(elem)
         # A VNC server that listens nowhere: the probe must not take a port a VM was given.
         for graphics in devices.iterfind("graphics"):
             kind = graphics.get("type", "vnc")

@@ -263,11 +263,12 @@ class Hypervisor:
         return ProbeReport("test", "") if driver.upper() == "TEST" else None
 
     def probe(self, shape: ShapeBuilder, *, accel_pin: str = "", cpu_mode_pin: str = "",
-              fresh: bool = False) -> ProbeReport:
+              fresh: bool = False, settle_s: float | None = None) -> ProbeReport:
         """Find the acceleration and CPU mode that run guests of this shape; cached per URI.
 
         shape(domain type, CPU mode) returns the XML of a throw-away domain shaped like the
-        portal's VMs. Pins are used as given; the chain is still tried and reported.
+        portal's VMs; each must keep running for settle_s seconds. Pins are used as given;
+        the chain is still tried and reported.
         """
         pins = (accel_pin, cpu_mode_pin)
         if not fresh and (report := cached_probe(self.uri, pins)) is not None:
@@ -278,7 +279,7 @@ class Hypervisor:
             if report is None:
                 try:
                     report = run_probe(conn, self.uri, shape, accel_pin=accel_pin,
-                                       cpu_mode_pin=cpu_mode_pin)
+                                       cpu_mode_pin=cpu_mode_pin, settle_s=settle_s)
                 except ValueError as exc:
                     raise VirtError(f"cannot probe host {self.uri}: {exc}") from exc
         remember_probe(self.uri, pins, report)

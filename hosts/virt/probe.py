@@ -33,6 +33,7 @@ GENERIC_MODEL = "qemu64"
 # Trying every usable model would make a refresh slow; the first few say enough.
 MAX_VENDOR_MODELS = 2
 # How long a probe guest must keep running; qemu's CPU set-up aborts come well within this.
+# A guest booting a real image needs longer: KVM may fail only once its bootloader runs.
 SETTLE_S = 1.0
 REASON_MAX = 200
 ACCELS = ("kvm", "qemu")
@@ -106,8 +107,9 @@ def _destroy_quietly(dom: libvirt.virDomain, uri: str) -> None:
 
 
 def attempt(conn: libvirt.virConnect, uri: str, shape: ShapeBuilder, accel: str,
-            cpu_mode: str) -> ProbeAttempt:
+            cpu_mode: str, settle_s: float | None = None) -> ProbeAttempt:
     """Run a guest of the given shape briefly and report whether it kept running."""
+    settle = SETTLE_S if settle_s is None else settle_s
     try:
         xml = shape(accel, cpu_mode)
     except ValueError as exc:
@@ -119,14 +121,14 @@ def attempt(conn: libvirt.virConnect, uri: str, shape: ShapeBuilder, accel: str,
         log.info("probe %s/%s on %s failed: %s", accel, cpu_mode or "-", uri, reason)
         return ProbeAttempt(accel, cpu_mode, False, reason)
     try:
-        time.sleep(SETTLE_S)
+        time.sleep(settle)
         running, state = _still_running(dom)
     finally:
         _destroy_quietly(dom, uri)
     if running:
         return ProbeAttempt(accel, cpu_mode, True, "ran")
-    return ProbeAttempt(accel, cpu_mode, False,
-                        f"started, then {state} within {SETTLE_S:g} s")
+    why = " (qemu stops a guest whose code it cannot run)" if state == "paused" else ""
+    return ProbeAttempt(accel, cpu_mode, False, f"started, then {state} within {settle:g} s{why}")
 
 
 def _pinned(found: tuple[str, str] | None, accel_pin: str, cpu_mode_pin: str) -> tuple[str, str]:
@@ -144,7 +146,8 @@ def _pinned(found: tuple[str, str] | None, accel_pin: str, cpu_mode_pin: str) ->
 
 
 def run_probe(conn: libvirt.virConnect, uri: str, shape: ShapeBuilder, *,
-              accel_pin: str = "", cpu_mode_pin: str = "") -> ProbeReport:
+              accel_pin: str = "", cpu_mode_pin: str = "",
+              settle_s: float | None = None) -> ProbeReport:
     """Try the fallback chain on conn and return what runs, honouring an admin's pins."""
     if accel_pin and accel_pin not in ACCELS:
         raise ValueError(f"invalid acceleration pin {accel_pin!r}: use one of {ACCELS}")
@@ -161,12 +164,12 @@ def run_probe(conn: libvirt.virConnect, uri: str, shape: ShapeBuilder, *,
             if skipped:
                 attempts.append(ProbeAttempt("kvm", mode, False, skipped))
                 continue
-            attempts.append(attempt(conn, uri, shape, "kvm", mode))
+            attempts.append(attempt(conn, uri, shape, "kvm", mode, settle_s))
             if attempts[-1].ok:
                 found = ("kvm", mode)
                 break
     if found is None:
-        attempts.append(attempt(conn, uri, shape, "qemu", ""))
+        attempts.append(attempt(conn, uri, shape, "qemu", "", settle_s))
         if attempts[-1].ok:
             found = ("qemu", "")
     if not (accel_pin or cpu_mode_pin):
@@ -175,5 +178,5 @@ def run_probe(conn: libvirt.virConnect, uri: str, shape: ShapeBuilder, *,
     accel, cpu_mode = _pinned(found, accel_pin, cpu_mode_pin)
     if not any(a.accel == accel and a.cpu_mode == cpu_mode for a in attempts):
         # Used as given all the same; the report shows whether it would run.
-        attempts.append(attempt(conn, uri, shape, accel, cpu_mode))
+        attempts.append(attempt(conn, uri, shape, accel, cpu_mode, settle_s))
     return ProbeReport(accel, cpu_mode, tuple(attempts), pinned=True)

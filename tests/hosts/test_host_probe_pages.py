@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from django.urls import reverse
 
+import hosts.services as host_services
 import hosts.virt.hypervisor as hypervisor_module
 import hosts.virt.probe as probe_module
 from hosts.models import Host
@@ -20,6 +21,7 @@ from vms.services.operations import operation_run
 def fake_site(site, monkeypatch: pytest.MonkeyPatch):
     """Point the site's host at a fake nested-EPYC qemu host whose guests run on the test driver."""
     monkeypatch.setattr(probe_module, "SETTLE_S", 0)
+    monkeypatch.setattr(host_services, "PROBE_BOOT_SETTLE_S", 0)
     state = {"kwargs": {"refuse": EPYC_NESTED}}
     real_get = hypervisor_module.get_connection
 
@@ -57,6 +59,27 @@ def test_refresh_stores_acceleration_cpu_mode_and_every_attempt(fake_site) -> No
     assert [(a["cpu_mode"], a["ok"]) for a in report["attempts"]] == [
         ("host-passthrough", False), ("host-model", False), ("custom:qemu64", True)]
     assert "failed to set MSR 0x10a" in report["attempts"][0]["reason"]
+
+
+def test_the_probe_boots_a_template_read_only_and_says_which(fake_site) -> None:
+    refresh(fake_site)
+    assert fake_site.host.probe_report["booted"] == "Debian"
+    disks = ET.fromstring(fake_site.fake["fake"].xml[0]).findall("devices/disk")
+    assert len(disks) == 1
+    assert disks[0].find("source").get("file") == fake_site.template.image_path
+    assert disks[0].find("readonly") is not None
+    assert ET.fromstring(fake_site.fake["fake"].xml[0]).findtext("memory") == "256"
+
+
+def test_without_a_template_image_on_the_host_the_probe_boots_nothing(fake_site) -> None:
+    Hypervisor("test:///default").delete_volume(fake_site.datastore.pool_name,
+                                                fake_site.template.image)
+    refresh(fake_site)
+    assert fake_site.host.probe_report["booted"] == ""
+    assert ET.fromstring(fake_site.fake["fake"].xml[0]).find("devices/disk") is None
+    body = fake_site.client(fake_site.admin).get(
+        reverse("hosts:host_detail", args=[fake_site.host.pk])).content.decode()
+    assert "with no disk" in body
 
 
 def test_refresh_uses_pins_as_given(fake_site) -> None:

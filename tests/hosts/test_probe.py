@@ -66,7 +66,8 @@ class FakeQemuHost:
 
     def __init__(self, test_uri: str, *, refuse: dict[tuple[str, str], str] | None = None,
                  dies: tuple[tuple[str, str], ...] = (), kvm_error: str | None = None,
-                 domcaps: str = DOMCAPS) -> None:
+                 domcaps: str = DOMCAPS, pauses: tuple[tuple[str, str], ...] = ()) -> None:
+        self.pauses = pauses
         self.real = get_connection(test_uri)
         self.refuse = refuse or {}
         self.dies = dies
@@ -102,6 +103,8 @@ class FakeQemuHost:
         dom = self.real.createXML(ET.tostring(root, encoding="unicode"), 0)
         if key in self.dies:
             dom.destroy()
+        if key in self.pauses:
+            dom.suspend()  # what qemu does on a KVM internal error (emulation failure)
         return dom
 
     def __getattr__(self, name: str) -> Any:
@@ -202,6 +205,15 @@ def test_a_guest_that_dies_after_starting_is_not_taken_for_working(fake_host) ->
                                               "started, then gone within 0 s")
     assert (report.accel, report.cpu_mode) == ("kvm", "host-model")
     assert fake.started[:2] == [("kvm", "host-passthrough"), ("kvm", "host-model")]
+
+
+def test_a_guest_that_kvm_stops_is_not_taken_for_working_and_tcg_follows(fake_host) -> None:
+    kvm_modes = (("kvm", "host-passthrough"), ("kvm", "host-model"), ("kvm", "custom:qemu64"))
+    fake_host(pauses=kvm_modes)
+    report = Hypervisor(URI).probe(shape, settle_s=0)
+    assert [a.reason for a in report.attempts[:3]] == [
+        "started, then paused within 0 s (qemu stops a guest whose code it cannot run)"] * 3
+    assert (report.accel, report.cpu_mode) == ("qemu", "")
 
 
 @pytest.mark.parametrize(("kvm_error", "reason"), [

@@ -7,28 +7,40 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from hosts.services import PROBE_BOOT_MEMORY_MIB, PROBE_BOOT_SETTLE_S
 from hosts.virt import Hypervisor, ProbeReport
 from vms.domain_xml import build_probe_xml
 
 URI = "qemu:///system"
 MIB = 1024**2
-_reports: dict[str, ProbeReport] = {}
+_reports: dict[tuple[str, str], ProbeReport] = {}
 
 
 def probe_shape(domain_type: str, cpu_mode: str) -> str:
     return build_probe_xml(domain_type=domain_type, cpu_mode=cpu_mode)
 
 
-def probed(hv: Hypervisor) -> ProbeReport:
-    """Return how guests run on the host, probing once per test session (it takes seconds)."""
-    if hv.uri not in _reports:
-        _reports[hv.uri] = hv.probe(probe_shape, fresh=True)
-    return _reports[hv.uri]
+def probed(hv: Hypervisor, boot_disk: str = "") -> ProbeReport:
+    """Return how guests run on the host, probing once per test session (it takes seconds).
+
+    Give the image the test's guest boots: on some nested hosts KVM runs the firmware and a
+    spinning boot sector but stops a real bootloader, so only booting it tells.
+    """
+    key = (hv.uri, boot_disk)
+    if key not in _reports:
+        def shape(domain_type: str, cpu_mode: str) -> str:
+            return build_probe_xml(domain_type=domain_type, cpu_mode=cpu_mode,
+                                   boot_disk=boot_disk or None,
+                                   memory_mib=PROBE_BOOT_MEMORY_MIB)
+
+        _reports[key] = hv.probe(shape if boot_disk else probe_shape, fresh=True,
+                                 settle_s=PROBE_BOOT_SETTLE_S if boot_disk else None)
+    return _reports[key]
 
 
-def guest_kind(hv: Hypervisor) -> dict[str, str]:
-    """Return the DomainSpec fields (domain type, CPU mode) that run on the host."""
-    report = probed(hv)
+def guest_kind(hv: Hypervisor, boot_disk: str = "") -> dict[str, str]:
+    """Return the DomainSpec fields (domain type, CPU mode) that run the guest on the host."""
+    report = probed(hv, boot_disk)
     return {"domain_type": report.accel, "cpu_mode": report.cpu_mode}
 
 
