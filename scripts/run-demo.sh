@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the demo in the background: the web server and one django-q2 worker.
+# Run the demo in the background: the web server, one django-q2 worker and the console proxy.
 #
 #   scripts/run-demo.sh start    start what is not running yet (never twice)
 #   scripts/run-demo.sh stop     stop everything started here (whole process groups)
@@ -19,11 +19,12 @@ PY="$ROOT/.venv/bin/python"
 URL="http://127.0.0.1:$PORT/"
 
 # The processes of the demo, started in this order from the repository root.
-SERVICES=(web worker)
+SERVICES=(web worker console)
 service_argv() { # name -> sets ARGV
   case "$1" in
     web) ARGV=("$PY" manage.py runserver "0.0.0.0:$PORT" --noreload) ;;
     worker) ARGV=("$PY" manage.py qcluster) ;;
+    console) ARGV=("$PY" manage.py console_proxy) ;;
     *) return 1 ;;
   esac
 }
@@ -133,13 +134,13 @@ case "${1:-}" in
     echo "$URL" >"$RUN_DIR/url"
     echo
     echo "Portal: $URL"
-    echo "Logs:   $LOG_DIR/web.log, $LOG_DIR/worker.log"
+    echo "Logs:   $LOG_DIR/web.log, $LOG_DIR/worker.log, $LOG_DIR/console.log"
     show_accounts
     echo "Stop with: make stop"
     ;;
   stop)
     echo "Stopping the portal demo:"
-    # Reverse order: the worker stops before the web server.
+    # Reverse order: the console proxy and the worker stop before the web server.
     for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
       stop_one "${SERVICES[i]}"
     done

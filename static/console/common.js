@@ -15,6 +15,7 @@ export function setStatus(state, text) {
   statusBadge.dataset.state = state;
   statusBadge.textContent = text;
   statusBadge.className = `badge ${BADGES[state]}`;
+  statusBadge.hidden = false;
 }
 
 // The proxy explains a refusal in the close frame; say it in the page.
@@ -52,8 +53,10 @@ export function offerReconnect() {
   reconnectButton.hidden = false;
 }
 
+// Without JavaScript the page shows only its explanation; with it, the console itself.
 export function showTools() {
   document.querySelector(".console-tools-js").hidden = false;
+  screen.hidden = false;
   fullscreenButton.addEventListener("click", () => {
     if (document.fullscreenElement) document.exitFullscreen();
     else screen.requestFullscreen().catch(() => {});

@@ -2,6 +2,7 @@
 import { closeText, offerReconnect, onReconnect, screen, setStatus, showTools, websocketUrl }
   from "./common.js";
 
+showTools();
 const [{ Terminal }, { FitAddon }] = await Promise.all([
   import(screen.dataset.xterm),
   import(screen.dataset.fit),
@@ -45,6 +46,5 @@ async function connect() {
   });
 }
 
-showTools();
 onReconnect(connect);
 connect();
