@@ -286,12 +286,14 @@ def build_domain_xml(spec: DomainSpec) -> str:
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
     if spec.seed_path is not None:
-        # virtio cannot carry a CD-ROM; SATA (AHCI) is what every cloud kernel reads.
+        # virtio-blk cannot carry a CD-ROM; virtio-scsi can, and unlike SATA (AHCI) it is in
+        # the cloud kernels of Debian's and Ubuntu's cloud images.
         seed = _sub(devices, "disk", type="file", device="cdrom")
         _sub(seed, "driver", name="qemu", type="raw")
         _sub(seed, "source", file=spec.seed_path)
-        _sub(seed, "target", dev="sda", bus="sata")
+        _sub(seed, "target", dev="sda", bus="scsi")
         _sub(seed, "readonly")
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
 
     devices.append(_interface(spec))
 

@@ -209,7 +209,7 @@ def test_install_writes_a_seed_with_user_keys_and_password_hash(
     [cdrom] = [d for d in root.iterfind("devices/disk") if d.get("device") == "cdrom"]
     assert cdrom.find("source").get("file").endswith(vm.seed_volume_name)
     assert cdrom.find("readonly") is not None
-    assert cdrom.find("target").attrib == {"dev": "sda", "bus": "sata"}
+    assert cdrom.find("target").attrib == {"dev": "sda", "bus": "scsi"}
 
 
 def test_a_key_only_vm_gets_a_locked_password(site, django_capture_on_commit_callbacks,
@@ -341,7 +341,7 @@ def spec(**kw):
                       **kw)
 
 
-def test_the_seed_is_a_readonly_sata_cdrom_and_only_when_given():
+def test_the_seed_is_a_readonly_scsi_cdrom_and_only_when_given():
     assert "cdrom" not in build_domain_xml(spec())
     root = ET.fromstring(build_domain_xml(spec(seed_path="/d/vm-seed.iso")))  # noqa: S314
     disks = root.findall("devices/disk")
@@ -350,8 +350,10 @@ def test_the_seed_is_a_readonly_sata_cdrom_and_only_when_given():
     assert cdrom.get("type") == "file"
     assert cdrom.find("driver").attrib == {"name": "qemu", "type": "raw"}
     assert cdrom.find("source").get("file") == "/d/vm-seed.iso"
-    assert cdrom.find("target").attrib == {"dev": "sda", "bus": "sata"}
+    assert cdrom.find("target").attrib == {"dev": "sda", "bus": "scsi"}
     assert cdrom.find("readonly") is not None
+    [controller] = root.findall("devices/controller[@type='scsi']")
+    assert controller.get("model") == "virtio-scsi"
 
 
 @pytest.mark.parametrize("path", ["seed.iso", "/d/../etc/shadow", "/d/x\n.iso"])
