@@ -776,7 +776,13 @@ class Hypervisor:
         with self._doing("list domains of", "the host"):
             domains = self._conn().listAllDomains(0)
             for dom in domains:
-                root = ET.fromstring(dom.XMLDesc(0))  # noqa: S314 - XML from libvirt itself
+                try:
+                    xml = dom.XMLDesc(0)
+                except libvirt.libvirtError as exc:
+                    if _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # went away while the host was listed (a transient domain)
+                    raise
+                root = ET.fromstring(xml)  # noqa: S314 - XML from libvirt itself
                 for graphics in root.iterfind("devices/graphics"):
                     port = graphics.get("port", "-1")
                     if port.isdigit() and int(port) > 0:

@@ -616,3 +616,27 @@ def test_create_volume_makes_a_standalone_qcow2_once(hv: Hypervisor) -> None:
     assert (facts.format, facts.capacity_bytes, facts.backing_path) == ("qcow2", 3 * GIB, None)
     with pytest.raises(VirtError):
         hv.create_volume("disks", "../escape.qcow2", GIB)
+
+
+def test_vnc_ports_in_use_skips_a_domain_that_goes_away_while_listed(
+    hv: Hypervisor, uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = ET.fromstring(domain_xml("keeper"))  # noqa: S314
+    ET.SubElement(ET.SubElement(root, "devices"), "graphics", type="vnc", port="5931",
+                  autoport="no")
+    hv.define_domain(ET.tostring(root, encoding="unicode"))
+    conn = get_connection(uri)
+    libvirt = hypervisor_module.libvirt
+
+    class Gone:
+        def XMLDesc(self, _flags: int) -> str:  # noqa: N802 - libvirt's name
+            exc = libvirt.libvirtError("Domain not found: no domain with matching name")
+            exc.err = (VIR_ERR_NO_DOMAIN, 0, "", 0, "", "", "", 0, 0)
+            raise exc
+
+    class Listing:
+        def listAllDomains(self, flags: int) -> list:  # noqa: N802 - libvirt's name
+            return [Gone(), *conn.listAllDomains(flags)]
+
+    monkeypatch.setattr(hypervisor_module, "get_connection", lambda _uri: Listing())
+    assert hv.vnc_ports_in_use() == {5931}
