@@ -8,10 +8,10 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from networking.models import PublicIP
 from portal import permissions
 from portal.errors import PortalError
 from vms.models import VirtualMachine
+from vms.selectors import vm_ssh_access
 
 from .conf import public_url
 from .models import ConsoleKind
@@ -28,17 +28,6 @@ def _operable_vm(request: HttpRequest, pk: int) -> VirtualMachine:
     return vm
 
 
-def ssh_line(vm: VirtualMachine) -> str:
-    """Return the ssh command that reaches the VM from outside, or '' without an address."""
-    public = PublicIP.objects.filter(vm=vm).first()
-    ip = public or vm.private_ip
-    if ip is None:
-        return ""
-    # The guest's own login once cloud-init made one, else the owner's portal name.
-    login = vm.login_user or vm.owner.get_username()
-    return f"ssh {login}@{ip.address}"
-
-
 @login_required
 @require_GET
 def console_page(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
@@ -49,7 +38,7 @@ def console_page(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
         "kind": kind,
         "can_open": vm.state in CONSOLE_STATES and vm.host_id is not None,
         "token_url": reverse(f"console:{kind}_token", args=[vm.pk]),
-        "ssh_line": ssh_line(vm),
+        "ssh_line": vm_ssh_access(vm).best,
     })
 
 

@@ -12,7 +12,6 @@ from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from networking.allocation import ssh_ports_offered
-from networking.models import PublicIP, SSHPort
 from portal import permissions
 from portal.errors import PortalError
 
@@ -26,6 +25,7 @@ from .forms import (
 )
 from .models import Operation, OperationKind, OperationStatus, RequestKind, RequestStage, VMState
 from .models.requests import PENDING_STAGES
+from .selectors import vm_ssh_access
 from .services.changes import disk_action_request, template_save_request
 from .services.credentials import vm_password_reveal
 from .services.lifecycle import ACTION_STATES, CHANGEABLE_STATES, vm_action_request
@@ -199,8 +199,8 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
     ops = vm.operations.select_related("requested_by")[:10]
     active = any(op.is_active for op in ops)
     can_operate = permissions.can_operate_vm(request.user, vm)
-    public_ip = PublicIP.objects.filter(vm=vm).first()
-    ssh_port = SSHPort.objects.filter(vm=vm).first()
+    ssh = vm_ssh_access(vm)
+    public_ip, ssh_port = ssh.public_ip, ssh.ssh_port
     actions = []
     if can_operate and not active:
         # The SSH port's Release button sits with its ssh line, not among the power actions.
@@ -222,7 +222,7 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
         "ip": vm.private_ip,
         "public_ip": public_ip,
         "ssh_port": ssh_port,
-        "login_user": getattr(vm, "login_user", "") or vm.owner.get_username(),
+        "ssh": ssh,
         "ssh_ports_offered": ssh_ports_offered(),
         "can_release_ssh_port": (
             can_operate and not active and ssh_port is not None

@@ -145,3 +145,13 @@ def test_the_network_overview_lists_the_ports_in_use(
     settings.PORTAL_NAT = {**settings.PORTAL_NAT, "FORWARD_PORTS": "20-10"}
     body = site.client(site.admin).get(reverse("networking:overview")).content.decode()
     assert "PORTAL_NAT_FORWARD_PORTS" in body and "reversed" in body
+
+
+def test_the_console_page_offers_the_forwarded_ssh_line_as_the_vm_page_does(
+        site, django_capture_on_commit_callbacks, box):  # noqa: F811
+    vm, _ = install(site, django_capture_on_commit_callbacks)
+    ask(site, vm, django_capture_on_commit_callbacks)
+    vm = owned_by(site, vm, site.student)
+    response = site.client(site.student).get(reverse("console:vnc", args=[vm.pk]))
+    assert response.status_code == 200
+    assert f"ssh -p 10000 stu@{BOX}" in html.unescape(response.content.decode())
