@@ -440,6 +440,7 @@ def test_a_forward_that_fails_half_way_is_undone_and_told_plainly(
     _, op = ask(site, vm, django_capture_on_commit_callbacks)
     assert op.status == OperationStatus.FAILED
     assert "iptables" not in op.message and "FORWARD" not in op.message  # the owner's words
+    assert "could not be given an SSH port: the NAT box did not take" in op.message
     assert "Chain 'FORWARD' does not exist" in op.detail  # the box's own, for admins
     assert box.rules == set()  # the DNAT rule that went in was taken out again
     assert not SSHPort.objects.filter(vm__isnull=False).exists()

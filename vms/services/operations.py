@@ -39,6 +39,14 @@ _OWNER_FAILED = {
                                 "running, shut it down and retry",
     OperationKind.DISK_DETACH: "could not let go of the disk; if it is running, shut it down "
                                "and retry",
+    OperationKind.PUBLIC_IP_ATTACH: "could not be given a public IP: the NAT box did not "
+                                    "take the mapping",
+    OperationKind.PUBLIC_IP_RELEASE: "could not give its public IP back: the NAT box did not "
+                                     "remove the mapping",
+    OperationKind.SSH_PORT_ATTACH: "could not be given an SSH port: the NAT box did not take "
+                                   "the forwarding",
+    OperationKind.SSH_PORT_RELEASE: "could not give its SSH port back: the NAT box did not "
+                                    "remove the forwarding",
 }
 
 
