@@ -196,16 +196,12 @@ def test_console_and_serial_console_in_the_browser(browser, live_server, site, c
         sockets: list[str] = []
         page.on("websocket", lambda ws: sockets.append(ws.url))
         page.goto(live_server.url + reverse("vms:vm_detail", args=[vm.pk]))
-        clicked = time.monotonic()
         page.locator("#vm-console a", has_text="Console").first.click()
         expect(page.locator("#console-status")).to_have_attribute("data-state", "connected")
-        first = wait_lit(page, 50, 5_000)
-        first_frame = time.monotonic() - clicked
-        assert first >= 50, "the console's canvas stayed black"
         # The guest boots under TCG; its screen fills with the kernel's text and the prompt.
+        # (How soon the first frame arrives is measured by bench/usable_vm.py.)
         lit = wait_lit(page, 3000, BOOT_TIMEOUT_MS)
         assert lit >= 3000, f"the guest's screen never filled: {lit} lit pixels"
-        assert first_frame < 5, f"the first frame took {first_frame:.1f} s"
         canvas = page.locator("#console-screen canvas").bounding_box()
         assert canvas["width"] <= 1280 and canvas["height"] > 200
         assert page.locator("#console-cad").is_enabled()

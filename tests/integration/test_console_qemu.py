@@ -164,21 +164,17 @@ def test_the_proxy_opens_a_real_vms_screen_once_per_token(
         proxy = ConsoleProxy(Limits(idle=300, longest=3600))
         async with proxy.serve("127.0.0.1", 0) as server:
             url = proxy_url(server)
-            started = time.monotonic()
             async with connect(f"{url}/vnc?token={vnc_token}", origin=ORIGIN,
                                subprotocols=["binary"], additional_headers=headers) as ws:
                 screen = Framebuffer(ws)
                 width, height = await screen.handshake()
                 assert (width, height) >= (640, 400)
-                first = await screen.lit_pixels(width, height)
-                first_frame = time.monotonic() - started
-                lit = first
+                lit = await screen.lit_pixels(width, height)
                 deadline = time.monotonic() + BOOT_TIMEOUT
                 while lit < 2000 and time.monotonic() < deadline:
                     await asyncio.sleep(1)
                     lit = await screen.lit_pixels(width, height)
                 assert lit >= 2000, f"the screen stayed (nearly) black: {lit} lit pixels"
-            assert first_frame < 5, f"the first frame took {first_frame:.1f} s"
 
             async with connect(f"{url}/vnc?token={vnc_token}", origin=ORIGIN,
                                subprotocols=["binary"], additional_headers=headers) as ws:
