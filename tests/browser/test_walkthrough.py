@@ -196,6 +196,7 @@ def portal() -> Iterator[Portal]:
     pool = f"portal-{ds_name}"
     assert pool_path(pool) is None, f"libvirt already has a pool {pool}"
     port = free_port()
+    console_port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "PORTAL_DEMO_HOST_URI", "DJANGO_DEBUG"}}
@@ -206,12 +207,16 @@ def portal() -> Iterator[Portal]:
         "PORTAL_BASE_URL": url,
         "PYTHONUNBUFFERED": "1",
         "PORTAL_VNC_PORTS": free_vnc_ports(),
+        "PORTAL_CONSOLE_LISTEN": f"127.0.0.1:{console_port}",
+        "PORTAL_CONSOLE_URL": f"ws://127.0.0.1:{console_port}",
+        # The image the tests' own fixture builds: no second build of the demo guest.
+        "PORTAL_GUEST_CACHE": os.environ.get("PORTAL_GUEST_CACHE", "/var/tmp/portal-guest"),
     })
     # The demo's pool hands out 192.168.122.100 onwards; stay clear of its MACs and IPs.
     first_ip = f"192.168.122.{random.randrange(200, 240)}"
     setup_log = ARTIFACTS / "setup.log"
     procs: list[subprocess.Popen] = []
-    logs = [ARTIFACTS / "web.log", ARTIFACTS / "worker.log"]
+    logs = [ARTIFACTS / "web.log", ARTIFACTS / "worker.log", ARTIFACTS / "console.log"]
     portal = Portal(url=url, var_dir=var_dir, datastore=var_dir / "datastore", pool=pool,
                     passwords={})
     try:
@@ -229,7 +234,8 @@ def portal() -> Iterator[Portal]:
         portal.passwords = _read_accounts(var_dir / "demo-accounts.txt")
         assert pool_path(pool) == str(portal.datastore)
         for argv, log in zip(
-            (["runserver", f"127.0.0.1:{port}", "--noreload"], ["qcluster"]), logs, strict=True
+            (["runserver", f"127.0.0.1:{port}", "--noreload"], ["qcluster"], ["console_proxy"]),
+            logs, strict=True,
         ):
             handle = log.open("w")
             procs.append(subprocess.Popen(
@@ -570,3 +576,143 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
     expect(admin.page.locator("main h1")).to_contain_text("local")
     admin.shot("host-detail")
     admin.logout()
+
+
+COUNT_LIT = """() => {
+  const canvas = document.querySelector('#console-screen canvas');
+  if (!canvas || !canvas.width) return 0;
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let lit = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i] + data[i + 1] + data[i + 2] > 60) lit++;
+  }
+  return lit;
+}"""
+REUSE_TOKEN = """(url) => new Promise((resolve) => {
+  const socket = new WebSocket(url, ['binary']);
+  socket.addEventListener('close', (e) => resolve({code: e.code, reason: e.reason}));
+})"""
+
+
+def new_ssh_key():  # noqa: ANN201
+    """Return (paramiko private key, OpenSSH public line) of a fresh ed25519 key."""
+    from io import StringIO
+
+    import paramiko
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH).decode()
+    return paramiko.Ed25519Key.from_private_key(StringIO(pem)), f"{public} student@laptop"
+
+
+def wait_for_text(page, locator, text: str, timeout_s: float, poke: bool = False) -> str:  # noqa: ANN001
+    """Wait until the locator's text holds text, pressing Enter now and then if poke."""
+    deadline = time.monotonic() + timeout_s
+    seen = ""
+    while time.monotonic() < deadline:
+        seen = locator.inner_text()
+        if text in seen:
+            return seen
+        if poke:
+            page.keyboard.press("Enter")
+        page.wait_for_timeout(1000)
+    pytest.fail(f"{text!r} never appeared; the screen shows:\n{seen[-1500:]}")
+
+
+def test_a_student_gets_into_a_new_vm_by_console_serial_console_and_ssh(browser, portal) -> None:
+    """Key in the profile -> request -> admin's approval -> Console, serial login, SSH."""
+    from playwright.sync_api import expect
+
+    from tests.integration.guest import ssh_connect, ssh_run
+
+    name = portal.new_vm_name()
+    key, public_line = new_ssh_key()
+    student = User(browser, portal, "student")
+    student.login()
+    page = student.page
+    student.goto("/people/keys/")
+    page.fill("#id_name", "laptop")
+    page.fill("#id_public_key", public_line)
+    page.locator("#ssh-key-form").get_by_role("button", name="Add key").click()
+    expect(page.locator("#ssh-keys tbody")).to_contain_text("laptop")
+    student.shot("ssh-keys")
+    student.nav("Request a VM")
+    expect(page.get_by_label("laptop", exact=False)).to_be_checked()  # the newest key
+    page.get_by_label("Generate a password", exact=False).check()
+    request_vm(student, name, "Networks lab: log in by console and SSH.")
+    expect_submitted(student, f"Request {name} submitted")
+    student.logout()
+
+    admin = User(browser, portal, "admin")  # an admin's approval is the last word at any stage
+    admin.login()
+    decide(admin, name, "Approve", "Approved for the networks lab.")
+    admin.logout()
+
+    student = User(browser, portal, "student")
+    student.login()
+    page = student.page
+    student.nav("My VMs")
+    page.locator("main table tbody tr", has_text=name).get_by_role("link", name=name).click()
+    wait_for_operation(student, "install")
+    page.reload()  # the login panel lies outside the part of the page that follows operations
+    ip = page.locator("#vm-ip").inner_text()
+    login_user = page.locator("#vm-login-user").inner_text().strip()
+    expect(page.locator("#vm-ssh-line")).to_have_text(f"ssh {login_user}@{ip}")
+    expect(page.locator("#vm-login-keys")).to_contain_text("laptop")
+    page.locator("#password-reveal").get_by_role("button").click()
+    password = page.locator("#vm-password").inner_text().strip()
+    assert len(password) >= 16, password
+    student.shot("vm-password-once")
+    page.reload()
+    expect(page.locator("#vm-password")).to_have_count(0)  # shown once, then only the hash
+    expect(page.locator("#vm-login-password")).to_contain_text("already shown")
+
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.locator("#vm-console a", has_text="Console").first.click()
+    expect(page.locator("#console-status")).to_have_attribute("data-state", "connected")
+    deadline = time.monotonic() + INSTALL_TIMEOUT_MS / 1000
+    lit = 0
+    while lit < 3000 and time.monotonic() < deadline:  # the guest's text on a black screen
+        page.wait_for_timeout(500)
+        lit = page.evaluate(COUNT_LIT)
+    assert lit >= 3000, f"the console's canvas stayed (nearly) blank: {lit} lit pixels"
+    student.shot("console")
+    assert len(sockets) == 1 and "token=" in sockets[0], sockets
+    again = page.evaluate(REUSE_TOKEN, sockets[0])
+    assert again["code"] != 1000 and "used already" in again["reason"], again
+
+    page.goto(page.url.replace("/console/", "/serial/"))
+    expect(page.locator("#console-status")).to_have_attribute("data-state", "connected")
+    page.locator("#console-screen .xterm").click()
+    rows = page.locator("#console-screen .xterm-rows")
+    wait_for_text(page, rows, "login:", INSTALL_TIMEOUT_MS / 1000, poke=True)
+    page.keyboard.type(login_user)
+    page.keyboard.press("Enter")
+    wait_for_text(page, rows, "assword:", 30)
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    page.keyboard.type("echo logged-in-as-$(id -un)")
+    page.keyboard.press("Enter")
+    wait_for_text(page, rows, f"logged-in-as-{login_user}", 30)
+    student.shot("serial-logged-in")
+
+    client = ssh_connect(ip, login_user, key=key)  # from this host, on the VM's network
+    try:
+        assert ssh_run(client, "hostname").strip() == name
+    finally:
+        client.close()
+
+    page.goto(f"{portal.url}/vms/")
+    page.locator("main table tbody tr", has_text=name).get_by_role("link", name=name).click()
+    with page.expect_navigation():
+        page.locator('#vm-actions button[data-action="delete"]').click()
+    wait_for_operation(student, "delete")
+    assert virsh("dominfo", name).returncode != 0
+    assert not list(portal.datastore.glob("vm-*")), "the VM's disk or seed is still there"
+    student.logout()
