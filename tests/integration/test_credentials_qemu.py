@@ -109,7 +109,7 @@ def guest_site(site, guest_image: Path) -> Iterator:
     finally:
         for vm in VirtualMachine.objects.all():
             virsh("destroy", vm.domain_name)
-            virsh("undefine", vm.domain_name)
+            virsh("undefine", vm.domain_name, "--snapshots-metadata", "--nvram")
         pool = site.datastore.pool_name
         virsh("pool-destroy", pool)
         virsh("pool-undefine", pool)

@@ -87,7 +87,7 @@ def real_site(site) -> Iterator:
     finally:
         for vm in VirtualMachine.objects.all():
             virsh("destroy", vm.domain_name)
-            virsh("undefine", vm.domain_name)
+            virsh("undefine", vm.domain_name, "--snapshots-metadata", "--nvram")
         pool = site.datastore.pool_name
         virsh("pool-destroy", pool)
         virsh("pool-undefine", pool)
