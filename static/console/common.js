@@ -25,6 +25,18 @@ export function closeText(event) {
   return "The console closed.";
 }
 
+// Say the console is connecting and return its websocket URL, or null once the failure is shown.
+export async function openingUrl() {
+  setStatus("connecting", "Connecting…");
+  try {
+    return await websocketUrl();
+  } catch (error) {
+    setStatus("error", error.message);
+    offerReconnect();
+    return null;
+  }
+}
+
 export async function websocketUrl() {
   const csrf = document.querySelector("#console-csrf input[name=csrfmiddlewaretoken]").value;
   const response = await fetch(screen.dataset.tokenUrl, {

@@ -1,5 +1,5 @@
 // The serial console: xterm.js on a websocket to the console proxy.
-import { closeText, offerReconnect, onReconnect, screen, setStatus, showTools, websocketUrl }
+import { closeText, offerReconnect, onReconnect, openingUrl, screen, setStatus, showTools }
   from "./common.js";
 
 showTools();
@@ -21,15 +21,8 @@ term.onData((data) => {
 });
 
 async function connect() {
-  setStatus("connecting", "Connecting…");
-  let url;
-  try {
-    url = await websocketUrl();
-  } catch (error) {
-    setStatus("error", error.message);
-    offerReconnect();
-    return;
-  }
+  const url = await openingUrl();
+  if (!url) return;
   socket = new WebSocket(url);
   socket.binaryType = "arraybuffer";
   socket.addEventListener("open", () => {

@@ -1,20 +1,13 @@
 // The graphical console: noVNC on a websocket to the console proxy, scaled to the window.
-import { closeText, offerReconnect, onReconnect, screen, setStatus, showTools, websocketUrl }
+import { closeText, offerReconnect, onReconnect, openingUrl, screen, setStatus, showTools }
   from "./common.js";
 
 const cadButton = document.getElementById("console-cad");
 let rfb = null;
 
 async function connect() {
-  setStatus("connecting", "Connecting…");
-  let url;
-  try {
-    url = await websocketUrl();
-  } catch (error) {
-    setStatus("error", error.message);
-    offerReconnect();
-    return;
-  }
+  const url = await openingUrl();
+  if (!url) return;
   const { default: RFB } = await import(screen.dataset.rfb);
   // Our own socket, so the proxy's reason for closing it can be shown.
   const socket = new WebSocket(url, ["binary"]);

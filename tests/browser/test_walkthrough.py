@@ -110,6 +110,24 @@ def free_vnc_ports(size: int = 20) -> str:
     raise RuntimeError("no free block of VNC ports between 6300 and 6899")
 
 
+def free_address_block(size: int) -> str:
+    """Return the first of size addresses of the default network that nobody uses or leases.
+
+    dnsmasq keeps a deleted VM's lease for an hour and will not give its address to another
+    MAC meanwhile, so a block of an earlier run's guests would send this run's guests to the
+    dynamic range, away from the address the portal shows.
+    """
+    leases = virsh("net-dhcp-leases", NETWORK).stdout
+    taken = set(re.findall(r"\b192\.168\.122\.(\d+)/", leases))
+    taken |= {ip.rsplit(".", 1)[1] for _mac, ip in dhcp_hosts().values()}
+    starts = list(range(150, 250 - size))  # the demo's own pool starts at .100
+    random.shuffle(starts)
+    for start in starts:
+        if not {str(n) for n in range(start, start + size)} & taken:
+            return f"192.168.122.{start}"
+    raise RuntimeError("no free block of addresses in libvirt's default network")
+
+
 # ---- the portal in subprocesses ----
 
 @dataclass
@@ -213,7 +231,7 @@ def portal() -> Iterator[Portal]:
         "PORTAL_GUEST_CACHE": os.environ.get("PORTAL_GUEST_CACHE", "/var/tmp/portal-guest"),
     })
     # The demo's pool hands out 192.168.122.100 onwards; stay clear of its MACs and IPs.
-    first_ip = f"192.168.122.{random.randrange(200, 240)}"
+    first_ip = free_address_block(10)
     setup_log = ARTIFACTS / "setup.log"
     procs: list[subprocess.Popen] = []
     logs = [ARTIFACTS / "web.log", ARTIFACTS / "worker.log", ARTIFACTS / "console.log"]
@@ -578,22 +596,6 @@ def test_request_approve_run_and_delete_a_vm(browser, portal) -> None:
     admin.logout()
 
 
-COUNT_LIT = """() => {
-  const canvas = document.querySelector('#console-screen canvas');
-  if (!canvas || !canvas.width) return 0;
-  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-  let lit = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    if (data[i] + data[i + 1] + data[i + 2] > 60) lit++;
-  }
-  return lit;
-}"""
-REUSE_TOKEN = """(url) => new Promise((resolve) => {
-  const socket = new WebSocket(url, ['binary']);
-  socket.addEventListener('close', (e) => resolve({code: e.code, reason: e.reason}));
-})"""
-
-
 def new_ssh_key():  # noqa: ANN201
     """Return (paramiko private key, OpenSSH public line) of a fresh ed25519 key."""
     from io import StringIO
@@ -628,6 +630,7 @@ def test_a_student_gets_into_a_new_vm_by_console_serial_console_and_ssh(browser,
     """Key in the profile -> request -> admin's approval -> Console, serial login, SSH."""
     from playwright.sync_api import expect
 
+    from tests.browser.test_console import COUNT_LIT, REUSE
     from tests.integration.guest import ssh_connect, ssh_run
 
     name = portal.new_vm_name()
@@ -684,7 +687,7 @@ def test_a_student_gets_into_a_new_vm_by_console_serial_console_and_ssh(browser,
     assert lit >= 3000, f"the console's canvas stayed (nearly) blank: {lit} lit pixels"
     student.shot("console")
     assert len(sockets) == 1 and "token=" in sockets[0], sockets
-    again = page.evaluate(REUSE_TOKEN, sockets[0])
+    again = page.evaluate(REUSE, sockets[0])
     assert again["code"] != 1000 and "used already" in again["reason"], again
 
     page.goto(page.url.replace("/console/", "/serial/"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from hosts.services import PROBE_BOOT_MEMORY_MIB, PROBE_BOOT_SETTLE_S
@@ -92,3 +93,19 @@ def qemu_img_info(path: str) -> dict:
         timeout=60,
     )
     return json.loads(result.stdout)
+
+
+def make_network(workdir: Path, prefix: str, octet: int) -> tuple[str, str]:
+    """Define an isolated network with DHCP on <prefix>.<octet>.0/24; return name, subnet."""
+    name = unique("portaltest")[:24]
+    root = ET.Element("network")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "bridge", name=f"ptbr{uuid.uuid4().hex[:6]}")
+    ip = ET.SubElement(root, "ip", address=f"{prefix}.{octet}.1", netmask="255.255.255.0")
+    ET.SubElement(ET.SubElement(ip, "dhcp"), "range", start=f"{prefix}.{octet}.2",
+                  end=f"{prefix}.{octet}.254")
+    xml_file = workdir / f"{name}.xml"
+    xml_file.write_text(ET.tostring(root, encoding="unicode"))
+    virsh("net-define", str(xml_file), check=True)
+    xml_file.unlink()
+    return name, f"{prefix}.{octet}.0/24"

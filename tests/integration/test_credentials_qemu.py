@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -34,6 +33,7 @@ from networking.models import PrivateIP
 from networking.ranges import private_range_add
 from portal.accounts.services import ssh_key_add
 from tests.integration.guest import ssh_connect, ssh_run
+from tests.integration.qemu import make_network
 from vms.models import (
     DiskState,
     ExtraDisk,
@@ -62,23 +62,6 @@ def virsh(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=check)
 
 
-def make_network(workdir: Path) -> tuple[str, str]:
-    """Define an isolated libvirt network with DHCP on a private /24 of its own."""
-    octet = random.randrange(100, 250)  # a test subnet, not a secret
-    name = f"portaltest-{uuid.uuid4().hex[:6]}"
-    root = ET.Element("network")
-    ET.SubElement(root, "name").text = name
-    ET.SubElement(root, "bridge", name=f"ptbr{uuid.uuid4().hex[:6]}")
-    ip = ET.SubElement(root, "ip", address=f"10.214.{octet}.1", netmask="255.255.255.0")
-    ET.SubElement(ET.SubElement(ip, "dhcp"), "range", start=f"10.214.{octet}.2",
-                  end=f"10.214.{octet}.254")
-    xml_file = workdir / f"{name}.xml"
-    xml_file.write_text(ET.tostring(root, encoding="unicode"))
-    virsh("net-define", str(xml_file), check=True)
-    xml_file.unlink()
-    return name, f"10.214.{octet}.0/24"
-
-
 @pytest.fixture
 def guest_site(site, guest_image: Path) -> Iterator:
     """Point the fast tier's site at qemu:///system, the demo guest and an isolated network."""
@@ -87,7 +70,7 @@ def guest_site(site, guest_image: Path) -> Iterator:
     workdir.chmod(0o755)  # qemu runs as another user and must reach the images
     shutil.copyfile(guest_image, workdir / "guest.qcow2")
     (workdir / "guest.qcow2").chmod(0o644)
-    net, subnet = make_network(workdir)
+    net, subnet = make_network(workdir, "10.214", random.randrange(100, 250))
     Host.objects.filter(pk=site.host.pk).update(uri=URI, accel="", vcpus=0, memory_mib=0)
     site.host.refresh_from_db()
     site.datastore.name = f"t{uuid.uuid4().hex[:6]}"

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hosts.models import Host
 from hosts.virt import close_all
 from networking.models import PrivateIP
 from networking.ranges import private_range_add
+from tests.integration.qemu import make_network
 from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
 from vms.services.lifecycle import vm_action_request
 from vms.services.operations import operation_run
@@ -37,22 +37,6 @@ def suffix() -> str:
     return uuid.uuid4().hex[:6]
 
 
-def make_network(workdir: Path, octet: int) -> tuple[str, str]:
-    """Define an isolated libvirt network with DHCP on a private /24 of its own."""
-    name = f"portaltest-{suffix()}"
-    root = ET.Element("network")
-    ET.SubElement(root, "name").text = name
-    ET.SubElement(root, "bridge", name=f"ptbr{suffix()}")
-    ip = ET.SubElement(root, "ip", address=f"10.213.{octet}.1", netmask="255.255.255.0")
-    ET.SubElement(ET.SubElement(ip, "dhcp"), "range", start=f"10.213.{octet}.2",
-                  end=f"10.213.{octet}.254")
-    xml_file = workdir / f"{name}.xml"
-    xml_file.write_text(ET.tostring(root, encoding="unicode"))
-    virsh("net-define", str(xml_file), check=True)
-    xml_file.unlink()
-    return name, f"10.213.{octet}.0/24"
-
-
 @pytest.fixture
 def real_site(site) -> Iterator:
     """Point the fast tier's site at qemu:///system, a fresh datastore and an isolated network."""
@@ -62,7 +46,7 @@ def real_site(site) -> Iterator:
     build_template_image(workdir / "base.qcow2", "portal hypervisor test")
     (workdir / "base.qcow2").chmod(0o644)
     octets = random.sample(range(100, 250), 2)  # a test subnet, not a secret
-    nets = [make_network(workdir, octet) for octet in octets]
+    nets = [make_network(workdir, "10.213", octet) for octet in octets]
 
     Host.objects.filter(pk=site.host.pk).update(uri=URI, accel="", vcpus=0, memory_mib=0)
     site.host.refresh_from_db()
