@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
-# The generic flavour, not -cloud: the cloud kernel leaves out AHCI, so it could not read a
-# NoCloud seed attached as a SATA CD-ROM.
+# The generic flavour, not -cloud: the portal's seed comes on virtio-scsi, which both read,
+# but the cloud kernel leaves out AHCI and IDE, and the guest also reads seeds attached so.
 KERNEL_META_PACKAGE = "linux-image-amd64"
 BUSYBOX = Path("/bin/busybox")
 DROPBEAR = Path("/usr/sbin/dropbear")
