@@ -19,6 +19,7 @@ urlpatterns = [
     path("vms/", views.vm_list, name="vm_list"),
     path("vms/<int:pk>/", views.vm_detail, name="vm_detail"),
     path("vms/<int:pk>/status/", views.vm_status, name="vm_status"),
+    path("vms/<int:pk>/login/", views.vm_login, name="vm_login"),
     path("vms/<int:pk>/password/", views.vm_password, name="vm_password"),
     path("vms/<int:pk>/change/resize/", views.vm_change, {"kind": "resize"},
          name="vm_change_resize"),

@@ -272,6 +272,13 @@ def vm_status(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_GET
+def vm_login(request: HttpRequest, pk: int) -> HttpResponse:
+    """Render the VM's "How to log in" panel, which it polls until the install has ended."""
+    return render(request, "vms/_vm_login.html", _vm_context(request, pk))
+
+
+@login_required
 @require_POST
 def vm_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Queue a power action or deletion on a VM."""

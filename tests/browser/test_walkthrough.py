@@ -662,7 +662,8 @@ def test_a_student_gets_into_a_new_vm_by_console_serial_console_and_ssh(browser,
     student.nav("My VMs")
     page.locator("main table tbody tr", has_text=name).get_by_role("link", name=name).click()
     wait_for_operation(student, "install")
-    page.reload()  # the login panel lies outside the part of the page that follows operations
+    # The login panel follows the install by itself: no reload.
+    expect(page.locator("#password-reveal")).to_be_visible(timeout=10_000)
     ip = page.locator("#vm-ip").inner_text()
     login_user = page.locator("#vm-login-user").inner_text().strip()
     expect(page.locator("#vm-ssh-line")).to_have_text(f"ssh {login_user}@{ip}")

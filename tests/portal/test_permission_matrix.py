@@ -50,6 +50,7 @@ MATRIX = {
     "vms:vm_list": ("get", None, row(ok=EVERYONE)),
     "vms:vm_detail": ("get", "vm", row(ok=SEES_VM)),
     "vms:vm_status": ("get", "vm", row(ok=SEES_VM)),
+    "vms:vm_login": ("get", "vm", row(ok=SEES_VM)),
     "vms:vm_password": ("post", "vm", row(go=("student",))),  # the owner alone, not admins
     "vms:vm_action": ("post", "vm_action", row(go=("student", "orgadmin", "admin"))),
     "vms:vm_change_network": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),

@@ -360,3 +360,19 @@ def test_the_seed_is_a_readonly_scsi_cdrom_and_only_when_given():
 def test_a_bad_seed_path_is_refused(path):
     with pytest.raises(ValueError, match="seed path"):
         build_domain_xml(spec(seed_path=path))
+
+
+def test_the_login_panel_follows_the_install_then_offers_the_password_once(
+        site, django_capture_on_commit_callbacks):
+    vm = request_vm(site, django_capture_on_commit_callbacks, password=True)
+    owner = site.client(site.student)
+    panel_url = reverse("vms:vm_login", args=[vm.pk])
+    reveal_url = reverse("vms:vm_password", args=[vm.pk])
+    page = owner.get(reverse("vms:vm_detail", args=[vm.pk])).content.decode()
+    assert f'hx-get="{panel_url}"' in page  # it polls while the VM is being installed
+    assert "generated when it is installed" in page and reveal_url not in page
+    run_pending(vm)
+    panel = owner.get(panel_url).content.decode()
+    assert panel.lstrip().startswith('<div class="card mt-4" id="vm-login">')  # polling ends
+    assert reveal_url in panel and f"shown once to {site.student.get_username()}" in panel
+    assert site.client(site.other_student).get(panel_url).status_code == 404
