@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from networking.models import PublicIP, SSHPort
 
-from .models import VirtualMachine
+from .models import RequestKind, VirtualMachine, VMRequest
+from .models.machines import LIVE_STATES
+from .models.requests import PENDING_STAGES
 
 
 @dataclass(frozen=True)
@@ -40,3 +42,12 @@ def vm_ssh_access(vm: VirtualMachine) -> SSHAccess:
         outside = ""
     return SSHAccess(user=user, inside=f"ssh {user}@{ip.address}" if ip is not None else "",
                      outside=outside, public_ip=public_ip, ssh_port=ssh_port)
+
+
+def name_in_use(name: str) -> bool:
+    """Return whether a live VM or a pending request already has this name."""
+    return (
+        VirtualMachine.objects.filter(name=name, state__in=LIVE_STATES).exists()
+        or VMRequest.objects.filter(name=name, stage__in=PENDING_STAGES,
+                                    kind=RequestKind.NEW).exists()
+    )

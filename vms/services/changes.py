@@ -36,18 +36,14 @@ from ..models import (
     VMRequest,
     VMState,
 )
+from ..selectors import name_in_use
+from .domain import vm_hypervisor, vm_observe, vm_spec
 from .operations import handles, operation_create, operation_progress
 from .undo import undo_steps
 
 logger = logging.getLogger(__name__)
 GIB = 1024**3
 DISK_TARGETS = [f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz"]
-
-
-def _hypervisor(vm: VirtualMachine) -> Hypervisor:
-    if vm.host is None:
-        raise PortalError(f"{vm.name} is on no host.")
-    return Hypervisor(vm.host.uri)
 
 
 # --- applying approved requests ---------------------------------------------------------------
@@ -88,7 +84,6 @@ def change_disk_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Opera
 
 def change_clone_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> list[Operation]:  # noqa: ANN001
     """Record each copy an approved clone request asks for and queue its making."""
-    from .workflow import name_in_use
 
     ops = []
     for name in request.params["names"]:
@@ -123,7 +118,7 @@ def vm_resize(op: Operation) -> str:
                 or used_mem - vm.memory_mib + memory > host.memory_capacity_mib):
             raise PortalError(f"Host {host.name} has no room for {vcpus} vCPUs and "
                               f"{memory} MiB; ask an admin to migrate {vm.name} first.")
-        how = _hypervisor(vm).set_resources(vm.domain_name, vcpus, memory)
+        how = vm_hypervisor(vm).set_resources(vm.domain_name, vcpus, memory)
         VirtualMachine.objects.filter(pk=vm.pk).update(
             vcpus=vcpus, memory_mib=memory, sizes_pending_restart=how == "next-start")
     when = {"live": "now, while it runs", "next-start": "at its next start (shut it down "
@@ -136,7 +131,7 @@ def disk_add(op: Operation) -> str:
     """Create the disk's volume and attach it, live when the VM runs."""
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
     disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
-    hv = _hypervisor(vm)
+    hv = vm_hypervisor(vm)
     steps: list[tuple[str, Callable[[], None]]] = []
     try:
         ds = disk.datastore
@@ -185,7 +180,7 @@ def disk_detach(op: Operation) -> str:
     """Detach the disk from the VM, keeping its volume."""
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
     disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
-    _hypervisor(vm).detach_disk(vm.domain_name, _disk_path(disk))
+    vm_hypervisor(vm).detach_disk(vm.domain_name, _disk_path(disk))
     ExtraDisk.objects.filter(pk=disk.pk).update(state=DiskState.DETACHED, target="")
     return f"The {disk.size_gib} GiB disk is detached from {vm.name}; its data is kept."
 
@@ -195,7 +190,7 @@ def disk_delete(op: Operation) -> str:
     """Detach the disk if needed and delete its volume."""
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
     disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
-    hv = _hypervisor(vm)
+    hv = vm_hypervisor(vm)
     hv.detach_disk(vm.domain_name, _disk_path(disk))
     hv.delete_volume(disk.datastore.pool_name, disk.volume_name)
     disk.delete()
@@ -213,7 +208,6 @@ def extra_disks_remove(vm: VirtualMachine, hv: Hypervisor) -> None:
 def vm_clone(op: Operation) -> str:
     """Copy the source's disk, give the copy its own host, IP, MAC and VNC port, start it."""
     from .credentials import seed_upload, takes_credentials
-    from .lifecycle import _observe, _spec
 
     clone = VirtualMachine.objects.select_related(
         "template__datastore", "security_domain__vlan", "owner", "organisation").get(
@@ -263,14 +257,14 @@ def vm_clone(op: Operation) -> str:
         if hv.find_domain(clone.domain_name) is not None and \
                 hv.domain(clone.domain_name).uuid != str(clone.uuid):
             raise PortalError(f"Host {clone.host} already has a domain called {clone.name}.")
-        hv.define_domain(build_domain_xml(_spec(clone, path, ip, seed_path=seed_path)))
+        hv.define_domain(build_domain_xml(vm_spec(clone, path, ip, seed_path=seed_path)))
         steps.append(("domain", lambda: hv.undefine_domain(clone.domain_name)))
         facts = hv.start(clone.domain_name)
     except Exception:
         undo_steps(clone, steps)
         VirtualMachine.objects.filter(pk=clone.pk).update(state=VMState.FAILED)
         raise
-    _observe(clone, facts)
+    vm_observe(clone, facts)
     return f"{clone.name} is a copy of {source.name} on {clone.host}: IP {ip.address}."
 
 
@@ -301,7 +295,7 @@ def template_save(op: Operation) -> str:
     vm = VirtualMachine.objects.select_related("host", "datastore", "template").get(
         pk=op.vm_id)
     name = op.arguments["name"]
-    hv = _hypervisor(vm)
+    hv = vm_hypervisor(vm)
     ds = vm.datastore
     facts = hv.find_domain(vm.domain_name)
     if facts is not None and facts.state not in ("shutoff", "crashed"):

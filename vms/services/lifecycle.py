@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from hosts.placement import host_choose
 from hosts.remote import RemoteError
-from hosts.virt import DomainFacts, Hypervisor, NotFound, VirtError, vnc_listen_address
+from hosts.virt import DomainFacts, Hypervisor, NotFound, VirtError
 from networking.allocation import (
     ip_allocate,
     ip_release,
@@ -20,7 +20,7 @@ from networking.allocation import (
     vnc_port_allocate,
     vnc_port_release,
 )
-from networking.models import VLAN, AttachMode, NATMapping, PrivateIP, SecurityDomain, SSHPort
+from networking.models import VLAN, NATMapping, PrivateIP, SecurityDomain, SSHPort
 from networking.services import (
     dhcp_add,
     dhcp_remove,
@@ -34,7 +34,7 @@ from networking.services import (
 from portal import permissions
 from portal.errors import PortalError
 
-from ..domain_xml import DomainSpec, build_domain_xml, build_interface_xml
+from ..domain_xml import build_domain_xml, build_interface_xml
 from ..models import (
     Operation,
     OperationKind,
@@ -46,6 +46,7 @@ from ..models import (
 )
 from .changes import extra_disks_remove
 from .credentials import login_name_for, password_prepare, seed_upload, takes_credentials
+from .domain import vm_hypervisor, vm_observe, vm_spec
 from .notify import absolute_url, notify
 from .operations import handles, operation_create, operation_progress
 from .undo import undo_steps
@@ -72,13 +73,6 @@ ACTION_STATES: dict[OperationKind, tuple[str, ...]] = {
 # States in which a VM may be changed through a request (network move, public IP).
 CHANGEABLE_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED)
 OWNER_ACTIONS = tuple(ACTION_STATES)
-
-LIBVIRT_STATE = {
-    "running": VMState.RUNNING, "blocked": VMState.RUNNING, "paused": VMState.PAUSED,
-    "pmsuspended": VMState.PAUSED, "shutoff": VMState.SHUTOFF, "shutdown": VMState.RUNNING,
-    "crashed": VMState.CRASHED, "nostate": VMState.UNKNOWN,
-}
-
 
 def vm_create_from_request(*, request: VMRequest, actor) -> VirtualMachine:  # noqa: ANN001
     """Record the VM of an approved request and queue its install."""
@@ -162,36 +156,6 @@ def vm_action_request(*, vm: VirtualMachine, kind: OperationKind, actor) -> Oper
     return op
 
 
-def _observe(vm: VirtualMachine, facts: DomainFacts | None) -> None:
-    vm.state = LIBVIRT_STATE.get(facts.state, VMState.UNKNOWN) if facts else VMState.UNKNOWN
-    vm.state_checked_at = timezone.now()
-    vm.save(update_fields=["state", "state_checked_at"])
-
-
-def _hypervisor(vm: VirtualMachine) -> Hypervisor:
-    if vm.host is None:
-        raise PortalError(f"{vm.name} is on no host; it was never installed.")
-    return Hypervisor(vm.host.uri)
-
-
-def _spec(vm: VirtualMachine, disk_path: str, ip: PrivateIP,
-          seed_path: str | None = None) -> DomainSpec:
-    vlan = ip.vlan
-    return DomainSpec(
-        name=vm.domain_name, uuid=str(vm.uuid), domain_type=vm.host.accel,
-        cpu_mode=vm.host.cpu_mode,
-        vcpus=vm.vcpus, memory_mib=vm.memory_mib, disk_path=disk_path,
-        network=vlan.network_name, mac=ip.mac, description=vm.purpose,
-        portgroup=vlan.portgroup if vlan.attach == AttachMode.PORTGROUP else None,
-        vlan_tag=vlan.tag if vlan.attach == AttachMode.TAG else None,
-        vnc_port=vm.vnc_port, vnc_password=vm.vnc_password or None,
-        vnc_listen=vnc_listen_address(vm.host.uri, vm.host.address),
-        seed_path=seed_path,
-        metadata={"vm-id": str(vm.pk), "owner": vm.owner.get_username(),
-                  "organisation": vm.organisation.slug},
-    )
-
-
 @handles(OperationKind.INSTALL)
 def vm_install(op: Operation) -> str:
     """Place the VM, give it an IP, MAC and VNC port, make its disk, define and start it.
@@ -251,7 +215,7 @@ def vm_install(op: Operation) -> str:
             raise PortalError(
                 f"Host {vm.host.name} already has another domain called {vm.domain_name}."
             )
-        hv.define_domain(build_domain_xml(_spec(vm, disk_path, ip, seed_path=seed_path)))
+        hv.define_domain(build_domain_xml(vm_spec(vm, disk_path, ip, seed_path=seed_path)))
         undo.append(("domain", lambda: hv.undefine_domain(vm.domain_name)))
 
         operation_progress(op, "Starting")
@@ -267,7 +231,7 @@ def vm_install(op: Operation) -> str:
         vm.state = VMState.FAILED
         vm.save(update_fields=["state"])
         raise
-    _observe(vm, facts)
+    vm_observe(vm, facts)
     reach = f", public IP {public.address}" if public else ""
     notify(recipients=[vm.owner.email], subject=f"VM {vm.name} is ready",
            body=(f"Your VM {vm.name} runs on {vm.host.name} with IP {ip.address}{reach}.\n"
@@ -309,13 +273,13 @@ def _power(action: Callable[[Hypervisor, str], DomainFacts], done: str) -> Calla
         [Operation], str]:
     def run(op: Operation) -> str:
         vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
-        hv = _hypervisor(vm)
+        hv = vm_hypervisor(vm)
         try:
             facts = action(hv, vm.domain_name)
         except VirtError:
-            _observe(vm, hv.find_domain(vm.domain_name))
+            vm_observe(vm, hv.find_domain(vm.domain_name))
             raise
-        _observe(vm, facts)
+        vm_observe(vm, facts)
         return f"{vm.name} {done}."
 
     return run
@@ -396,7 +360,7 @@ def vm_network_move(op: Operation) -> str:
                                                "security_domain").get(pk=op.vm_id)
     target = SecurityDomain.objects.select_related("vlan").get(
         pk=op.arguments["security_domain"])
-    hv = _hypervisor(vm)
+    hv = vm_hypervisor(vm)
     held = list(PrivateIP.objects.filter(vm=vm).select_related("vlan"))
     old = next((ip for ip in held if ip.vlan_id != target.vlan_id), None)
     if old is None:
@@ -413,9 +377,9 @@ def vm_network_move(op: Operation) -> str:
         undo.append(("new DHCP entry", lambda: dhcp_remove(vm=vm, ip=new)))
         operation_progress(op, "Swapping the network interface")
         hv.replace_interface(vm.domain_name, old.mac,
-                             build_interface_xml(_spec(vm, _disk_path(vm), new)))
+                             build_interface_xml(vm_spec(vm, _disk_path(vm), new)))
         undo.append(("interface", lambda: hv.replace_interface(
-            vm.domain_name, new.mac, build_interface_xml(_spec(vm, _disk_path(vm), old)))))
+            vm.domain_name, new.mac, build_interface_xml(vm_spec(vm, _disk_path(vm), old)))))
         if NATMapping.objects.filter(vm=vm).exists():
             operation_progress(op, "Moving the NAT mapping")
             nat_remap(vm=vm, private_ip=new)

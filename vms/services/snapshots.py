@@ -160,7 +160,7 @@ def _keep_newest(vm: VirtualMachine, hv: Hypervisor, kind: SnapshotKind) -> str:
 @handles(OperationKind.SNAPSHOT_REVERT)
 def snapshot_revert_run(op: Operation) -> str:
     """Return the VM to the snapshot and record the state it comes back in."""
-    from .lifecycle import LIBVIRT_STATE
+    from .domain import LIBVIRT_STATE
 
     vm, snap, hv = _vm_and_snapshot(op)
     state = hv.snapshot_revert(vm.domain_name, snap.libvirt_name)

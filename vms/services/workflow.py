@@ -23,8 +23,7 @@ from ..models import (
     VirtualMachine,
     VMRequest,
 )
-from ..models.machines import LIVE_STATES
-from ..models.requests import PENDING_STAGES
+from ..selectors import name_in_use
 from .credentials import key_snapshot
 from .notify import absolute_url, notify
 from .sizes import vm_sizes_validate
@@ -49,15 +48,6 @@ def faculty_choices(*, requester: User):  # noqa: ANN201 - a queryset of users
     return User.objects.filter(
         role=Role.FACULTY, organisation_id=requester.organisation_id, is_active=True
     ).exclude(pk=requester.pk)
-
-
-def name_in_use(name: str) -> bool:
-    """Return whether a live VM or a pending request already has this name."""
-    return (
-        VirtualMachine.objects.filter(name=name, state__in=LIVE_STATES).exists()
-        or VMRequest.objects.filter(name=name, stage__in=PENDING_STAGES,
-                                    kind=RequestKind.NEW).exists()
-    )
 
 
 def _first_stage(requester: User, faculty: User | None,
