@@ -626,11 +626,23 @@ def wait_for_text(page, locator, text: str, timeout_s: float, poke: bool = False
     pytest.fail(f"{text!r} never appeared; the screen shows:\n{seen[-1500:]}")
 
 
+def wait_lit(page, done, timeout_s: float) -> int:  # noqa: ANN001
+    """Count the console canvas's lit pixels until done(count) holds; return the last count."""
+    from tests.browser.test_console import COUNT_LIT
+
+    deadline = time.monotonic() + timeout_s
+    lit = page.evaluate(COUNT_LIT)
+    while not done(lit) and time.monotonic() < deadline:
+        page.wait_for_timeout(500)
+        lit = page.evaluate(COUNT_LIT)
+    return lit
+
+
 def test_a_student_gets_into_a_new_vm_by_console_serial_console_and_ssh(browser, portal) -> None:
     """Key in the profile -> request -> admin's approval -> Console, serial login, SSH."""
     from playwright.sync_api import expect
 
-    from tests.browser.test_console import COUNT_LIT, REUSE
+    from tests.browser.test_console import REUSE
     from tests.integration.guest import ssh_connect, ssh_run
 
     name = portal.new_vm_name()
@@ -676,22 +688,8 @@ def test_a_student_gets_into_a_new_vm_by_console_serial_console_and_ssh(browser,
     expect(page.locator("#vm-password")).to_have_count(0)  # shown once, then only the hash
     expect(page.locator("#vm-login-password")).to_contain_text("already shown")
 
-    sockets: list[str] = []
-    page.on("websocket", lambda ws: sockets.append(ws.url))
-    page.locator("#vm-console a", has_text="Console").first.click()
-    expect(page.locator("#console-status")).to_have_attribute("data-state", "connected")
-    deadline = time.monotonic() + INSTALL_TIMEOUT_MS / 1000
-    lit = 0
-    while lit < 3000 and time.monotonic() < deadline:  # the guest's text on a black screen
-        page.wait_for_timeout(500)
-        lit = page.evaluate(COUNT_LIT)
-    assert lit >= 3000, f"the console's canvas stayed (nearly) blank: {lit} lit pixels"
-    student.shot("console")
-    assert len(sockets) == 1 and "token=" in sockets[0], sockets
-    again = page.evaluate(REUSE, sockets[0])
-    assert again["code"] != 1000 and "used already" in again["reason"], again
-
-    page.goto(page.url.replace("/console/", "/serial/"))
+    vm_page = page.url
+    page.locator("#vm-console a", has_text="Serial console").first.click()
     expect(page.locator("#console-status")).to_have_attribute("data-state", "connected")
     page.locator("#console-screen .xterm").click()
     rows = page.locator("#console-screen .xterm-rows")
@@ -705,6 +703,28 @@ def test_a_student_gets_into_a_new_vm_by_console_serial_console_and_ssh(browser,
     page.keyboard.press("Enter")
     wait_for_text(page, rows, f"logged-in-as-{login_user}", 30)
     student.shot("serial-logged-in")
+
+    # The graphical console: by now tty1 shows the login prompt below the boot messages.
+    page.goto(vm_page)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.locator("#vm-console a", has_text="Console").first.click()
+    expect(page.locator("#console-status")).to_have_attribute("data-state", "connected")
+    lit = wait_lit(page, lambda n: n >= 3000, 30)
+    assert lit >= 3000, f"the console's canvas stayed (nearly) blank: {lit} lit pixels"
+    student.shot("console")
+    # Log in there too and clear the screen: only the shell's prompt is left lit.
+    page.locator("#console-screen canvas").click()
+    for text, pause in ((login_user, 2000), (password, 3000), ("clear", 1000)):
+        page.keyboard.type(text, delay=30)
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(pause)
+    cleared = wait_lit(page, lambda n: 0 < n < 1500, 30)
+    assert 0 < cleared < 1500, f"no shell cleared the screen: {cleared} lit pixels (was {lit})"
+    student.shot("console-logged-in")
+    assert len(sockets) == 1 and "token=" in sockets[0], sockets
+    again = page.evaluate(REUSE, sockets[0])
+    assert again["code"] != 1000 and "used already" in again["reason"], again
 
     client = ssh_connect(ip, login_user, key=key)  # from this host, on the VM's network
     try:
