@@ -10,7 +10,6 @@ import base64
 import binascii
 import io
 import re
-import struct
 from dataclasses import dataclass
 
 import pycdlib
@@ -35,10 +34,9 @@ RESERVED_USER_NAMES = frozenset({
     "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "sshd", "messagebus",
     "_apt", "systemd-network", "systemd-resolve", "systemd-timesync", "polkitd",
 })  # fmt: skip
-SSH_KEY_TYPES = (
-    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-)  # fmt: skip
+# The key's policy (types, sizes) is the profile's, in portal.accounts.keys; the seed only
+# makes sure each key stays one well-formed authorized_keys line.
+SSH_KEY_TYPE_RE = re.compile(r"^[a-z][a-z0-9.@-]{2,63}$")
 MAX_SSH_KEYS = 32
 MAX_SSH_KEY_CHARS = 16 * 1024
 MAX_GECOS_CHARS = 128
@@ -82,20 +80,12 @@ def validate_ssh_key(key: object) -> str:
         raise ValueError("an SSH key reads '<type> <base64 data> [comment]'")
     kind, data = parts[0], parts[1]
     comment = parts[2] if len(parts) == 3 else ""
-    if kind not in SSH_KEY_TYPES:
-        known = ", ".join(SSH_KEY_TYPES)
-        raise ValueError(f"unknown SSH key type {kind[:40]!r}: use one of {known}")
+    if not SSH_KEY_TYPE_RE.fullmatch(kind):
+        raise ValueError(f"{kind[:40]!r} is not an SSH key type")
     try:
-        blob = base64.b64decode(data, validate=True)
+        base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the SSH key's data is not valid base64") from None
-    if len(blob) < 4:
-        raise ValueError("the SSH key's data is too short")
-    (length,) = struct.unpack(">I", blob[:4])
-    if blob[4 : 4 + length] != kind.encode("ascii"):
-        raise ValueError(f"the SSH key's data does not hold a {kind} key")
-    if kind == "ssh-rsa" and len(blob) < 256:
-        raise ValueError("the RSA key is too short: use at least 2048 bits")
     if len(comment) > MAX_COMMENT_CHARS:
         raise ValueError(f"the SSH key's comment must be at most {MAX_COMMENT_CHARS} characters")
     return " ".join(p for p in (kind, data, comment) if p)

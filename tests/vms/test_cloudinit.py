@@ -158,10 +158,8 @@ def test_validate_ssh_key_trims_and_normalises_spaces() -> None:
 @pytest.mark.parametrize(("key", "message"), [
     ("", "empty"),
     ("ssh-ed25519", "<type> <base64 data>"),
-    ("ssh-foo AAAA", "unknown SSH key type"),
+    ("command=\"rm\" AAAA", "not an SSH key type"),
     ("ssh-ed25519 not*base64", "base64"),
-    (fake_key("ssh-rsa").replace("ssh-rsa ", "ssh-ed25519 "), "does not hold a ssh-ed25519"),
-    (fake_key("ssh-rsa", 64), "too short"),
     (ED25519 + "\nssh-ed25519 AAAA injected", "one line"),
     (ED25519 + "\rx", "one line"),
     (ED25519 + " " + "c" * 300, "comment"),
