@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from hosts.virt.images import datastore_path_problem, image_name_problem
 from vms.domain_xml import CPU_CUSTOM_PREFIX, CPU_HOST_MODES, check_cpu_mode
 
 NAME_VALIDATOR = RegexValidator(
@@ -22,6 +24,20 @@ def validate_cpu_mode(value: str) -> None:
         check_cpu_mode(value)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
+
+
+def validate_datastore_path(value: str) -> None:
+    """Refuse a datastore directory outside the configured roots, odd or through a symlink."""
+    problem = datastore_path_problem(value, settings.PORTAL_DATASTORE_ROOTS)
+    if problem:
+        raise ValidationError(problem, code="datastore_path")
+
+
+def validate_image_name(value: str) -> None:
+    """Refuse an image file name that is not a plain name inside its datastore."""
+    problem = image_name_problem(value)
+    if problem:
+        raise ValidationError(problem, code="image_name")
 
 
 class AccelPin(models.TextChoices):
@@ -148,7 +164,11 @@ class Datastore(models.Model):
     """A directory of disk images, seen by libvirt as a storage pool on its hosts."""
 
     name = models.CharField(max_length=63, unique=True, validators=[NAME_VALIDATOR])
-    path = models.CharField(max_length=255, help_text="Absolute directory on every host.")
+    path = models.CharField(
+        max_length=255, validators=[validate_datastore_path],
+        help_text="Absolute directory on every host, under one of the datastore roots "
+                  "(PORTAL_DATASTORE_ROOTS); not a symbolic link.",
+    )
     hosts = models.ManyToManyField(Host, related_name="datastores", blank=True)
     capacity_gib = models.PositiveIntegerField(default=0, help_text="0 means not limited.")
 
@@ -163,12 +183,6 @@ class Datastore(models.Model):
         """Return the libvirt storage pool name of this datastore."""
         return f"portal-{self.name}"
 
-    def clean(self) -> None:
-        """Refuse a relative or non-normal path."""
-        p = PurePosixPath(self.path)
-        if not p.is_absolute() or ".." in p.parts or str(p) != self.path.rstrip("/"):
-            raise ValidationError({"path": "Give an absolute, normalised directory path."})
-
 
 class Template(models.Model):
     """A base image VMs are installed from, with the sizes a request may choose."""
@@ -176,7 +190,8 @@ class Template(models.Model):
     name = models.CharField(max_length=120, unique=True)
     datastore = models.ForeignKey(Datastore, on_delete=models.PROTECT, related_name="templates")
     image = models.CharField(
-        max_length=255, help_text="File name of the qcow2 image inside the datastore."
+        max_length=255, validators=[validate_image_name],
+        help_text="File name of the qcow2 image inside the datastore, e.g. debian-12.qcow2.",
     )
     os_name = models.CharField("operating system", max_length=120, blank=True)
     min_vcpus = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
@@ -199,11 +214,8 @@ class Template(models.Model):
         return self.name
 
     def clean(self) -> None:
-        """Refuse an image path outside the datastore and inverted bounds."""
+        """Refuse inverted bounds; the image's name has its own validator."""
         errors = {}
-        p = PurePosixPath(self.image)
-        if p.is_absolute() or ".." in p.parts or len(p.parts) != 1 or not self.image:
-            errors["image"] = "Give the image's file name inside the datastore, with no folder."
         for what in ("vcpus", "memory_mib", "disk_gib"):
             lo, hi = getattr(self, f"min_{what}"), getattr(self, f"max_{what}")
             if lo is not None and hi is not None and lo > hi:

@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from portal.ldap_config import ldap_settings
 
@@ -197,6 +198,17 @@ PORTAL = {
     "MAX_EXTRA_DISK_GIB": env.int("PORTAL_MAX_EXTRA_DISK_GIB", default=200),
     "MAX_EXTRA_DISKS": env.int("PORTAL_MAX_EXTRA_DISKS", default=4),
 }
+
+# Datastores must lie under one of these directories (colon- or comma-separated, absolute):
+# an admin cannot point a storage pool at /etc. The demo's datastore is VAR_DIR/datastore.
+PORTAL_DATASTORE_ROOTS = tuple(
+    root.strip() for root in env.str(
+        "PORTAL_DATASTORE_ROOTS", default=f"{VAR_DIR / 'datastore'}:/var/lib/libvirt/images"
+    ).replace(",", ":").split(":") if root.strip()
+)
+if not all(root.startswith("/") for root in PORTAL_DATASTORE_ROOTS):
+    raise ImproperlyConfigured(
+        f"PORTAL_DATASTORE_ROOTS must hold absolute paths, not {PORTAL_DATASTORE_ROOTS}")
 
 # DHCP host entries: "libvirt" (the host's libvirt network), "isc-ssh" (an ISC dhcpd over
 # SSH) or "none".

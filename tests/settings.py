@@ -11,6 +11,10 @@ STATIC_ROOT = Path(tempfile.gettempdir()) / "portal-test-static"
 STATIC_ROOT.mkdir(exist_ok=True)
 
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
+# The fast tier's datastores (/srv/portal/..., never created) and the real tiers' temporary
+# ones (/var/tmp/portaltest-*, pytest's tmp_path).
+PORTAL_DATASTORE_ROOTS = (*PORTAL_DATASTORE_ROOTS, "/srv/portal", "/var/tmp",  # noqa: F405
+                          tempfile.gettempdir())
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES = {
