@@ -12,6 +12,7 @@ from vms.domain_xml import build_probe_xml
 from vms.models import Operation, OperationKind, VirtualMachine, VMState
 from vms.services.operations import handles, operation_create
 
+from .images import template_image_check
 from .models import Datastore, Host, Template, cpu_mode_label
 from .remote import RemoteError, fetch_host_key
 from .virt import Hypervisor, ProbeReport, ShapeBuilder, VirtError
@@ -60,8 +61,15 @@ def _probe_template(hv: Hypervisor, host: Host) -> Template | None:
     templates = (Template.objects.filter(is_active=True, datastore__hosts=host)
                  .select_related("datastore").order_by("-cloud_init", "name"))
     for template in templates:
-        if hv.volume_exists(template.datastore.pool_name, template.image):
-            return template
+        if not hv.volume_exists(template.datastore.pool_name, template.image):
+            continue
+        try:
+            # The probe boots the image: the same inspection as an install, first.
+            template_image_check(template=template, host=host, hv=hv)
+        except (PortalError, VirtError) as exc:
+            logger.warning("host %s: the probe does not boot %s: %s", host.name, template, exc)
+            continue
+        return template
     return None
 
 

@@ -93,6 +93,17 @@ def _error_code(exc: libvirt.libvirtError) -> int | None:
     return exc.get_error_code()
 
 
+# Waits before each retry of a pool refresh that libvirt refused because a volume is being
+# built in the pool (about 3 s in all).
+_REFRESH_RETRY_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def _pool_busy(exc: libvirt.libvirtError) -> bool:
+    """Return whether libvirt refused a pool action because a volume is being built in it."""
+    # VIR_ERR_INTERNAL_ERROR carries it, like many others; only the text tells.
+    return "asynchronous jobs running" in (exc.get_error_message() or "")
+
+
 def _translate(exc: libvirt.libvirtError, doing: str) -> VirtError:
     code = _error_code(exc)
     cls = NotFound if code in _NOT_FOUND_CODES else VirtError
@@ -223,9 +234,11 @@ class Hypervisor:
             return conn.storagePoolLookupByName(name)
 
     def _find_volume(
-        self, pool: libvirt.virStoragePool, pool_name: str, volume: str
+        self, pool: libvirt.virStoragePool, pool_name: str, volume: str, *, refresh: bool = True
     ) -> libvirt.virStorageVol | None:
-        """Return the volume, refreshing the pool once in case it appeared behind libvirt."""
+        """Return the volume, refreshing the pool once if it is unknown (unless refresh=False)."""
+        # A file may appear behind libvirt's back; a caller about to create the volume
+        # expects it not to exist and skips the refresh, which clashes with other creations.
         what = f"volume '{volume}' in pool '{pool_name}'"
         for attempt in range(2):
             try:
@@ -233,10 +246,30 @@ class Hypervisor:
             except libvirt.libvirtError as exc:
                 if _error_code(exc) != libvirt.VIR_ERR_NO_STORAGE_VOL:
                     raise _translate(exc, f"cannot look up {what} on {self.uri}") from exc
-            if attempt == 0:
-                with self._doing("refresh", f"pool '{pool_name}'"):
-                    pool.refresh(0)
+            if attempt == 0 and (not refresh or not self._refresh_pool(pool, pool_name)):
+                return None
         return None
+
+    def _refresh_pool(self, pool: libvirt.virStoragePool, pool_name: str) -> bool:
+        """Re-read the pool's directory; return False when libvirt stayed busy building a volume.
+
+        libvirt refuses to refresh a pool while a volume is being created in it (another
+        worker's install); the refresh is retried briefly, then skipped: the volumes libvirt
+        made itself are in its list already.
+        """
+        for delay in (*_REFRESH_RETRY_S, None):
+            try:
+                pool.refresh(0)
+                return True
+            except libvirt.libvirtError as exc:
+                if not _pool_busy(exc):
+                    raise _translate(exc, f"cannot refresh pool '{pool_name}' on {self.uri}") \
+                        from exc
+                if delay is None:
+                    log.info("pool %s on %s stayed busy; not refreshed", pool_name, self.uri)
+                    return False
+            time.sleep(delay)
+        return False
 
     # -- host -------------------------------------------------------------------
 
@@ -471,36 +504,52 @@ class Hypervisor:
     # -- storage ------------------------------------------------------------------
 
     def ensure_pool(self, name: str, path: str) -> None:
-        """Make sure a directory pool exists at path, is active, autostarts and is fresh."""
+        """Make sure a directory pool exists at path, is active and autostarts.
+
+        Safe to run from many workers at once. An active pool is not refreshed: libvirt
+        refuses that while another worker creates a volume in it, and it knows the volumes
+        it made; lookups refresh when a volume is missing.
+        """
         check_pool_name(name)
         check_abs_path("pool path", path)
-        conn = self._conn()
         what = f"pool '{name}'"
         try:
             pool = self._lookup_pool(name, "look up")
         except NotFound:
-            root = ET.Element("pool", type="dir")
-            ET.SubElement(root, "name").text = name
-            ET.SubElement(ET.SubElement(root, "target"), "path").text = path
-            with self._doing("define", what):
-                pool = conn.storagePoolDefineXML(ET.tostring(root, encoding="unicode"), 0)
-            with self._doing("build", what):
-                pool.build(0)
-        else:
-            with self._doing("read", what):
-                current = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")  # noqa: S314
-            if current != path:
-                raise VirtError(
-                    f"cannot use {what} on {self.uri}: it points at {current!r}, not {path!r}"
-                )
-        with self._doing("start", what):
+            pool = self._define_pool(name, path)
+        with self._doing("read", what):
+            current = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")  # noqa: S314
+        if current != path:
+            raise VirtError(
+                f"cannot use {what} on {self.uri}: it points at {current!r}, not {path!r}"
+            )
+        try:
             if not pool.isActive():
-                pool.create(0)
+                pool.create(0)  # starting a pool reads its directory
+        except libvirt.libvirtError as exc:
+            # Another worker may have started it meanwhile.
+            if not self._quietly(pool.isActive):
+                raise _translate(exc, f"cannot start {what} on {self.uri}") from exc
         with self._doing("set autostart of", what):
             if not pool.autostart():
                 pool.setAutostart(1)
-        with self._doing("refresh", what):
-            pool.refresh(0)
+
+    def _define_pool(self, name: str, path: str) -> libvirt.virStoragePool:
+        """Define and build a directory pool; one another worker just defined is used as is."""
+        what = f"pool '{name}'"
+        root = ET.Element("pool", type="dir")
+        ET.SubElement(root, "name").text = name
+        ET.SubElement(ET.SubElement(root, "target"), "path").text = path
+        try:
+            pool = self._conn().storagePoolDefineXML(ET.tostring(root, encoding="unicode"), 0)
+        except libvirt.libvirtError as exc:
+            try:
+                return self._lookup_pool(name, "look up")
+            except NotFound:
+                raise _translate(exc, f"cannot define {what} on {self.uri}") from exc
+        with self._doing("build", what):
+            pool.build(0)
+        return pool
 
     def create_overlay(
         self,
@@ -522,7 +571,7 @@ class Hypervisor:
             )
         what = f"volume '{volume}' in pool '{pool}'"
         handle = self._lookup_pool(pool, f"create volume '{volume}' in")
-        existing = self._find_volume(handle, pool, volume)
+        existing = self._find_volume(handle, pool, volume, refresh=False)
         if existing is None:
             root = ET.Element("volume", type="file")
             ET.SubElement(root, "name").text = volume
@@ -557,7 +606,7 @@ class Hypervisor:
         check_size("capacity", capacity_bytes)
         what = f"volume '{volume}' in pool '{pool}'"
         handle = self._lookup_pool(pool, f"create volume '{volume}' in")
-        existing = self._find_volume(handle, pool, volume)
+        existing = self._find_volume(handle, pool, volume, refresh=False)
         if existing is not None:
             with self._doing("inspect", what):
                 return existing.path()
@@ -591,11 +640,11 @@ class Hypervisor:
         return self._find_volume(handle, pool, volume) is not None
 
     def list_volumes(self, pool: str) -> list[str]:
-        """Return the names of the pool's volumes, sorted, after a refresh."""
+        """Return the names of the pool's volumes, sorted, after a refresh when libvirt allows."""
         check_pool_name(pool)
         handle = self._lookup_pool(pool, "list volumes of")
+        self._refresh_pool(handle, pool)
         with self._doing("list volumes of", f"pool '{pool}'"):
-            handle.refresh(0)
             return sorted(handle.listVolumes())
 
     def inspect_image(self, pool: str, volume: str) -> ImageFacts:
@@ -954,7 +1003,7 @@ class Hypervisor:
         if (dest_pool, new_volume) == (pool, source_volume):
             raise VirtError(f"{doing}: a volume cannot be cloned onto itself")
         dest = self._lookup_pool(dest_pool, f"clone volume '{source_volume}' into")
-        existing = self._find_volume(dest, dest_pool, new_volume)
+        existing = self._find_volume(dest, dest_pool, new_volume, refresh=False)
         if existing is None:
             handle = self._lookup_pool(pool, f"clone volume '{source_volume}' from")
             vol = self._find_volume(handle, pool, source_volume)
@@ -1203,7 +1252,7 @@ class Hypervisor:
         conn = self._conn()
         what = f"volume '{volume}' in pool '{pool}'"
         handle = self._lookup_pool(pool, f"upload volume '{volume}' to")
-        existing = self._find_volume(handle, pool, volume)
+        existing = self._find_volume(handle, pool, volume, refresh=False)
         if existing is not None:
             with self._doing("replace", what):
                 existing.delete(0)

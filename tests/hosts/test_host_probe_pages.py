@@ -22,6 +22,9 @@ def fake_site(site, monkeypatch: pytest.MonkeyPatch):
     """Point the site's host at a fake nested-EPYC qemu host whose guests run on the test driver."""
     monkeypatch.setattr(probe_module, "SETTLE_S", 0)
     monkeypatch.setattr(host_services, "PROBE_BOOT_SETTLE_S", 0)
+    # The fake remote host has no shell to run qemu-img in (tests/hosts/test_images.py).
+    monkeypatch.setattr(host_services, "template_image_check",
+                        lambda *, template, host, hv: template.image_path)
     state = {"kwargs": {"refuse": EPYC_NESTED}}
     real_get = hypervisor_module.get_connection
 

@@ -10,6 +10,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
+from hosts.images import disk_image_check
 from hosts.models import Datastore, Template
 from hosts.placement import host_choose, host_usage
 from hosts.virt import Hypervisor, VirtError
@@ -241,6 +242,9 @@ def vm_clone(op: Operation) -> str:
         steps.append(("VNC port", lambda: vnc_port_release(vm=clone)))
         ds = source.datastore
         operation_progress(op, f"Copying the disk of {source.name}")
+        # The copy reads through the disk's backing chain: nothing outside the datastore.
+        disk_image_check(datastore=ds, volume=source.volume_name, host=source.host,
+                         owner=source.name)
         path = source_hv.clone_volume(ds.pool_name, source.volume_name, clone.volume_name)
         steps.append(("disk", lambda: source_hv.delete_volume(ds.pool_name, clone.volume_name)))
         hv.ensure_pool(ds.pool_name, ds.path)
@@ -302,6 +306,7 @@ def template_save(op: Operation) -> str:
         raise PortalError(f"Shut {vm.name} down first; then retry.")
     image = f"tpl-{slugify(name)[:40] or 'template'}-{timezone.now():%Y%m%d%H%M%S}.qcow2"
     operation_progress(op, f"Copying the disk of {vm.name}")
+    disk_image_check(datastore=ds, volume=vm.volume_name, host=vm.host, owner=vm.name)
     hv.clone_volume(ds.pool_name, vm.volume_name, image)
     try:
         facts = hv.inspect_image(ds.pool_name, image)

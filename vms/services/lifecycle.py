@@ -10,9 +10,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from hosts.images import template_image_check
 from hosts.placement import host_choose
 from hosts.remote import RemoteError
-from hosts.virt import DomainFacts, Hypervisor, NotFound, VirtError
+from hosts.virt import DomainFacts, Hypervisor, VirtError
 from networking.allocation import (
     ip_allocate,
     ip_release,
@@ -192,7 +193,8 @@ def vm_install(op: Operation) -> str:
         ds = vm.datastore
         operation_progress(op, f"Creating the disk on {ds.name}")
         hv.ensure_pool(ds.pool_name, ds.path)
-        _check_template_image(hv, vm)
+        # Inspected on the host before libvirt opens (and chowns) anything it names.
+        template_image_check(template=vm.template, host=vm.host, hv=hv)
         disk_path = hv.create_overlay(ds.pool_name, vm.volume_name, vm.template.image_path,
                                       vm.disk_gib * GIB)
         undo.append(("disk", lambda: hv.delete_volume(ds.pool_name, vm.volume_name)))
@@ -243,24 +245,6 @@ def _vlan_of(vm: VirtualMachine) -> VLAN:
     if vm.security_domain is None:
         raise PortalError(f"{vm.name} has no security domain to take an address in.")
     return vm.security_domain.vlan
-
-
-def _check_template_image(hv: Hypervisor, vm: VirtualMachine) -> None:
-    """Refuse a template image that is not a standalone qcow2 inside its datastore."""
-    template, pool = vm.template, vm.datastore.pool_name
-    try:
-        image = hv.inspect_image(pool, template.image)
-    except NotFound as exc:
-        raise PortalError(
-            f"Template {template.name}: image {template.image} is not in datastore "
-            f"{vm.datastore.name} on {vm.host.name}."
-        ) from exc
-    if image.format != "qcow2":
-        raise PortalError(f"Template {template.name}: image {template.image} is "
-                          f"{image.format}, not qcow2.")
-    if image.backing_path:
-        raise PortalError(f"Template {template.name}: image {template.image} has a backing "
-                          "file; templates must be standalone images.")
 
 
 def _forget_host(vm: VirtualMachine) -> None:
