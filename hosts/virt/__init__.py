@@ -1,8 +1,8 @@
 """The libvirt adapter: the only package that imports libvirt; no Django here."""
 
-from .connection import close_all, get_connection, is_remote
+from .connection import close_all, connect_failure, get_connection, host_label, is_remote
 from .console import SerialConsole, vnc_listen_address
-from .errors import NotFound, VirtError
+from .errors import ConnectError, NotFound, VirtError
 from .facts import DomainFacts, HostFacts, ImageFacts, ProbeAttempt, ProbeReport
 from .hypervisor import DOMAIN_STATES, Hypervisor
 from .names import DISK_TARGET_RE, DOMAIN_NAME_RE, OBJECT_NAME_RE, SNAPSHOT_NAME_RE
@@ -15,6 +15,7 @@ __all__ = [
     "DOMAIN_STATES",
     "OBJECT_NAME_RE",
     "SNAPSHOT_NAME_RE",
+    "ConnectError",
     "DomainFacts",
     "DomainSample",
     "HostFacts",
@@ -28,7 +29,9 @@ __all__ = [
     "ShapeBuilder",
     "VirtError",
     "close_all",
+    "connect_failure",
     "get_connection",
+    "host_label",
     "is_remote",
     "vnc_listen_address",
 ]

@@ -19,3 +19,12 @@ class VirtError(Exception):
 
 class NotFound(VirtError):
     """A domain, storage pool, volume or network does not exist."""
+
+
+class ConnectError(VirtError):
+    """The host's libvirt could not be reached (refused, timed out, or backing off)."""
+
+    def __init__(self, message: str, uri: str, code: int | None = None) -> None:
+        """Keep the message and the URI that could not be reached."""
+        super().__init__(message, code)
+        self.uri = uri
