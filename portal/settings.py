@@ -188,8 +188,16 @@ PORTAL = {
     "MAX_MEMORY_MIB": env.int("PORTAL_MAX_MEMORY_MIB", default=65536),
     "MAX_DISK_GIB": env.int("PORTAL_MAX_DISK_GIB", default=500),
     "SHUTDOWN_TIMEOUT": env.int("PORTAL_SHUTDOWN_TIMEOUT", default=120),
-    "QUEUED_STALE_AFTER": env.int("PORTAL_QUEUED_STALE_AFTER", default=300),
-    "RECONCILE_EVERY_MINUTES": env.int("PORTAL_RECONCILE_EVERY_MINUTES", default=5),
+    # A task the Redis broker lost with its cluster comes back after at most about
+    # QUEUED_STALE_AFTER (queued) or HEARTBEAT_STALE_AFTER (running) plus one reconcile period.
+    "QUEUED_STALE_AFTER": env.int("PORTAL_QUEUED_STALE_AFTER", default=120),
+    "RECONCILE_EVERY_MINUTES": env.int("PORTAL_RECONCILE_EVERY_MINUTES", default=2),
+    # A running operation's worker beats every HEARTBEAT_EVERY s; the reconciler fails it
+    # when no beat came for HEARTBEAT_STALE_AFTER s (or it outlived PORTAL_OPERATION_TIMEOUT).
+    "HEARTBEAT_EVERY": env.float("PORTAL_HEARTBEAT_EVERY", default=10.0),
+    "HEARTBEAT_STALE_AFTER": env.int("PORTAL_HEARTBEAT_STALE_AFTER", default=60),
+    # Admins get at most one mail about failed operations per this many minutes.
+    "ALERT_DIGEST_MINUTES": env.int("PORTAL_ALERT_DIGEST_MINUTES", default=15),
     "VNC_PORTS": tuple(int(p) for p in env.str("PORTAL_VNC_PORTS", default="5900-6899")
                        .split("-", 1)),
     "MAX_RANGE": env.int("PORTAL_MAX_RANGE", default=4096),

@@ -50,9 +50,13 @@ class VirtualMachineTable(tables.Table):
     # Cells are rendered in Python: a template per cell costs more than the query does.
     def render_state(self, record: VirtualMachine) -> str:
         """Show the state as a coloured badge."""
-        return format_html('<span class="badge {}" data-state="{}">{}</span>',
-                           STATE_BADGES.get(record.state, "text-bg-warning"), record.state,
-                           record.get_state_display())
+        badge = format_html('<span class="badge {}" data-state="{}">{}</span>',
+                            STATE_BADGES.get(record.state, "text-bg-warning"), record.state,
+                            record.get_state_display())
+        if record.attention and record.state != "deleted":
+            badge += format_html(' <span class="badge text-bg-danger" data-attention '
+                                 'title="{}">Needs attention</span>', record.attention)
+        return badge
 
     def render_sizes(self, record: VirtualMachine) -> str:
         """Show vCPUs, RAM and disk on one line."""

@@ -29,7 +29,7 @@ from .selectors import vm_ssh_access
 from .services.changes import disk_action_request, template_save_request
 from .services.credentials import vm_password_reveal
 from .services.lifecycle import ACTION_STATES, CHANGEABLE_STATES, vm_action_request
-from .services.operations import operation_dismiss, operation_retry
+from .services.operations import operation_dismiss, operation_retry, operation_retry_refusal
 from .services.snapshots import (
     SNAPSHOT_STATES,
     snapshot_delete,
@@ -210,7 +210,17 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
                    and kind != OperationKind.SSH_PORT_RELEASE]
     pending_change = vm.change_requests.filter(stage__in=PENDING_STAGES).first()
     snapshots = list(vm.snapshots.all())
+    # A VM whose last operation died half-way: say what is left, offer Retry and Delete.
+    attention_op = None
+    if vm.attention and not active:
+        attention_op = next((op for op in ops if op.status == OperationStatus.FAILED), None)
+    is_admin = permissions.is_admin(request.user)
     return {
+        "attention_op": attention_op,
+        "can_retry_attention": (attention_op is not None and is_admin
+                                and operation_retry_refusal(attention_op) is None),
+        "can_delete_attention": (can_operate and not active
+                                 and vm.state in ACTION_STATES[OperationKind.DELETE]),
         "snapshots": snapshots,
         "manual_snapshots": sum(1 for snap in snapshots if snap.kind == "manual"),
         "max_snapshots": settings.PORTAL["MAX_SNAPSHOTS"],
@@ -235,7 +245,7 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
         "can_operate": can_operate,
         "can_reveal_password": (bool(vm.password_once)
                                 and permissions.can_see_vm_password(request.user, vm)),
-        "is_admin": permissions.is_admin(request.user),
+        "is_admin": is_admin,
     }
 
 

@@ -227,7 +227,7 @@ def test_resume_and_start_bring_the_vm_back(site, django_capture_on_commit_callb
     (OperationKind.SHUTDOWN, VMState.SHUTOFF),
     (OperationKind.SUSPEND, VMState.PAUSED),
     (OperationKind.REBOOT, VMState.SHUTOFF),
-    (OperationKind.DELETE, VMState.INSTALLING),
+    (OperationKind.DELETE, VMState.DELETED),
 ])
 def test_an_action_the_state_does_not_allow_is_refused(site, django_capture_on_commit_callbacks,
                                                        kind, state):

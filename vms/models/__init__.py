@@ -1,7 +1,14 @@
 """Models of the VMs application."""
 
 from .machines import VirtualMachine, VMState
-from .operations import Operation, OperationKind, OperationStatus
+from .operations import (
+    ACTIVE_STATUSES,
+    AdminAlert,
+    AlertDigest,
+    Operation,
+    OperationKind,
+    OperationStatus,
+)
 from .requests import ApprovalStep, Decision, RequestKind, RequestStage, VMRequest
 from .snapshots import (
     DiskState,
@@ -13,6 +20,9 @@ from .snapshots import (
 )
 
 __all__ = [
+    "ACTIVE_STATUSES",
+    "AdminAlert",
+    "AlertDigest",
     "DiskState",
     "ExtraDisk",
     "Snapshot",

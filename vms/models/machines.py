@@ -81,6 +81,9 @@ class VirtualMachine(models.Model):
     password_once = models.CharField(max_length=64, blank=True, editable=False)
     state = models.CharField(max_length=16, choices=VMState.choices, default=VMState.PENDING)
     state_checked_at = models.DateTimeField(null=True, blank=True)
+    attention = models.TextField(
+        blank=True, help_text="What an operation that died half-way left behind; empty when "
+                              "nothing needs an administrator's or the owner's attention.")
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 

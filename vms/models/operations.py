@@ -47,6 +47,14 @@ class OperationStatus(models.TextChoices):
 ACTIVE_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)
 
 
+class AdminAlert(models.TextChoices):
+    """Whether admins must hear of an operation's failure, and whether they have."""
+
+    NONE = "", "Not needed"
+    PENDING = "pending", "Waiting for the next digest"
+    SENT = "sent", "Mailed"
+
+
 class Operation(models.Model):
     """One action on a VM or host, queued -> running -> succeeded | failed."""
 
@@ -73,6 +81,14 @@ class Operation(models.Model):
         related_name="operations",
     )
     dismissed = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the worker running it last said it is alive.")
+    steps = models.JSONField(
+        default=list, blank=True,
+        help_text="What the run has taken so far, recorded before each step is taken, so "
+                  "that another process can give it back if the worker dies.")
+    admin_alert = models.CharField(max_length=8, choices=AdminAlert.choices, blank=True,
+                                   default=AdminAlert.NONE)
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -84,6 +100,8 @@ class Operation(models.Model):
         indexes = [
             models.Index(fields=["status", "enqueued_at"], name="vms_operation_status_enq"),
             models.Index(fields=["vm", "status"], name="vms_operation_vm_status"),
+            models.Index(fields=["admin_alert"], condition=models.Q(admin_alert="pending"),
+                         name="vms_operation_alert_pending"),
         ]
         constraints = [
             # One operation at a time per VM: two workers never act on one domain at once.
@@ -102,3 +120,13 @@ class Operation(models.Model):
     def is_active(self) -> bool:
         """Return whether the operation is queued or running."""
         return self.status in ACTIVE_STATUSES
+
+
+class AlertDigest(models.Model):
+    """When a digest of failures last went to a group of recipients (one row per group)."""
+
+    name = models.CharField(max_length=32, unique=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.last_sent_at or 'never'}"

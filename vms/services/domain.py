@@ -27,6 +27,8 @@ def vm_hypervisor(vm: VirtualMachine) -> Hypervisor:
 
 def vm_observe(vm: VirtualMachine, facts: DomainFacts | None) -> None:
     """Record the state libvirt reports for the VM's domain (unknown when it has none)."""
+    if VirtualMachine.objects.filter(pk=vm.pk, state=VMState.DELETED).exists():
+        return  # a deleted VM never comes back to its owner's list as "unknown"
     vm.state = LIBVIRT_STATE.get(facts.state, VMState.UNKNOWN) if facts else VMState.UNKNOWN
     vm.state_checked_at = timezone.now()
     vm.save(update_fields=["state", "state_checked_at"])

@@ -49,7 +49,14 @@ from .changes import extra_disks_remove
 from .credentials import login_name_for, password_prepare, seed_upload, takes_credentials
 from .domain import vm_hypervisor, vm_observe, vm_spec
 from .notify import absolute_url, notify
-from .operations import handles, operation_create, operation_progress
+from .operations import (
+    RunFenced,
+    handles,
+    operation_create,
+    operation_progress,
+    operation_step,
+    operation_steps_undo,
+)
 from .undo import undo_steps
 
 logger = logging.getLogger(__name__)
@@ -64,8 +71,11 @@ ACTION_STATES: dict[OperationKind, tuple[str, ...]] = {
     OperationKind.REBOOT: (VMState.RUNNING,),
     OperationKind.SUSPEND: (VMState.RUNNING,),
     OperationKind.RESUME: (VMState.PAUSED,),
+    # Installing and deleting too: offered only while no operation is under way, i.e. when
+    # the install or deletion died half-way and the VM needs attention.
     OperationKind.DELETE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED,
-                           VMState.FAILED, VMState.UNKNOWN, VMState.PENDING),
+                           VMState.FAILED, VMState.UNKNOWN, VMState.PENDING,
+                           VMState.INSTALLING, VMState.DELETING),
     OperationKind.PUBLIC_IP_RELEASE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF,
                                       VMState.CRASHED, VMState.UNKNOWN),
     OperationKind.SSH_PORT_RELEASE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF,
@@ -157,20 +167,24 @@ def vm_action_request(*, vm: VirtualMachine, kind: OperationKind, actor) -> Oper
     return op
 
 
-@handles(OperationKind.INSTALL)
+INSTALL_STATES = (VMState.PENDING, VMState.FAILED, VMState.INSTALLING)
+
+
+@handles(OperationKind.INSTALL, states=INSTALL_STATES)
 def vm_install(op: Operation) -> str:
     """Place the VM, give it an IP, MAC and VNC port, make its disk, define and start it.
 
     Each step is idempotent so a retried install picks up what is already there; if a
     step fails, every resource taken so far is given back before the error is raised.
+    Each step is recorded on the operation before it is taken (`operation_step`), so when
+    the worker is killed half-way the reconciler gives back the same steps.
     """
     vm = VirtualMachine.objects.select_related(
         "template__datastore", "owner", "organisation", "security_domain__vlan", "request",
     ).get(pk=op.vm_id)
-    if vm.state not in (VMState.PENDING, VMState.FAILED, VMState.INSTALLING):
+    if vm.state not in INSTALL_STATES:
         raise PortalError(f"{vm.name} is {vm.get_state_display().lower()}; nothing to install.")
     vlan = _vlan_of(vm)
-    undo: list[tuple[str, Callable[[], None]]] = []
     vm.state = VMState.INSTALLING
     vm.save(update_fields=["state"])
     try:
@@ -181,35 +195,38 @@ def vm_install(op: Operation) -> str:
                                       template=vm.template)
                 vm.datastore = vm.template.datastore
                 vm.save(update_fields=["host", "datastore"])
-        undo.append(("host", lambda: _forget_host(vm)))
+        operation_step(op, "host")
+        on_host = {"host": vm.host_id, "host_name": vm.host.name}
 
         operation_progress(op, f"Allocating an IP address on {vlan}")
+        operation_step(op, "ip")
         ip = ip_allocate(vm=vm, vlan=vlan)
-        undo.append(("IP", lambda: ip_release(vm=vm)))
         hv = Hypervisor(vm.host.uri)
+        operation_step(op, "vnc_port")
         vnc_port_allocate(vm=vm, avoid=hv.vnc_ports_in_use())
-        undo.append(("VNC port", lambda: vnc_port_release(vm=vm)))
 
         ds = vm.datastore
         operation_progress(op, f"Creating the disk on {ds.name}")
         hv.ensure_pool(ds.pool_name, ds.path)
         # Inspected on the host before libvirt opens (and chowns) anything it names.
         template_image_check(template=vm.template, host=vm.host, hv=hv)
+        operation_step(op, "volume", pool=ds.pool_name, volume=vm.volume_name, **on_host)
         disk_path = hv.create_overlay(ds.pool_name, vm.volume_name, vm.template.image_path,
                                       vm.disk_gib * GIB)
-        undo.append(("disk", lambda: hv.delete_volume(ds.pool_name, vm.volume_name)))
 
         password_prepare(vm)
         seed_path = None
         if takes_credentials(vm):
             operation_progress(op, "Writing the login details (cloud-init seed)")
+            operation_step(op, "volume", pool=ds.pool_name, volume=vm.seed_volume_name,
+                           **on_host)
             seed_path = seed_upload(vm, hv, ds.pool_name, ip.mac)
-            undo.append(("seed", lambda: hv.delete_volume(ds.pool_name, vm.seed_volume_name)))
 
         operation_progress(op, "Writing the DHCP entry")
         hv.ensure_network_active(vlan.network_name)
         dhcp_add(vm=vm, ip=ip)
-        undo.append(("DHCP entry", lambda: dhcp_remove(vm=vm, ip=ip)))
+        # Recorded once written: a clashing entry refused above is not ours to remove.
+        operation_step(op, "dhcp", address=ip.address, mac=ip.mac, **on_host)
 
         operation_progress(op, "Defining the domain")
         existing = hv.find_domain(vm.domain_name)
@@ -217,8 +234,8 @@ def vm_install(op: Operation) -> str:
             raise PortalError(
                 f"Host {vm.host.name} already has another domain called {vm.domain_name}."
             )
+        operation_step(op, "domain", name=vm.domain_name, **on_host)
         hv.define_domain(build_domain_xml(vm_spec(vm, disk_path, ip, seed_path=seed_path)))
-        undo.append(("domain", lambda: hv.undefine_domain(vm.domain_name)))
 
         operation_progress(op, "Starting")
         facts = hv.start(vm.domain_name)
@@ -226,12 +243,15 @@ def vm_install(op: Operation) -> str:
         public = None
         if vm.request is not None and vm.request.public_ip:
             operation_progress(op, "Mapping a public IP")
-            undo.append(("public IP", lambda: nat_detach(vm=vm)))
+            operation_step(op, "nat")
             public = nat_attach(vm=vm, private_ip=ip)
-    except Exception:
-        undo_steps(vm, undo)
-        vm.state = VMState.FAILED
-        vm.save(update_fields=["state"])
+    except RunFenced:
+        raise  # taken over: the reconciler or the retry owns what this run took
+    except BaseException:
+        # BaseException: django-q's time limit arrives as SystemExit, and what was taken
+        # must be given back before the worker goes (KeyboardInterrupt is re-raised too).
+        operation_steps_undo(op, vm)
+        VirtualMachine.objects.filter(pk=vm.pk).update(state=VMState.FAILED)
         raise
     vm_observe(vm, facts)
     reach = f", public IP {public.address}" if public else ""
@@ -245,12 +265,6 @@ def _vlan_of(vm: VirtualMachine) -> VLAN:
     if vm.security_domain is None:
         raise PortalError(f"{vm.name} has no security domain to take an address in.")
     return vm.security_domain.vlan
-
-
-def _forget_host(vm: VirtualMachine) -> None:
-    vm.host = None
-    vm.datastore = None
-    vm.save(update_fields=["host", "datastore"])
 
 
 def _power(action: Callable[[Hypervisor, str], DomainFacts], done: str) -> Callable[
@@ -269,21 +283,28 @@ def _power(action: Callable[[Hypervisor, str], DomainFacts], done: str) -> Calla
     return run
 
 
-@handles(OperationKind.START)
+@handles(OperationKind.START, states=ACTION_STATES[OperationKind.START])
 def vm_start(op: Operation) -> str:
     """Start the VM; sizes waiting for a restart take effect now."""
     message = _power(lambda hv, n: hv.start(n), "started")(op)
     VirtualMachine.objects.filter(pk=op.vm_id).update(sizes_pending_restart=False)
     return message
-handles(OperationKind.DESTROY)(_power(lambda hv, n: hv.destroy(n), "forced off"))
-handles(OperationKind.REBOOT)(_power(lambda hv, n: hv.reboot(n), "rebooted"))
-handles(OperationKind.SUSPEND)(_power(lambda hv, n: hv.suspend(n), "suspended"))
-handles(OperationKind.RESUME)(_power(lambda hv, n: hv.resume(n), "resumed"))
-handles(OperationKind.SHUTDOWN)(_power(
-    lambda hv, n: hv.shutdown(n, timeout=settings.PORTAL["SHUTDOWN_TIMEOUT"]), "shut down"))
 
 
-@handles(OperationKind.DELETE)
+def _power_handles(kind: OperationKind, action: Callable[[Hypervisor, str], DomainFacts],
+                   done: str) -> None:
+    handles(kind, states=ACTION_STATES[kind])(_power(action, done))
+
+
+_power_handles(OperationKind.DESTROY, lambda hv, n: hv.destroy(n), "forced off")
+_power_handles(OperationKind.REBOOT, lambda hv, n: hv.reboot(n), "rebooted")
+_power_handles(OperationKind.SUSPEND, lambda hv, n: hv.suspend(n), "suspended")
+_power_handles(OperationKind.RESUME, lambda hv, n: hv.resume(n), "resumed")
+_power_handles(OperationKind.SHUTDOWN, lambda hv, n: hv.shutdown(
+    n, timeout=settings.PORTAL["SHUTDOWN_TIMEOUT"]), "shut down")
+
+
+@handles(OperationKind.DELETE, states=ACTION_STATES[OperationKind.DELETE])
 def vm_delete(op: Operation) -> str:
     """Undefine the domain, remove its disk, give back its IP and MAC, mark the VM deleted."""
     vm = VirtualMachine.objects.select_related("host", "datastore").get(pk=op.vm_id)
@@ -337,7 +358,7 @@ def _archive_history(vm: VirtualMachine) -> None:
         logger.exception("could not archive the usage history of %s", vm.name)
 
 
-@handles(OperationKind.NETWORK_MOVE)
+@handles(OperationKind.NETWORK_MOVE, states=CHANGEABLE_STATES)
 def vm_network_move(op: Operation) -> str:
     """Move the VM to another security domain: new IP and MAC in its VLAN, old ones released."""
     vm = VirtualMachine.objects.select_related("host", "datastore", "owner", "organisation",
@@ -383,7 +404,7 @@ def vm_network_move(op: Operation) -> str:
             f"(was {old.address}).")
 
 
-@handles(OperationKind.PUBLIC_IP_ATTACH)
+@handles(OperationKind.PUBLIC_IP_ATTACH, states=CHANGEABLE_STATES)
 def vm_public_ip_attach(op: Operation) -> str:
     """Give the VM a public IP and map it to its private one on the NAT box."""
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
@@ -398,7 +419,8 @@ def vm_public_ip_attach(op: Operation) -> str:
     return f"{vm.name} is reachable at {public.address} (NAT to {ip.address})."
 
 
-@handles(OperationKind.PUBLIC_IP_RELEASE)
+@handles(OperationKind.PUBLIC_IP_RELEASE,
+         states=ACTION_STATES[OperationKind.PUBLIC_IP_RELEASE])
 def vm_public_ip_release(op: Operation) -> str:
     """Remove the VM's NAT mapping and give its public IP back."""
     vm = VirtualMachine.objects.get(pk=op.vm_id)

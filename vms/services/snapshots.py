@@ -126,7 +126,14 @@ def _vm_and_snapshot(op: Operation) -> tuple[VirtualMachine, Snapshot, Hyperviso
     return vm, snap, Hypervisor(vm.host.uri)
 
 
-@handles(OperationKind.SNAPSHOT_CREATE)
+def _snapshot_gone(op: Operation) -> str | None:
+    """Refuse the retry of a snapshot operation whose snapshot is gone."""
+    if not Snapshot.objects.filter(pk=op.arguments.get("snapshot")).exists():
+        return "That snapshot no longer exists; take or choose another one."
+    return None
+
+
+@handles(OperationKind.SNAPSHOT_CREATE, states=SNAPSHOT_STATES, retry_check=_snapshot_gone)
 def snapshot_create_run(op: Operation) -> str:
     """Take the snapshot; a failure leaves no snapshot behind, here or on the host."""
     vm, snap, hv = _vm_and_snapshot(op)
@@ -157,19 +164,34 @@ def _keep_newest(vm: VirtualMachine, hv: Hypervisor, kind: SnapshotKind) -> str:
     return ", ".join(s.name for s in old)
 
 
-@handles(OperationKind.SNAPSHOT_REVERT)
+@handles(OperationKind.SNAPSHOT_REVERT, states=SNAPSHOT_STATES, retry_check=_snapshot_gone)
 def snapshot_revert_run(op: Operation) -> str:
     """Return the VM to the snapshot and record the state it comes back in."""
-    from .domain import LIBVIRT_STATE
+    from .domain import LIBVIRT_STATE, vm_observe
 
     vm, snap, hv = _vm_and_snapshot(op)
-    state = hv.snapshot_revert(vm.domain_name, snap.libvirt_name)
+    try:
+        state = hv.snapshot_revert(vm.domain_name, snap.libvirt_name)
+    except Exception:
+        # Half a revert is not "nothing happened": record the state the domain is really in
+        # and mark the VM, so its page does not show it as if it were untouched.
+        try:
+            vm_observe(vm, hv.find_domain(vm.domain_name))
+        except Exception:
+            logger.exception("could not read the state of %s after a failed revert", vm)
+            VirtualMachine.objects.filter(pk=vm.pk).update(state=VMState.UNKNOWN)
+        vm.refresh_from_db(fields=["state"])
+        VirtualMachine.objects.filter(pk=vm.pk).update(attention=(
+            f"A revert to snapshot '{snap.name}' failed half-way; the VM is "
+            f"{vm.get_state_display().lower()} now and its disk may not match the "
+            "snapshot. Revert again, or ask an administrator."))
+        raise
     VirtualMachine.objects.filter(pk=vm.pk).update(
         state=LIBVIRT_STATE.get(state, VMState.UNKNOWN), state_checked_at=timezone.now())
     return f"{vm.name} is back at snapshot '{snap.name}' ({state})."
 
 
-@handles(OperationKind.SNAPSHOT_DELETE)
+@handles(OperationKind.SNAPSHOT_DELETE, retry_check=_snapshot_gone)
 def snapshot_delete_run(op: Operation) -> str:
     """Delete the snapshot on the host and here."""
     vm, snap, hv = _vm_and_snapshot(op)
