@@ -32,6 +32,11 @@ def public_url(request: HttpRequest) -> str:
     return f"{scheme}://{domain or '127.0.0.1'}:{listen_address()[1]}"
 
 
+def websocket_origin(request: HttpRequest) -> str:
+    """Return the ws(s)://host:port origin of the proxy, for the console page's connect-src."""
+    return _origin_of(public_url(request))
+
+
 def _origin_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""

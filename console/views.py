@@ -13,7 +13,7 @@ from portal.errors import PortalError
 from vms.models import VirtualMachine
 from vms.selectors import vm_ssh_access
 
-from .conf import public_url
+from .conf import public_url, websocket_origin
 from .models import ConsoleKind
 from .services import CONSOLE_STATES, console_token_issue
 
@@ -33,13 +33,17 @@ def _operable_vm(request: HttpRequest, pk: int) -> VirtualMachine:
 def console_page(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     """Show the graphical or serial console of a VM; its script asks for a token by POST."""
     vm = _operable_vm(request, pk)
-    return render(request, TEMPLATES[ConsoleKind(kind)], {
+    response = render(request, TEMPLATES[ConsoleKind(kind)], {
         "vm": vm,
         "kind": kind,
         "can_open": vm.state in CONSOLE_STATES and vm.host_id is not None,
         "token_url": reverse(f"console:{kind}_token", args=[vm.pk]),
         "ssh_line": vm_ssh_access(vm).best,
     })
+    # The page's script opens a websocket to the proxy, on its own origin (Content-Security-
+    # Policy's connect-src); django-csp adds the nonce the serial page used, if any.
+    response._csp_update = {"connect-src": [websocket_origin(request)]}
+    return response
 
 
 @login_required

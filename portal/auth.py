@@ -9,6 +9,8 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django_auth_ldap.backend import LDAPBackend, ldap_error, populate_user
 
 from portal.accounts.services import directory_profile_apply
@@ -67,3 +69,33 @@ class PortalAuthenticationForm(AuthenticationForm):
                 raise forms.ValidationError(UNAVAILABLE_MESSAGE,
                                             code="directory_unavailable") from None
             raise
+
+
+def lockout_message() -> str:
+    """Return what the login page says to a locked-out account or address."""
+    minutes = max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+    return (f"Too many failed logins for this account or address; try again in {minutes} "
+            f"minute{'s' if minutes != 1 else ''} or ask an administrator to unlock it.")
+
+
+def lockout_response(request: HttpRequest, original_response: HttpResponse | None = None,
+                     credentials: dict | None = None) -> HttpResponse:
+    """Answer a throttled login with the login page and its message, as 429 Too Many Requests."""
+    form = PortalAuthenticationForm(request, initial={"username": request.POST.get("username",
+                                                                               "")[:150]})
+    return render(request, "registration/login.html",
+                  {"form": form, "next": request.POST.get("next", ""),
+                   "login_error": lockout_message()}, status=429)
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """Return the client's address: REMOTE_ADDR, or X-Forwarded-For's behind PORTAL_PROXY_COUNT."""
+    proxies = settings.PORTAL_PROXY_COUNT
+    if proxies > 0:
+        # Each proxy appends the address it was reached from, so the client is the
+        # proxies-th from the right; anything left of it may be forged by the client.
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+                if h.strip()]
+        if len(hops) >= proxies:
+            return hops[-proxies]
+    return request.META.get("REMOTE_ADDR")

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 TRUE = {"1", "true", "yes", "on"}
+# First of every list: the login throttle refuses a locked-out account or address before any
+# password is checked, and counts the failures of the backends after it.
+THROTTLE_BACKEND = "axes.backends.AxesStandaloneBackend"
 MODEL_BACKEND = "portal.accounts.backends.LocalAccountBackend"
 LDAP_BACKEND = "portal.auth.PortalLDAPBackend"
 
@@ -13,7 +16,8 @@ def ldap_settings(environ: Mapping[str, str]) -> dict[str, object]:
     """Return the Django settings for directory login; local accounts only without a server."""
     uri = environ.get("LDAP_SERVER_URI", "").strip()
     if not uri:
-        return {"AUTH_LDAP_SERVER_URI": "", "AUTHENTICATION_BACKENDS": [MODEL_BACKEND]}
+        return {"AUTH_LDAP_SERVER_URI": "",
+                "AUTHENTICATION_BACKENDS": [THROTTLE_BACKEND, MODEL_BACKEND]}
 
     import ldap
     from django_auth_ldap.config import (
@@ -62,7 +66,7 @@ def ldap_settings(environ: Mapping[str, str]) -> dict[str, object]:
             role: environ.get(f"LDAP_ROLE_GROUP_{role.upper()}", "").strip().lower()
             for role in ("admin", "org_admin", "faculty")
         },
-        "AUTHENTICATION_BACKENDS": [LDAP_BACKEND, MODEL_BACKEND],
+        "AUTHENTICATION_BACKENDS": [THROTTLE_BACKEND, LDAP_BACKEND, MODEL_BACKEND],
     }
     template = environ.get("LDAP_USER_DN_TEMPLATE", "").strip()
     if template:

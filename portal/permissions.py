@@ -41,7 +41,8 @@ def requests_awaiting(user: User) -> QuerySet[VMRequest]:
     """Narrow VM requests to those waiting for this user's decision."""
     from vms.models import RequestStage, VMRequest
 
-    qs = VMRequest.objects.all()
+    # Never one's own request: another approver must decide it.
+    qs = VMRequest.objects.exclude(requester_id=user.pk)
     if is_admin(user):
         return qs.filter(stage__in=[RequestStage.FACULTY, RequestStage.ORG_ADMIN,
                                     RequestStage.ADMIN])
@@ -51,11 +52,16 @@ def requests_awaiting(user: User) -> QuerySet[VMRequest]:
     return qs.filter(q)
 
 
+def is_own_request(user: User, request: VMRequest) -> bool:
+    """Return whether the user made the request: nobody decides their own, admins included."""
+    return request.requester_id is not None and request.requester_id == user.pk
+
+
 def can_decide(user: User, request: VMRequest) -> bool:
     """Return whether the user may approve or reject the request at its current stage."""
     from vms.models import RequestStage
 
-    if not request.is_pending:
+    if not request.is_pending or is_own_request(user, request):
         return False
     if is_admin(user):
         return True

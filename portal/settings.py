@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.ldap_config import ldap_settings
@@ -44,6 +46,8 @@ INSTALLED_APPS = [
     "crispy_bootstrap5",
     "django_tables2",
     "django_q",
+    "axes",
+    "csp",
     "portal.accounts",
     "portal",
     "hosts",
@@ -62,6 +66,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "portal.middleware.NoStoreForSignedInMiddleware",
+    # Last: turns a login refused by the throttle into the login page saying so.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -110,7 +118,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 # Directory login when LDAP_SERVER_URI is set; local accounts always work after it.
+# The login throttle (django-axes, the first backend there) sees every login: local,
+# break-glass and directory.
 vars().update(ldap_settings(env.ENVIRON))
+# After PORTAL_LOGIN_FAILURE_LIMIT failed logins for one account, or from one address, further
+# logins there are refused for PORTAL_LOGIN_COOLOFF_MINUTES (each new failure restarts it).
+AXES_ENABLED = env.bool("PORTAL_LOGIN_THROTTLE", default=True)
+AXES_FAILURE_LIMIT = env.int("PORTAL_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("PORTAL_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success clears nothing: it would also clear the address's failures against other accounts.
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"
+# Behind reverse proxies the client's address is the PORTAL_PROXY_COUNT-th from the right of
+# X-Forwarded-For; 0 (the demo, served directly) takes the connection's address.
+PORTAL_PROXY_COUNT = env.int("PORTAL_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "portal.auth.client_address"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 
 LANGUAGE_CODE = "en-gb"
@@ -161,6 +184,24 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp): scripts and styles only from the portal's own files,
+# never inline. The console pages add their proxy's websocket origin to connect-src, and the
+# serial console a nonce for the <style> elements xterm.js makes (console.views).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        # The nonce appears only on pages that use it (the serial console).
+        "style-src": ["'self'", NONCE],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'self'"],
+        "object-src": ["'none'"],
+    },
+}
 
 # Task queue: django-q2 carries only Operation ids; the portal owns retries (max_attempts 1).
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -6,12 +6,18 @@
 #   scripts/run-demo.sh status   show what runs
 #
 # PID files live in var/run, logs in var/log (PORTAL_VAR_DIR moves both). PORT picks the port.
+# PORTAL_BIND picks the address the web server and the console proxy listen on: 127.0.0.1 by
+# default, so only this machine reaches the demo (set e.g. 0.0.0.0, plus DJANGO_ALLOWED_HOSTS,
+# to serve others; PORTAL_CONSOLE_LISTEN still overrides the proxy's host:port).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PORT="${PORT:-8000}"
+BIND="${PORTAL_BIND:-127.0.0.1}"
+case "$BIND" in *:*) BIND_HOST="[$BIND]" ;; *) BIND_HOST="$BIND" ;; esac
+export PORTAL_CONSOLE_LISTEN="${PORTAL_CONSOLE_LISTEN:-$BIND_HOST:6080}"
 VAR_DIR="${PORTAL_VAR_DIR:-$ROOT/var}"
 RUN_DIR="$VAR_DIR/run"
 LOG_DIR="$VAR_DIR/log"
@@ -22,7 +28,7 @@ URL="http://127.0.0.1:$PORT/"
 SERVICES=(web worker console)
 service_argv() { # name -> sets ARGV
   case "$1" in
-    web) ARGV=("$PY" manage.py runserver "0.0.0.0:$PORT" --noreload) ;;
+    web) ARGV=("$PY" manage.py runserver "$BIND_HOST:$PORT" --noreload) ;;
     worker) ARGV=("$PY" manage.py qcluster) ;;
     console) ARGV=("$PY" manage.py console_proxy) ;;
     *) return 1 ;;

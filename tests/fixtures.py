@@ -41,6 +41,11 @@ class Site:
     domain2: SecurityDomain
     users: dict[str, User] = field(default_factory=dict)
 
+    def another_admin(self) -> User:
+        """Return a second admin: nobody decides their own request, admins included."""
+        return f.UserFactory(username="adm2", role=Role.ADMIN, organisation=self.org,
+                             is_staff=True, is_superuser=True)
+
     def client(self, user: User | None) -> Client:
         """Return a test client logged in as the user (anonymous for None)."""
         c = Client()

@@ -1,11 +1,32 @@
-"""Django admin for requests, VMs and operations."""
+"""Django admin for requests, VMs and operations: read-only.
+
+Requests climb the approval chain and VMs change only through Operations, so the admin only
+shows them: no add, no change, no delete (the portal's pages and services do those).
+"""
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from .models import ApprovalStep, Operation, VirtualMachine, VMRequest
 
 
-class ApprovalStepInline(admin.TabularInline):
+class ReadOnlyMixin:
+    """Allow viewing only: every write goes through the portal's services."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """Refuse adding: a row made here would bypass the approval chain and the engine."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """Refuse changing: states and sizes change only through Operations."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """Refuse deleting: a VM is deleted by its delete operation, which frees what it holds."""
+        return False
+
+
+class ApprovalStepInline(ReadOnlyMixin, admin.TabularInline):
     """Show a request's decisions."""
 
     model = ApprovalStep
@@ -15,30 +36,27 @@ class ApprovalStepInline(admin.TabularInline):
 
 
 @admin.register(VMRequest)
-class VMRequestAdmin(admin.ModelAdmin):
+class VMRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """See requests; decisions are taken in the portal, where the chain is enforced."""
 
     list_display = ("name", "requester", "organisation", "stage", "created_at")
     list_filter = ("stage", "organisation")
     search_fields = ("name", "requester__username")
     inlines = [ApprovalStepInline]
-    readonly_fields = ("stage",)
 
 
 @admin.register(VirtualMachine)
-class VirtualMachineAdmin(admin.ModelAdmin):
+class VirtualMachineAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """See VMs; power actions go through the portal's operations."""
 
     list_display = ("name", "owner", "state", "host", "vcpus", "memory_mib", "disk_gib")
     list_filter = ("state", "host", "organisation")
     search_fields = ("name", "owner__username")
-    readonly_fields = ("uuid", "state", "state_checked_at", "host", "datastore")
 
 
 @admin.register(Operation)
-class OperationAdmin(admin.ModelAdmin):
-    """See operations."""
+class OperationAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """See operations; retries and dismissals are on the portal's Operations page."""
 
     list_display = ("id", "kind", "vm", "host", "status", "attempts", "created_at")
     list_filter = ("status", "kind")
-    readonly_fields = [f.name for f in Operation._meta.fields]

@@ -111,6 +111,8 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_decide": permissions.can_decide(request.user, vm_request),
         "can_cancel": permissions.can_cancel(request.user, vm_request),
         "decision_form": DecisionForm(initial={"seen_stage": vm_request.stage}),
+        "own_waits_for_admin": (vm_request.is_pending and permissions.is_admin(request.user)
+                                and permissions.is_own_request(request.user, vm_request)),
         "vm": getattr(vm_request, "vm", None),
     }
     return render(request, "vms/request_detail.html", context)
@@ -122,7 +124,9 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
     """Approve or reject a request at its current stage."""
     vm_request = get_object_or_404(permissions.requests_visible_to(request.user), pk=pk)
     permissions.require(permissions.can_decide(request.user, vm_request)
-                        or not vm_request.is_pending)
+    # Stale and own requests reach the service, which says why nothing was changed.
+                        or not vm_request.is_pending
+                        or permissions.is_own_request(request.user, vm_request))
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The decision form was incomplete; nothing was changed.")

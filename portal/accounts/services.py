@@ -62,6 +62,26 @@ def user_set_active(*, user: User, active: bool, actor: User) -> User:
 
 
 def user_set_organisation(*, user: User, organisation: Organisation | None,
+def user_login_failures(*, user: User) -> int:
+    """Return the failed logins for the user's name the throttle still counts."""
+    from axes.models import AccessAttempt
+    from django.conf import settings
+    from django.db.models import Sum
+
+    since = timezone.now() - settings.AXES_COOLOFF_TIME
+    return AccessAttempt.objects.filter(username=user.get_username(), attempt_time__gte=since) \
+        .aggregate(n=Sum("failures_since_start"))["n"] or 0
+
+
+def user_login_unlock(*, user: User, actor: User) -> int:
+    """Forget the failed logins for the user's name, so the throttle lets them in again."""
+    from axes.utils import reset
+
+    if not permissions.is_admin(actor):
+        raise PortalError(f"You may not unlock {user.get_username()}.")
+    return reset(username=user.get_username())
+
+
                           actor: User) -> User:
     """Move the user to another organisation (admins)."""
     if not permissions.is_admin(actor):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -21,6 +22,8 @@ from .services import (
     organisation_create,
     ssh_key_add,
     ssh_key_delete,
+    user_login_failures,
+    user_login_unlock,
     user_role_grant,
     user_set_active,
     user_set_organisation,
@@ -82,7 +85,21 @@ def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "accounts/person_detail.html", {
         "person": person, "form": form, "may_manage": may_manage,
         "vm_count": person.vms.exclude(state="deleted").count(),
+        "may_unlock": permissions.is_admin(request.user),
+        "login_failures": user_login_failures(user=person),
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
     })
+
+
+@login_required
+@require_POST
+def person_unlock(request: HttpRequest, pk: int) -> HttpResponse:
+    """Let a person whose logins the throttle refuses log in again (admins)."""
+    person = get_object_or_404(permissions.people_visible_to(request.user), pk=pk)
+    permissions.require(permissions.is_admin(request.user))
+    user_login_unlock(user=person, actor=request.user)
+    messages.success(request, f"Logins of {person.get_username()} are unlocked.")
+    return redirect("accounts:person_detail", pk=pk)
 
 
 @login_required

@@ -3,6 +3,15 @@ import { closeText, offerReconnect, onReconnect, openingUrl, screen, setStatus, 
   from "./common.js";
 
 showTools();
+// xterm.js styles its screen with <style> elements it makes itself; the page's
+// Content-Security-Policy accepts them only with the page's nonce.
+const styleNonce = screen.dataset.styleNonce;
+const createElement = document.createElement.bind(document);
+document.createElement = (tag, options) => {
+  const element = createElement(tag, options);
+  if (styleNonce && String(tag).toLowerCase() === "style") element.nonce = styleNonce;
+  return element;
+};
 const [{ Terminal }, { FitAddon }] = await Promise.all([
   import(screen.dataset.xterm),
   import(screen.dataset.fit),

@@ -87,7 +87,7 @@ def install(site, capture, name):
                             memory_mib=64, disk_gib=1, purpose="hypervisor tier",
                             security_domain=site.domain)
     with capture(execute=False):
-        vm_request_approve(request=req, actor=site.admin)
+        vm_request_approve(request=req, actor=site.another_admin())
     vm = VirtualMachine.objects.get(request=req)
     op = operation_run(operation_id=vm.operations.get().pk)
     vm.refresh_from_db()
@@ -182,7 +182,7 @@ def move(site, vm, capture):
     req = vm_change_request_create(requester=site.admin, vm=vm, kind=RequestKind.NETWORK,
                                    purpose="move", security_domain=site.domain2)
     with capture(execute=False):
-        vm_request_approve(request=req, actor=site.admin)
+        vm_request_approve(request=req, actor=site.another_admin())
     return operation_run(operation_id=vm.operations.get(status="queued").pk)
 
 

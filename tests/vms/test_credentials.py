@@ -275,7 +275,7 @@ def test_a_clone_gets_its_own_seed_with_the_same_user_and_keys(
     req = vm_change_request_create(requester=site.admin, vm=vm, kind=RequestKind.CLONE,
                                    purpose="copy", params={"count": 1})
     with django_capture_on_commit_callbacks(execute=False):
-        vm_request_approve(request=req, actor=site.admin)
+        vm_request_approve(request=req, actor=site.another_admin())
     clone = VirtualMachine.objects.get(clone_of=vm)
     op = operation_run(operation_id=clone.operations.get().pk)
     assert op.status == OperationStatus.SUCCEEDED, op.message

@@ -25,7 +25,7 @@ def approved_vm(site, django_capture_on_commit_callbacks, name="lab1", **sizes):
         public_ip=sizes.get("public_ip", False),
     )
     with django_capture_on_commit_callbacks(execute=False):
-        vm_request_approve(request=req, actor=site.admin)
+        vm_request_approve(request=req, actor=site.another_admin())
     return VirtualMachine.objects.get(request=req)
 
 

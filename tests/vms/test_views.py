@@ -101,7 +101,8 @@ def test_vm_page_shows_state_ip_mac_and_live_operations(site, django_capture_on_
     with django_capture_on_commit_callbacks(execute=False):
         admin.post(reverse("vms:request_create"), form_data(site))
         req = VMRequest.objects.get()
-        admin.post(reverse("vms:request_approve", args=[req.pk]), {"seen_stage": "admin"})
+        site.client(site.another_admin()).post(reverse("vms:request_approve", args=[req.pk]),
+                                               {"seen_stage": "admin"})
     vm = VirtualMachine.objects.get()
     page = admin.get(reverse("vms:vm_detail", args=[vm.pk])).content.decode()
     assert "Pending install" in page and "Queued" in page

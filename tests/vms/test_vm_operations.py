@@ -57,7 +57,7 @@ def approved_change(site, vm, kind, capture, **params):
     req = vm_change_request_create(requester=site.admin, vm=vm, kind=kind, purpose="needed",
                                    params=params)
     with capture(execute=False):
-        vm_request_approve(request=req, actor=site.admin)
+        vm_request_approve(request=req, actor=site.another_admin())
     return req
 
 
@@ -244,7 +244,7 @@ def test_a_full_datastore_fails_the_disk_request_at_approval(
     req = vm_change_request_create(requester=site.admin, vm=vm, kind=RequestKind.DISK,
                                    purpose="x", params={"size_gib": 5})
     with pytest.raises(PortalError, match="GiB free"):
-        vm_request_approve(request=req, actor=site.admin)
+        vm_request_approve(request=req, actor=site.another_admin())
     assert not ExtraDisk.objects.exists()
 
 

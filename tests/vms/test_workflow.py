@@ -204,9 +204,9 @@ def test_a_request_approved_twice_changes_nothing_the_second_time(site):
 def test_a_decided_request_cannot_be_decided_again(site, django_capture_on_commit_callbacks):
     req = submit(site, requester=site.admin)
     with django_capture_on_commit_callbacks(execute=False):
-        vm_request_approve(request=req, actor=site.admin)
+        vm_request_approve(request=req, actor=site.another_admin())
     with pytest.raises(PortalError, match="already approved"):
-        vm_request_approve(request=req, actor=site.admin)
+        vm_request_approve(request=req, actor=site.another_admin())
     assert VirtualMachine.objects.count() == 1
 
 

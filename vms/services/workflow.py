@@ -229,10 +229,11 @@ def _approvers(request: VMRequest) -> list[str]:
     if request.stage == RequestStage.ORG_ADMIN:
         return list(User.objects.filter(role=Role.ORG_ADMIN, is_active=True,
                                         organisation_id=request.organisation_id)
-                    .values_list("email", flat=True))
+                    .exclude(pk=request.requester_id).values_list("email", flat=True))
     if request.stage == RequestStage.ADMIN:
+    # Never the requester: nobody decides their own request.
         return list(User.objects.filter(role=Role.ADMIN, is_active=True)
-                    .values_list("email", flat=True))
+                    .exclude(pk=request.requester_id).values_list("email", flat=True))
     return []
 
 
@@ -251,6 +252,9 @@ def _lock_for_decision(request: VMRequest, actor: User, seen_stage: str | None) 
     if not locked.is_pending:
         raise PortalError(f"Request {locked.name} is already {locked.get_stage_display().lower()}.")
     if seen_stage is not None and locked.stage != seen_stage:
+OWN_REQUEST_MESSAGE = "You cannot approve your own request; another approver must decide it."
+
+
         raise PortalError(
             f"Request {locked.name} has moved on to '{locked.get_stage_display()}' since you "
             "opened it; nothing was changed."
@@ -260,6 +264,8 @@ def _lock_for_decision(request: VMRequest, actor: User, seen_stage: str | None) 
     return locked
 
 
+    if permissions.is_own_request(actor, locked):
+        raise PortalError(OWN_REQUEST_MESSAGE)
 def vm_request_approve(*, request: VMRequest, actor: User, reason: str = "",
                        seen_stage: str | None = None) -> VMRequest:
     """Approve the request at its stage; an admin's approval is final and installs the VM."""
