@@ -9,6 +9,8 @@ import uuid as uuid_mod
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from portal.validators import free_text_check
+
 PORTAL_NS = "https://portal.invalid/xmlns/vm/1"
 PORTAL_PREFIX = "portal"
 
@@ -163,7 +165,8 @@ def validate_spec(spec: DomainSpec) -> None:
         _check_name("portgroup", spec.portgroup, NETWORK_RE)
     if spec.vlan_tag is not None and (not _is_int(spec.vlan_tag) or not 1 <= spec.vlan_tag <= 4094):
         raise ValueError(f"invalid VLAN tag {spec.vlan_tag!r}: give 1 to 4094 or None")
-    _check_text("description", spec.description)
+    # People's text: the one free-text check, so the worker says what the form would have.
+    free_text_check(spec.description, what="description", multiline=True)
     if spec.vnc_port is not None and (not _is_int(spec.vnc_port) or spec.vnc_port not in VNC_PORTS):
         raise ValueError(f"invalid VNC port {spec.vnc_port!r}: give 5900 to 65535 or None")
     try:
@@ -182,7 +185,7 @@ def validate_spec(spec: DomainSpec) -> None:
         raise ValueError("metadata must be a dict of text")
     for key, value in spec.metadata.items():
         _check_name("metadata key", key, METADATA_KEY_RE)
-        _check_text(f"metadata value of {key!r}", value)
+        free_text_check(value, what=f"metadata value of {key!r}")
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:

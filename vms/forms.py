@@ -10,6 +10,7 @@ from networking.services import security_domains_for
 from portal import permissions
 from portal.accounts.directory import directory_enabled, directory_user_fetch
 from portal.accounts.models import Role, SSHKey, User
+from portal.validators import FreeTextValidator
 
 from .models import RequestKind, RequestStage, VirtualMachine
 from .services.sizes import size_bounds
@@ -28,6 +29,12 @@ class SSHKeyChoiceField(forms.ModelMultipleChoiceField):
 
     def label_from_instance(self, obj: SSHKey) -> str:
         return f"{obj.name} · {obj.key_type} · {obj.fingerprint}"
+
+
+def text_refusals(form: forms.Form) -> str:
+    """Return what the form's free-text fields refused, as one message ('' if nothing)."""
+    return " ".join(error.message for errors in form.errors.as_data().values()
+                    for error in errors if error.code == FreeTextValidator.code)
 
 
 def resolve_faculty(username: str, *, requester: User) -> User | None:
@@ -54,6 +61,7 @@ class VMRequestForm(forms.Form):
     memory_mib = forms.IntegerField(label="RAM (MiB)", min_value=64, initial=512)
     disk_gib = forms.IntegerField(label="Disk (GiB)", min_value=1, initial=2)
     purpose = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
+                              validators=[FreeTextValidator("purpose", multiline=True)],
                               help_text="What the VM is for; approvers read this.")
     security_domain = forms.ModelChoiceField(
         queryset=SecurityDomain.objects.none(), empty_label=None,
@@ -129,7 +137,8 @@ class DecisionForm(forms.Form):
     """An approver's reason, and the stage they saw, so a stale page changes nothing."""
 
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False,
-                             max_length=2000)
+                             max_length=2000,
+                             validators=[FreeTextValidator("reason", multiline=True)])
     seen_stage = forms.ChoiceField(choices=RequestStage.choices, widget=forms.HiddenInput)
 
 
@@ -143,7 +152,8 @@ class VMChangeForm(forms.Form):
     size_gib = forms.IntegerField(label="Size (GiB)", min_value=1)
     count = forms.IntegerField(label="Copies", min_value=1, initial=1)
     purpose = forms.CharField(label="Why", widget=forms.Textarea(attrs={"rows": 2}),
-                              max_length=2000)
+                              max_length=2000,
+                              validators=[FreeTextValidator("reason", multiline=True)])
     faculty = FacultyChoiceField(queryset=User.objects.none(), required=False,
                                  help_text="The faculty member who approves first.")
 
@@ -176,9 +186,10 @@ class VMChangeForm(forms.Form):
 class SnapshotForm(forms.Form):
     """A snapshot's name and description, the owner's words."""
 
-    name = forms.CharField(max_length=64)
+    name = forms.CharField(max_length=64, validators=[FreeTextValidator("name")])
     description = forms.CharField(max_length=500, required=False,
-                                  widget=forms.Textarea(attrs={"rows": 2}))
+                                  widget=forms.Textarea(attrs={"rows": 2}),
+                                  validators=[FreeTextValidator("description", multiline=True)])
 
 
 class ScheduleForm(forms.Form):
@@ -192,4 +203,4 @@ class ScheduleForm(forms.Form):
 class TemplateSaveForm(forms.Form):
     """The name of a template made from a VM."""
 
-    name = forms.CharField(max_length=120)
+    name = forms.CharField(max_length=120, validators=[FreeTextValidator("name")])

@@ -22,6 +22,7 @@ from .forms import (
     TemplateSaveForm,
     VMChangeForm,
     VMRequestForm,
+    text_refusals,
 )
 from .models import Operation, OperationKind, OperationStatus, RequestKind, RequestStage, VMState
 from .models.requests import PENDING_STAGES
@@ -110,9 +111,9 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "steps": steps,
         "can_decide": permissions.can_decide(request.user, vm_request),
         "can_cancel": permissions.can_cancel(request.user, vm_request),
-        "decision_form": DecisionForm(initial={"seen_stage": vm_request.stage}),
         "own_waits_for_admin": (vm_request.is_pending and permissions.is_admin(request.user)
                                 and permissions.is_own_request(request.user, vm_request)),
+        "decision_form": DecisionForm(initial={"seen_stage": vm_request.stage}),
         "vm": getattr(vm_request, "vm", None),
     }
     return render(request, "vms/request_detail.html", context)
@@ -123,13 +124,14 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
     """Approve or reject a request at its current stage."""
     vm_request = get_object_or_404(permissions.requests_visible_to(request.user), pk=pk)
-    permissions.require(permissions.can_decide(request.user, vm_request)
     # Stale and own requests reach the service, which says why nothing was changed.
+    permissions.require(permissions.can_decide(request.user, vm_request)
                         or not vm_request.is_pending
                         or permissions.is_own_request(request.user, vm_request))
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "The decision form was incomplete; nothing was changed.")
+        messages.error(request, text_refusals(form)
+                       or "The decision form was incomplete; nothing was changed.")
         return redirect("vms:request_detail", pk=pk)
     reason, seen = form.cleaned_data["reason"], form.cleaned_data["seen_stage"]
     try:
@@ -404,7 +406,8 @@ def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
     vm = _operable_vm(request, pk)
     form = SnapshotForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Give the snapshot a name of up to 64 characters.")
+        messages.error(request, text_refusals(form)
+                       or "Give the snapshot a name of up to 64 characters.")
         return redirect("vms:vm_detail", pk=pk)
     return _done(request, pk, lambda: snapshot_take(
         vm=vm, actor=request.user, name=form.cleaned_data["name"],
@@ -470,6 +473,9 @@ def vm_save_template(request: HttpRequest, pk: int) -> HttpResponse:
     vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
     form = TemplateSaveForm(request.POST)
     name = form.cleaned_data["name"] if form.is_valid() else ""
+    if refused := text_refusals(form):
+        messages.error(request, refused)
+        return redirect("vms:vm_detail", pk=pk)
     return _done(request, pk, lambda: template_save_request(vm=vm, actor=request.user,
                                                             name=name),
                  f"Template '{name}' from {vm.name} queued.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
+from portal.validators import FreeTextValidator
+
 from .models import Organisation, Role
 
 
@@ -24,7 +26,7 @@ class PersonForm(forms.Form):
 class OrganisationForm(forms.Form):
     """A new organisation."""
 
-    name = forms.CharField(max_length=120)
+    name = forms.CharField(max_length=120, validators=[FreeTextValidator("name")])
 
 
 class PeopleFilterForm(forms.Form):

@@ -9,6 +9,7 @@ from django.utils.text import slugify
 
 from portal import permissions
 from portal.errors import PortalError
+from portal.validators import free_text_clean, free_text_problem
 
 from .keys import parse_public_key
 from .models import ROLE_RANK, Organisation, Role, SSHKey, User
@@ -61,7 +62,6 @@ def user_set_active(*, user: User, active: bool, actor: User) -> User:
     return user
 
 
-def user_set_organisation(*, user: User, organisation: Organisation | None,
 def user_login_failures(*, user: User) -> int:
     """Return the failed logins for the user's name the throttle still counts."""
     from axes.models import AccessAttempt
@@ -82,6 +82,7 @@ def user_login_unlock(*, user: User, actor: User) -> int:
     return reset(username=user.get_username())
 
 
+def user_set_organisation(*, user: User, organisation: Organisation | None,
                           actor: User) -> User:
     """Move the user to another organisation (admins)."""
     if not permissions.is_admin(actor):
@@ -96,6 +97,8 @@ def organisation_create(*, name: str, actor: User) -> Organisation:
     if not permissions.is_admin(actor):
         raise PortalError("Only an admin adds organisations.")
     name = name.strip()
+    if problem := free_text_problem(name, what="name"):
+        raise ValidationError({"name": problem})
     org = Organisation(name=name, slug=slugify(name)[:60])
     try:
         org.full_clean()
@@ -110,7 +113,8 @@ def organisation_create(*, name: str, actor: User) -> Organisation:
 
 def organisation_for_directory(name: str) -> Organisation | None:
     """Return the organisation the directory names, creating it on first sight."""
-    name = " ".join(name.split())[:120]
+    # The directory's word is taken, not argued with: drop what a name may not hold.
+    name = " ".join(free_text_clean(name, multiline=True).split())[:120]
     if not name:
         return None
     org = Organisation.objects.filter(name__iexact=name).first()

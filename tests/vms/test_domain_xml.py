@@ -242,8 +242,10 @@ def test_build_normalises_the_uuid() -> None:
         ({"mac": "zz:54:00:12:34:56"}, "invalid MAC address"),
         ({"mac": "01:00:5e:00:00:01"}, "multicast"),
         ({"portgroup": "vlan 10"}, "invalid portgroup"),
-        ({"description": "bell\x07"}, "control characters"),
-        ({"description": "nul\x00"}, "control characters"),
+        ({"description": "bell\x07"}, r"The description contains a control character \(U\+0007\)"),
+        ({"description": "nul\x00"}, r"a control character \(U\+0000\); remove it"),
+        ({"description": "over\u202eride"}, r"text-direction control character \(U\+202E\)"),
+        ({"description": 7}, "description must be text"),
         ({"vnc_port": 80}, "invalid VNC port"),
         ({"vnc_port": 70000}, "invalid VNC port"),
         ({"vnc_listen": "localhost"}, "invalid VNC listen address"),
@@ -254,7 +256,8 @@ def test_build_normalises_the_uuid() -> None:
         ({"metadata": {"Bad Key": "x"}}, "invalid metadata key"),
         ({"metadata": {"ns:key": "x"}}, "invalid metadata key"),
         ({"metadata": {"owner": 7}}, "metadata value"),
-        ({"metadata": {"owner": "esc\x1b"}}, "control characters"),
+        ({"metadata": {"owner": "esc\x1b"}}, r"control character \(U\+001B\)"),
+        ({"metadata": {"owner": "two\nlines"}}, r"line break \(U\+000A\)"),
     ],
 )
 def test_build_refuses_bad_input_with_value_error(changes: dict, message: str) -> None:

@@ -25,6 +25,7 @@ from networking.models import PrivateIP, PublicIP, SSHPort
 from networking.services import dhcp_add, dhcp_remove, ssh_port_attach, ssh_port_detach
 from portal import permissions
 from portal.errors import PortalError
+from portal.validators import free_text_check
 
 from ..domain_xml import build_domain_xml
 from ..models import (
@@ -279,6 +280,7 @@ def template_save_request(*, vm: VirtualMachine, actor, name: str) -> Operation:
     name = " ".join(name.split())
     if not name or len(name) > 120:
         raise PortalError("Give the template a name of up to 120 characters.")
+    free_text_check(name, what="name")
     if Template.objects.filter(name=name).exists():
         raise PortalError(f"A template is already called {name}.")
     with transaction.atomic():

@@ -17,6 +17,7 @@ from hosts.virt import Hypervisor
 from portal import permissions
 from portal.accounts.models import SSHKey, User
 from portal.errors import PortalError
+from portal.validators import free_text_clean
 
 from ..cloudinit import RESERVED_USER_NAMES, USER_NAME_RE, SeedUser, build_seed_iso, hash_password
 from ..models import VirtualMachine
@@ -82,7 +83,9 @@ def seed_build(vm: VirtualMachine, mac: str | None) -> bytes:
         name=vm.login_user or FALLBACK_LOGIN,
         password_hash=vm.password_hash or None,
         ssh_keys=tuple(k["public_key"] for k in vm.login_keys),
-        gecos=" ".join(vm.owner.get_full_name().replace(":", " ").split())[:128],
+        # The owner's name comes from the directory or an admin, not from this request: it
+        # is carried without what a passwd line cannot hold rather than failing the install.
+        gecos=" ".join(free_text_clean(vm.owner.get_full_name()).replace(":", " ").split())[:128],
     )
     try:
         return build_seed_iso(instance_id=str(vm.uuid), hostname=vm.name, user=user, mac=mac)

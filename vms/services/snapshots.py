@@ -14,6 +14,7 @@ from hosts.models import HostStatus
 from hosts.virt import Hypervisor
 from portal import permissions
 from portal.errors import PortalError
+from portal.validators import free_text_problem
 
 from ..models import (
     Operation,
@@ -71,6 +72,12 @@ def snapshot_take(*, vm: VirtualMachine, actor, name: str, description: str = ""
     if len(name) > 64 or len(description) > 500:
         raise ValidationError({"name": "Keep the name under 64 and the description under "
                                        "500 characters."})
+    errors = {field: problem for field, problem in (
+        ("name", free_text_problem(name, what="name")),
+        ("description", free_text_problem(description, what="description", multiline=True)),
+    ) if problem}
+    if errors:
+        raise ValidationError(errors)
     with transaction.atomic():
         locked = _check_vm(vm, actor, "snapshot")
         if kind == SnapshotKind.MANUAL and locked.snapshots.filter(

@@ -14,6 +14,7 @@ from networking.services import security_domains_for
 from portal import permissions
 from portal.accounts.models import Role, SSHKey, User
 from portal.errors import PortalError
+from portal.validators import free_text_problem
 
 from ..models import (
     ApprovalStep,
@@ -89,6 +90,8 @@ def vm_request_create(
         errors.update({k: v[0] for k, v in exc.message_dict.items()})
     if not purpose.strip():
         errors["purpose"] = "Say what the VM is for."
+    elif problem := free_text_problem(purpose, what="purpose", multiline=True):
+        errors["purpose"] = problem
     if errors:
         raise ValidationError(errors)
 
@@ -154,6 +157,8 @@ def vm_change_request_create(
         raise PortalError(f"'{kind}' is not a change the portal makes.")
     if not purpose.strip():
         errors["purpose"] = "Say why the change is needed."
+    elif problem := free_text_problem(purpose, what="reason", multiline=True):
+        errors["purpose"] = problem
     if errors:
         raise ValidationError(errors)
     request = VMRequest(
@@ -226,12 +231,12 @@ def _change_params(vm: VirtualMachine, kind: RequestKind, params: dict,
 def _approvers(request: VMRequest) -> list[str]:
     if request.stage == RequestStage.FACULTY and request.faculty:
         return [request.faculty.email]
+    # Never the requester: nobody decides their own request.
     if request.stage == RequestStage.ORG_ADMIN:
         return list(User.objects.filter(role=Role.ORG_ADMIN, is_active=True,
                                         organisation_id=request.organisation_id)
                     .exclude(pk=request.requester_id).values_list("email", flat=True))
     if request.stage == RequestStage.ADMIN:
-    # Never the requester: nobody decides their own request.
         return list(User.objects.filter(role=Role.ADMIN, is_active=True)
                     .exclude(pk=request.requester_id).values_list("email", flat=True))
     return []
@@ -247,30 +252,36 @@ def _notify_approvers(request: VMRequest) -> None:
     )
 
 
+OWN_REQUEST_MESSAGE = "You cannot approve your own request; another approver must decide it."
+
+
 def _lock_for_decision(request: VMRequest, actor: User, seen_stage: str | None) -> VMRequest:
     locked = VMRequest.objects.select_for_update().get(pk=request.pk)
     if not locked.is_pending:
         raise PortalError(f"Request {locked.name} is already {locked.get_stage_display().lower()}.")
     if seen_stage is not None and locked.stage != seen_stage:
-OWN_REQUEST_MESSAGE = "You cannot approve your own request; another approver must decide it."
-
-
         raise PortalError(
             f"Request {locked.name} has moved on to '{locked.get_stage_display()}' since you "
             "opened it; nothing was changed."
         )
+    if permissions.is_own_request(actor, locked):
+        raise PortalError(OWN_REQUEST_MESSAGE)
     if not permissions.can_decide(actor, locked):
         raise PortalError(f"You may not decide on request {locked.name} at this stage.")
     return locked
 
 
-    if permissions.is_own_request(actor, locked):
-        raise PortalError(OWN_REQUEST_MESSAGE)
+def _check_reason(reason: str) -> None:
+    if problem := free_text_problem(reason, what="reason", multiline=True):
+        raise ValidationError({"reason": problem})
+
+
 def vm_request_approve(*, request: VMRequest, actor: User, reason: str = "",
                        seen_stage: str | None = None) -> VMRequest:
     """Approve the request at its stage; an admin's approval is final and installs the VM."""
     from .lifecycle import vm_change_apply, vm_create_from_request
 
+    _check_reason(reason)
     with transaction.atomic():
         locked = _lock_for_decision(request, actor, seen_stage)
         stage = RequestStage(locked.stage)
@@ -306,6 +317,7 @@ def vm_request_reject(*, request: VMRequest, actor: User, reason: str,
     """Reject the request with a reason; nothing is installed."""
     if not reason.strip():
         raise ValidationError({"reason": "Give a reason for the rejection."})
+    _check_reason(reason)
     with transaction.atomic():
         locked = _lock_for_decision(request, actor, seen_stage)
         ApprovalStep.objects.create(request=locked, actor=actor, stage=locked.stage,
