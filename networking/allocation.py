@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,15 @@ def ip_allocate(*, vm: VirtualMachine, vlan: VLAN) -> PrivateIP:
 
 
 def _allocate(vm: VirtualMachine, vlan: VLAN, now: datetime) -> PrivateIP | None:
+    try:
+        return _take(vm, vlan, now)
+    except IntegrityError:
+        # Another allocator gave this VM its address on the VLAN first (the one-per-VM-and-
+        # VLAN constraint refused ours, and our row went back to the pool): read theirs.
+        return _take(vm, vlan, now)
+
+
+def _take(vm: VirtualMachine, vlan: VLAN, now: datetime) -> PrivateIP | None:
     with transaction.atomic():
         held = PrivateIP.objects.filter(vm=vm, vlan=vlan).first()
         if held is not None:
@@ -68,13 +78,26 @@ UNION ALL SELECT id, address, mac, allocated_at FROM taken
 
 def _allocate_postgres(vm: VirtualMachine, vlan: VLAN, now: datetime) -> PrivateIP | None:
     sql = _ALLOCATE_SQL.format(t=connection.ops.quote_name(PrivateIP._meta.db_table))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {"vm": vm.pk, "vlan": vlan.pk, "now": now})
-        row = cursor.fetchone()
+    params = {"vm": vm.pk, "vlan": vlan.pk, "now": now}
+    try:
+        row = _run_one(sql, params)
+    except IntegrityError:
+        # Concurrent statements for one VM both saw it hold nothing and took different rows;
+        # the constraint let the first commit win. Run again: "held" now finds its row.
+        row = _run_one(sql, params)
     if row is None:
         return None
     return PrivateIP(id=row[0], address=row[1], mac=row[2], allocated_at=row[3], vlan=vlan,
                      vm=vm)
+
+
+def _run_one(sql: str, params: dict[str, Any]) -> tuple | None:
+    # Alone (autocommit) the statement is its own transaction, one round trip; inside a
+    # caller's transaction a savepoint keeps a refused statement from aborting all of it.
+    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with guard, connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
 
 
 def ip_release(*, vm: VirtualMachine, address: str | None = None) -> int:

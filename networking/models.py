@@ -98,7 +98,8 @@ class PrivateIP(models.Model):
     vlan = models.ForeignKey(VLAN, on_delete=models.PROTECT, related_name="addresses")
     address = models.GenericIPAddressField(protocol="IPv4", unique=True)
     mac = models.CharField("MAC", max_length=17, unique=True, validators=[MAC_VALIDATOR])
-    # A VM holds two addresses only while it moves between security domains.
+    # A VM holds two addresses only while it moves between security domains, and those lie
+    # on different VLANs: one address per VM and VLAN (a constraint below).
     vm = models.ForeignKey(
         "vms.VirtualMachine", on_delete=models.SET_NULL, null=True, blank=True,
         related_name="private_ips",
@@ -123,6 +124,11 @@ class PrivateIP(models.Model):
             models.CheckConstraint(
                 condition=models.Q(vm__isnull=True) | models.Q(host__isnull=True),
                 name="%(app_label)s_%(class)s_one_holder",
+            ),
+            # Concurrent allocators for one VM cannot both win: the loser re-reads the winner's.
+            models.UniqueConstraint(
+                fields=["vm", "vlan"], condition=models.Q(vm__isnull=False),
+                name="%(app_label)s_%(class)s_one_per_vm_vlan",
             ),
         ]
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
+from contextlib import nullcontext
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from networking.allocation import PoolExhausted, ip_allocate, ip_release
 from networking.models import PrivateIP
@@ -117,3 +119,111 @@ def test_fifty_concurrent_public_ip_allocations_share_ten_addresses(site):
     vms = make_vms(site, 50)
     results, errors = race(vms, lambda vm: public_ip_allocate(vm=vm))
     assert len({p.address for p in results}) == 10 and len(errors) == 40
+
+
+# --- one address per VM and VLAN --------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_the_database_refuses_a_second_address_for_a_vm_on_one_vlan(site):
+    (vm,) = make_vms(site, 1)
+    ip_allocate(vm=vm, vlan=site.vlan)
+    spare = PrivateIP.objects.filter(vlan=site.vlan, vm__isnull=True).first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        PrivateIP.objects.filter(pk=spare.pk).update(vm=vm)
+    # A move between security domains holds one address on each of two VLANs.
+    ip_allocate(vm=vm, vlan=site.vlan2)
+    assert sorted(PrivateIP.objects.filter(vm=vm).values_list("vlan__name", flat=True)) == [
+        "campus", "private"]
+
+
+@pytest.mark.django_db
+def test_an_allocator_that_loses_the_race_returns_the_winners_address(site, monkeypatch):
+    (vm,) = make_vms(site, 1)
+    # Another worker's allocation committed just after ours looked for a held address.
+    winner = PrivateIP.objects.filter(vlan=site.vlan).order_by("-id").first()
+    PrivateIP.objects.filter(pk=winner.pk).update(vm=vm)
+    original, looks = PrivateIP.objects.filter, []
+
+    def look_before_the_winner(*args, **kwargs):
+        if kwargs == {"vm": vm, "vlan": site.vlan} and not looks:
+            looks.append(1)
+            return original(pk__in=[])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(PrivateIP.objects, "filter", look_before_the_winner)
+    got = _allocate_orm(vm=vm, vlan=site.vlan)  # SQLite's path; PostgreSQL's is raced below
+    assert looks and got.address == winner.address
+    assert list(PrivateIP.objects.filter(vm=vm).values_list("address", flat=True)) == [
+        winner.address]
+    assert PrivateIP.objects.filter(vlan=site.vlan, vm__isnull=True).count() == 4
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_ten_concurrent_allocations_for_one_vm_give_it_one_address(site):
+    vlan = f.VLANFactory(name="one-vm", tag=98, subnet="10.98.0.0/24")
+    f.make_pool(vlan, 20)
+    (vm,) = make_vms(site, 1)
+    results, errors = race([vm] * 10, lambda vm: ip_allocate(vm=vm, vlan=vlan))
+    assert errors == [] and len(results) == 10
+    assert len({(ip.address, ip.mac) for ip in results}) == 1
+    held = PrivateIP.objects.filter(vm=vm)
+    assert list(held.values_list("address", flat=True)) == [results[0].address]
+    assert PrivateIP.objects.filter(vlan=vlan, vm__isnull=True).count() == 19
+
+
+def _allocate_orm(vm, vlan):
+    from django.utils import timezone
+
+    from networking.allocation import _allocate
+
+    return _allocate(vm, vlan, timezone.now())
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("allocate", [ip_allocate, _allocate_orm], ids=["statement", "orm"])
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["alone", "in-transaction"])
+def test_an_allocation_refused_by_the_constraint_reads_the_winners_address(
+        site, allocate, in_transaction):
+    vlan = f.VLANFactory(name="loser", tag=97, subnet="10.97.0.0/24")
+    f.make_pool(vlan, 5)
+    (vm,) = make_vms(site, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (our_pid,) = cursor.fetchone()
+    took, won, failures = threading.Event(), {}, []
+
+    def winner():
+        try:
+            with transaction.atomic():
+                won["ip"] = ip_allocate(vm=vm, vlan=vlan)
+                took.set()
+                # Commit once our allocator waits on the winner's (vm, vlan) key, so it has
+                # already looked, seen nothing held and taken another row.
+                with connection.cursor() as cursor:
+                    for _ in range(3000):
+                        cursor.execute("SELECT count(*) FROM pg_locks "
+                                       "WHERE pid = %s AND NOT granted", [our_pid])
+                        if cursor.fetchone()[0]:
+                            return
+                        time.sleep(0.01)
+                failures.append("the second allocator never waited on the first")
+        except Exception as exc:  # noqa: BLE001 - reported by the test below
+            failures.append(exc)
+        finally:
+            took.set()
+            connection.close()
+
+    thread = threading.Thread(target=winner)
+    thread.start()
+    took.wait()
+    with transaction.atomic() if in_transaction else nullcontext():
+        got = allocate(vm=vm, vlan=vlan)
+        # Inside a transaction, the refused statement must not have aborted it.
+        assert PrivateIP.objects.filter(vm=vm).count() == 1
+    thread.join()
+    assert failures == []
+    assert got.address == won["ip"].address
+    assert list(PrivateIP.objects.filter(vm=vm).values_list("address", flat=True)) == [
+        won["ip"].address]
