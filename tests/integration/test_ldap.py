@@ -376,3 +376,24 @@ def test_start_tls_without_a_ca_file_still_checks_the_certificate(directory, set
 
     assert_refused(client, response, UNAVAILABLE)
     assert not User.objects.exists()
+
+
+# ---- the login throttle ----
+
+
+def test_wrong_directory_passwords_lock_the_account_even_for_the_right_one(directory):
+    from django.conf import settings
+
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        client, response = login("alice", "not-her-password", Client(REMOTE_ADDR="192.0.2.1"))
+        assert_refused(client, response)
+    # The failure that reaches the limit already answers with the throttle's page.
+    client, response = login("alice", "not-her-password", Client(REMOTE_ADDR="192.0.2.1"))
+    assert response.status_code == 429
+    client, response = login("alice", directory.password_of("alice"),
+                             Client(REMOTE_ADDR="192.0.2.2"))
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
+    assert "Too many failed logins for this account or address" in page(response)
+    # Another directory account from another address is untouched.
+    login_as(directory, "fred")
