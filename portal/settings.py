@@ -222,6 +222,11 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
     Q_CLUSTER["poll"] = 1
+    # The ORM broker redelivers a task whose worker was killed (timeout guard) every `retry`
+    # seconds, forever; this one counts deliveries and gives a task up after the limit.
+    Q_CLUSTER["broker_class"] = "portal.broker.BoundedORM"
+# How many times a task is handed to a worker at most (the ORM broker's redeliveries).
+TASK_MAX_DELIVERIES = env.int("PORTAL_TASK_MAX_DELIVERIES", default=3)
 
 # The portal's own limits.
 PORTAL = {
@@ -246,6 +251,9 @@ PORTAL = {
     "MAX_CLONES": env.int("PORTAL_MAX_CLONES", default=5),
     "MAX_EXTRA_DISK_GIB": env.int("PORTAL_MAX_EXTRA_DISK_GIB", default=200),
     "MAX_EXTRA_DISKS": env.int("PORTAL_MAX_EXTRA_DISKS", default=4),
+    # Operations running at once on one host; more wait, queued, for a slot. 0: the workers
+    # less one when more than one host is up (a hung host never holds every worker), else all.
+    "HOST_MAX_OPERATIONS": env.int("PORTAL_HOST_MAX_OPERATIONS", default=0),
 }
 
 # Datastores must lie under one of these directories (colon- or comma-separated, absolute):
