@@ -108,6 +108,11 @@ class Host(models.Model):
         default=list, blank=True,
         help_text="VMs the portal places here whose domain the host lacks (last reconcile).",
     )
+    orphan_volumes = models.JSONField(
+        default=list, blank=True,
+        help_text="Volumes in the host's datastores that no VM, disk, seed or template of the "
+                  "portal uses (last reconcile); nothing is deleted.",
+    )
     reconciled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
+from pathlib import PurePosixPath
 
 from django.db import transaction
 from django.utils import timezone
 
 from portal.errors import PortalError
 from vms.domain_xml import build_probe_xml
-from vms.models import Operation, OperationKind, VirtualMachine, VMState
+from vms.models import ExtraDisk, Operation, OperationKind, VirtualMachine, VMState
 from vms.services.operations import handles, operation_create
 
+from .health import NO_ACCEL_ERROR, host_error_record, host_reached
 from .images import template_image_check
 from .models import Datastore, Host, Template, cpu_mode_label
 from .remote import RemoteError, fetch_host_key
-from .virt import Hypervisor, ProbeReport, ShapeBuilder, VirtError
+from .virt import Hypervisor, NotFound, ProbeReport, ShapeBuilder, VirtError
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +108,10 @@ def host_refresh(op: Operation) -> str:
                           settle_s=PROBE_BOOT_SETTLE_S if template else None)
         facts = hv.facts()
     except VirtError as exc:
-        Host.objects.filter(pk=host.pk).update(last_error=str(exc))
+        host_error_record(host_id=host.pk, error=exc)
         raise
     now = timezone.now()
-    error = "" if report.accel else "No acceleration ran a test guest; see the probe report."
+    error = "" if report.accel else NO_ACCEL_ERROR
     Host.objects.filter(pk=host.pk).update(
         vcpus=facts.cpus, memory_mib=facts.memory_mib, accel=report.accel,
         cpu_mode=report.cpu_mode, probed_at=now,
@@ -142,12 +144,13 @@ TRANSIENT = (VMState.PENDING, VMState.INSTALLING, VMState.DELETING, VMState.FAIL
 
 
 def host_reconcile(*, host: Host) -> dict[str, list[str]]:
-    """Compare the host's domains with the portal's VMs; report, never delete."""
+    """Compare the host's domains and datastore volumes with the portal's; report, never delete."""
+    hv = Hypervisor(host.uri)
     try:
-        domains = {d.name: d for d in Hypervisor(host.uri).list_domains()}
+        domains = {d.name: d for d in hv.list_domains()}
     except VirtError as exc:
-        Host.objects.filter(pk=host.pk).update(last_error=str(exc))
-        return {"unknown": [], "missing": []}
+        host_error_record(host_id=host.pk, error=exc)
+        return {"unknown": [], "missing": [], "orphans": [], "error": str(exc)}
     now = timezone.now()
     vms = list(VirtualMachine.objects.filter(host=host).exclude(state__in=TRANSIENT))
     known = {vm.domain_name for vm in VirtualMachine.objects.filter(host=host)
@@ -166,11 +169,62 @@ def host_reconcile(*, host: Host) -> dict[str, list[str]]:
             VirtualMachine.objects.filter(pk=vm.pk).update(state=new_state,
                                                            state_checked_at=now)
     unknown = sorted(set(domains) - known)
+    orphans = _orphan_volumes(hv, host)
     Host.objects.filter(pk=host.pk).update(
-        unknown_domains=unknown, missing_domains=sorted(missing), reconciled_at=now,
-        last_seen_at=now, last_error="",
+        unknown_domains=unknown, missing_domains=sorted(missing), orphan_volumes=orphans,
+        reconciled_at=now,
     )
-    if unknown or missing:
-        logger.warning("host %s: unknown domains %s, missing VMs %s", host.name, unknown,
-                       missing)
-    return {"unknown": unknown, "missing": sorted(missing)}
+    host_reached(host_id=host.pk)
+    if unknown or missing or orphans:
+        logger.warning("host %s: unknown domains %s, missing VMs %s, orphan volumes %s",
+                       host.name, unknown, missing, orphans)
+    return {"unknown": unknown, "missing": sorted(missing), "orphans": orphans}
+
+
+def _volumes_in_use() -> set[str]:
+    """Return the names of every volume the database accounts for, in any datastore.
+
+    VM disks and seeds (named by the VM's UUID) and extra disks (random names) are unique
+    across datastores; a deleted VM's volumes should be gone, so they count as orphans.
+    """
+    names = set(ExtraDisk.objects.values_list("volume_name", flat=True))
+    for vm in VirtualMachine.objects.exclude(state=VMState.DELETED).only("uuid"):
+        names.update((vm.volume_name, vm.seed_volume_name))
+    return names
+
+
+def _orphan_volumes(hv: Hypervisor, host: Host) -> list[str]:
+    """Return the paths of the volumes in the host's datastores that the database lacks."""
+    in_use = _volumes_in_use()
+    orphans: list[str] = []
+    for ds in Datastore.objects.filter(hosts=host):
+        try:
+            names = hv.list_volumes(ds.pool_name)
+        except NotFound:
+            continue  # the pool is made by the host's next refresh
+        except VirtError as exc:
+            # e.g. a refresh refused while a volume is being created: keep the last finding.
+            logger.warning("host %s: cannot list datastore %s: %s", host.name, ds.name, exc)
+            prefix = ds.path.rstrip("/") + "/"
+            orphans += [p for p in host.orphan_volumes if p.startswith(prefix)]
+            continue
+        templates = set(Template.objects.filter(datastore=ds).values_list("image", flat=True))
+        unknown = [n for n in names if n not in in_use and n not in templates]
+        if unknown:
+            backing = _backing_files(hv, ds, [n for n in names if n in in_use])
+            unknown = [n for n in unknown if n not in backing]
+        orphans += [str(PurePosixPath(ds.path) / n) for n in unknown]
+    return sorted(orphans)
+
+
+def _backing_files(hv: Hypervisor, ds: Datastore, volumes: list[str]) -> set[str]:
+    """Return the files of ds that these volumes back onto (an older template image, say)."""
+    found = set()
+    for name in volumes:
+        try:
+            backing = hv.inspect_image(ds.pool_name, name).backing_path
+        except VirtError:
+            continue
+        if backing and str(PurePosixPath(backing).parent) == ds.path.rstrip("/"):
+            found.add(PurePosixPath(backing).name)
+    return found

@@ -10,9 +10,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from hosts.health import host_error_record, host_reached
 from hosts.models import Host
 from hosts.remote import RemoteError, RemoteHost, run
-from hosts.virt import DomainSample, HostSample, Hypervisor
+from hosts.virt import DomainSample, HostSample, Hypervisor, VirtError
 from vms.models import VirtualMachine, VMState
 
 from .models import LastSample
@@ -64,8 +65,13 @@ def host_collect(*, host: Host, now: float | None = None) -> dict[str, int]:
     """Sample the host and all its domains once and add the rates to their RRD files."""
     now = time.time() if now is None else now
     hv = Hypervisor(host.uri)
-    domains = hv.domain_samples()
-    node = hv.host_sample()
+    try:
+        domains = hv.domain_samples()
+        node = hv.host_sample()
+    except VirtError as exc:
+        host_error_record(host_id=host.pk, error=exc)
+        raise
+    host_reached(host_id=host.pk)
     io = _host_io(host)
     vms = {vm.domain_name: vm for vm in VirtualMachine.objects.filter(host=host)
            .exclude(state=VMState.DELETED)}

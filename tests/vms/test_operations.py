@@ -131,7 +131,7 @@ def test_host_reconcile_reports_unknown_and_missing_domains_and_deletes_nothing(
         template=site.template, host=site.host, vcpus=1, memory_mib=256, disk_gib=1,
         state=VMState.RUNNING)
     result = host_reconcile(host=site.host)
-    assert result == {"unknown": sorted(before), "missing": ["ghost"]}
+    assert result == {"unknown": sorted(before), "missing": ["ghost"], "orphans": []}
     site.host.refresh_from_db()
     assert site.host.unknown_domains == sorted(before)
     assert site.host.missing_domains == ["ghost"]

@@ -1,0 +1,46 @@
+"""Whether a host answers: its last connection error, recorded and cleared in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+
+from .models import Host, HostStatus
+from .virt import VirtError, connect_failure
+
+logger = logging.getLogger(__name__)
+
+# The probe's verdict (hosts.services.host_refresh): only the next refresh changes it, not a
+# host that merely answers again.
+NO_ACCEL_ERROR = "No acceleration ran a test guest; see the probe report."
+# Hosts whose periodic work (collection, reconciliation) runs; the others are skipped.
+WORKING_STATUSES = (HostStatus.UP,)
+
+
+def host_is_working(host: Host) -> bool:
+    """Return whether collection and reconciliation should reach the host (up, not down or
+    in maintenance)."""
+    return host.status in WORKING_STATUSES
+
+
+def host_error_record(*, host_id: int, error: VirtError | str) -> None:
+    """Record why the host could not be reached or read, for its page and the host list."""
+    text = str(error)
+    Host.objects.filter(pk=host_id).update(last_error=text)
+    logger.warning("host %s: %s", host_id, text)
+
+
+def host_reached(*, host_id: int) -> None:
+    """Note that the host answered: clear its last error (not the probe's verdict)."""
+    Host.objects.filter(pk=host_id).exclude(last_error=NO_ACCEL_ERROR).update(last_error="")
+    Host.objects.filter(pk=host_id).update(last_seen_at=timezone.now())
+
+
+def host_after_operation(*, host: Host, succeeded: bool) -> None:
+    """Record on the host a connect failure the operation just met, or clear an old one."""
+    failure = connect_failure(host.uri)
+    if failure is not None:
+        host_error_record(host_id=host.pk, error=failure)
+    elif succeeded and host.last_error.startswith("cannot connect to host"):
+        host_reached(host_id=host.pk)
