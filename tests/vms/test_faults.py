@@ -494,3 +494,63 @@ def test_factories_still_make_vms_without_attention(site):
         request=f.VMRequestFactory(requester=site.student, template=site.template),
         template=site.template, vcpus=1, memory_mib=256, disk_gib=1)
     assert vm.attention == ""
+
+
+def test_a_dead_clone_is_given_back_by_the_reconciler(
+        site, django_capture_on_commit_callbacks, monkeypatch):
+    from vms.models import RequestKind
+    from vms.services.workflow import vm_change_request_create
+
+    capture = django_capture_on_commit_callbacks
+    vm, _ = install(site, capture)
+    act(vm, OperationKind.DESTROY, site.student, capture)
+    req = vm_change_request_create(requester=site.student, vm=vm, kind=RequestKind.CLONE,
+                                   purpose="a copy", faculty=site.faculty, params={"count": 1})
+    with capture(execute=False):
+        vm_request_approve(request=req, actor=site.admin)
+    clone = VirtualMachine.objects.get(clone_of=vm)
+    monkeypatch.setattr(Hypervisor, "define_domain", lambda self, xml: (_ for _ in ()).throw(
+        RunFenced("the worker process is gone")))
+    op = operation_run(operation_id=clone.operations.get().pk)
+    monkeypatch.undo()
+    assert op.status == OperationStatus.RUNNING and PrivateIP.objects.filter(vm=clone).exists()
+    Operation.objects.filter(pk=op.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
+    assert operations_reconcile()["failed"] == 1
+    clone.refresh_from_db()
+    assert clone.state == VMState.FAILED and "given back" in clone.attention
+    nothing_left_on_the_host(site, clone)
+
+
+def test_a_dead_power_action_records_the_state_the_vm_is_really_in(
+        site, django_capture_on_commit_callbacks):
+    vm, _ = install(site, django_capture_on_commit_callbacks)
+    VirtualMachine.objects.filter(pk=vm.pk).update(state=VMState.SHUTOFF)
+    op = Operation.objects.create(kind=OperationKind.START, vm=vm, status="running",
+                                  attempts=1, progress="Starting",
+                                  started_at=timezone.now() - LONG_AGO,
+                                  heartbeat_at=timezone.now() - LONG_AGO)
+    assert operations_reconcile()["failed"] == 1
+    op.refresh_from_db()
+    vm.refresh_from_db()
+    assert vm.state == VMState.RUNNING  # read from the host, not what the portal last thought
+    assert "may have left its work half-done" in op.message
+    assert "The VM is running now." in vm.attention and "“Starting”" in vm.attention
+    # Any later success means the VM is in a known state again.
+    assert act(vm, OperationKind.REBOOT, site.student,
+               django_capture_on_commit_callbacks).status == "succeeded"
+    assert vm.attention == ""
+
+
+def test_a_stop_in_a_handler_without_recorded_steps_says_what_may_be_left(
+        site, django_capture_on_commit_callbacks, monkeypatch):
+    vm, _ = install(site, django_capture_on_commit_callbacks)
+    monkeypatch.setattr(Hypervisor, "reboot", lambda self, n: (_ for _ in ()).throw(
+        SystemExit("Task exceeded maximum timeout value (900 seconds)")))
+    with django_capture_on_commit_callbacks(execute=False):
+        op = lifecycle.vm_action_request(vm=vm, kind=OperationKind.REBOOT, actor=site.student)
+    with pytest.raises(SystemExit):
+        operation_run(operation_id=op.pk)
+    op.refresh_from_db()
+    vm.refresh_from_db()
+    assert op.status == "failed" and "may have left its work half-done" in op.message
+    assert "check the VM" in vm.attention

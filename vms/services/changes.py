@@ -16,13 +16,11 @@ from hosts.placement import host_choose, host_usage
 from hosts.virt import Hypervisor, VirtError
 from networking.allocation import (
     ip_allocate,
-    ip_release,
     ssh_port_config,
     vnc_port_allocate,
-    vnc_port_release,
 )
 from networking.models import PrivateIP, PublicIP, SSHPort
-from networking.services import dhcp_add, dhcp_remove, ssh_port_attach, ssh_port_detach
+from networking.services import dhcp_add, ssh_port_attach, ssh_port_detach
 from portal import permissions
 from portal.errors import PortalError
 from portal.validators import free_text_check
@@ -40,7 +38,14 @@ from ..models import (
 )
 from ..selectors import name_in_use
 from .domain import vm_hypervisor, vm_observe, vm_spec
-from .operations import handles, operation_create, operation_progress
+from .operations import (
+    RunFenced,
+    handles,
+    operation_create,
+    operation_progress,
+    operation_step,
+    operation_steps_undo,
+)
 from .undo import undo_steps
 
 logger = logging.getLogger(__name__)
@@ -206,9 +211,13 @@ def extra_disks_remove(vm: VirtualMachine, hv: Hypervisor) -> None:
         disk.delete()
 
 
-@handles(OperationKind.CLONE)
+@handles(OperationKind.CLONE, records_steps=True)
 def vm_clone(op: Operation) -> str:
-    """Copy the source's disk, give the copy its own host, IP, MAC and VNC port, start it."""
+    """Copy the source's disk, give the copy its own host, IP, MAC and VNC port, start it.
+
+    Like an install, each step is recorded before it is taken, so a killed worker's steps
+    are given back by the reconciler.
+    """
     from .credentials import seed_upload, takes_credentials
 
     clone = VirtualMachine.objects.select_related(
@@ -223,7 +232,6 @@ def vm_clone(op: Operation) -> str:
     if facts is not None and facts.state not in ("shutoff", "crashed"):
         raise PortalError(f"Shut {source.name} down before it is copied (its disk is in use); "
                           "then retry this operation.")
-    steps: list[tuple[str, Callable[[], None]]] = []
     VirtualMachine.objects.filter(pk=clone.pk).update(state=VMState.INSTALLING)
     try:
         operation_progress(op, "Choosing a host")
@@ -233,40 +241,43 @@ def vm_clone(op: Operation) -> str:
                                          template=clone.template)
                 clone.datastore = source.datastore
                 clone.save(update_fields=["host", "datastore"])
-        steps.append(("host", lambda: VirtualMachine.objects.filter(pk=clone.pk).update(
-            host=None, datastore=None)))
+        operation_step(op, "host")
+        on_host = {"host": clone.host_id, "host_name": clone.host.name}
         vlan = clone.security_domain.vlan
+        operation_step(op, "ip")
         ip = ip_allocate(vm=clone, vlan=vlan)
-        steps.append(("IP", lambda: ip_release(vm=clone)))
         hv = Hypervisor(clone.host.uri)
+        operation_step(op, "vnc_port")
         vnc_port_allocate(vm=clone, avoid=hv.vnc_ports_in_use())
-        steps.append(("VNC port", lambda: vnc_port_release(vm=clone)))
         ds = source.datastore
         operation_progress(op, f"Copying the disk of {source.name}")
         # The copy reads through the disk's backing chain: nothing outside the datastore.
         disk_image_check(datastore=ds, volume=source.volume_name, host=source.host,
                          owner=source.name)
+        operation_step(op, "volume", pool=ds.pool_name, volume=clone.volume_name,
+                       host=source.host_id, host_name=source.host.name)
         path = source_hv.clone_volume(ds.pool_name, source.volume_name, clone.volume_name)
-        steps.append(("disk", lambda: source_hv.delete_volume(ds.pool_name, clone.volume_name)))
         hv.ensure_pool(ds.pool_name, ds.path)
         hv.ensure_network_active(vlan.network_name)
         dhcp_add(vm=clone, ip=ip)
-        steps.append(("DHCP entry", lambda: dhcp_remove(vm=clone, ip=ip)))
+        operation_step(op, "dhcp", address=ip.address, mac=ip.mac, **on_host)
         seed_path = None
         if takes_credentials(clone):
             operation_progress(op, "Writing the login details (cloud-init seed)")
+            operation_step(op, "volume", pool=ds.pool_name, volume=clone.seed_volume_name,
+                           **on_host)
             seed_path = seed_upload(clone, hv, ds.pool_name, ip.mac)
-            steps.append(("seed", lambda: hv.delete_volume(ds.pool_name,
-                                                            clone.seed_volume_name)))
         operation_progress(op, "Defining the domain")
         if hv.find_domain(clone.domain_name) is not None and \
                 hv.domain(clone.domain_name).uuid != str(clone.uuid):
             raise PortalError(f"Host {clone.host} already has a domain called {clone.name}.")
+        operation_step(op, "domain", name=clone.domain_name, **on_host)
         hv.define_domain(build_domain_xml(vm_spec(clone, path, ip, seed_path=seed_path)))
-        steps.append(("domain", lambda: hv.undefine_domain(clone.domain_name)))
         facts = hv.start(clone.domain_name)
-    except Exception:
-        undo_steps(clone, steps)
+    except RunFenced:
+        raise  # taken over: the reconciler or the retry owns what this run took
+    except BaseException:  # SystemExit from the time limit too; re-raised below
+        operation_steps_undo(op, clone)
         VirtualMachine.objects.filter(pk=clone.pk).update(state=VMState.FAILED)
         raise
     vm_observe(clone, facts)

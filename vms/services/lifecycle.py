@@ -170,7 +170,7 @@ def vm_action_request(*, vm: VirtualMachine, kind: OperationKind, actor) -> Oper
 INSTALL_STATES = (VMState.PENDING, VMState.FAILED, VMState.INSTALLING)
 
 
-@handles(OperationKind.INSTALL, states=INSTALL_STATES)
+@handles(OperationKind.INSTALL, states=INSTALL_STATES, records_steps=True)
 def vm_install(op: Operation) -> str:
     """Place the VM, give it an IP, MAC and VNC port, make its disk, define and start it.
 

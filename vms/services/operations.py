@@ -36,6 +36,9 @@ HANDLERS: dict[str, Handler] = {}
 # and any further check of a kind: a reason to refuse the retry, or None.
 RETRY_STATES: dict[str, tuple[str, ...]] = {}
 RETRY_CHECKS: dict[str, Callable[[Operation], str | None]] = {}
+# Kinds whose handlers record each step before taking it (`operation_step`): when one dies,
+# its recorded steps say exactly what is left; of other kinds, only the VM's state is known.
+RECORDS_STEPS: set[str] = set()
 # Kinds that make the VM: when one dies half-way, the VM is left as a failed install.
 MAKES_THE_VM = (OperationKind.INSTALL, OperationKind.CLONE)
 # Power actions: a later one that succeeded leaves a failed one nothing to do.
@@ -80,15 +83,18 @@ _OWNER_FAILED = {
 
 def handles(kind: OperationKind, *, states: Sequence[str] | None = None,
             retry_check: Callable[[Operation], str | None] | None = None,
-            ) -> Callable[[Handler], Handler]:
+            records_steps: bool = False) -> Callable[[Handler], Handler]:
     """Register the function that carries out operations of this kind.
 
     `states` are the VM states in which the operation still makes sense and `retry_check`
     any further reason to refuse a retry; both are checked before a failed one is retried.
+    `records_steps` says the handler records every step it takes with `operation_step`.
     """
 
     def register(func: Handler) -> Handler:
         HANDLERS[kind] = func
+        if records_steps:
+            RECORDS_STEPS.add(kind)
         if states is not None:
             RETRY_STATES[kind] = tuple(states)
         if retry_check is not None:
@@ -326,7 +332,7 @@ def _interrupted(op: Operation, exc: BaseException) -> None:
         fresh = Operation.objects.filter(pk=op.pk).values_list("steps", flat=True).first()
         left = [step_label(step) for step in (fresh or [])]
         if not _record_failure(
-                op, message=f"{what}; {_left_words(left)}", alert_admins=True,
+                op, message=f"{what}; {_left_words(op, left)}", alert_admins=True,
                 detail=f"Interrupted: {exc.__class__.__name__}: {exc}"):
             return
         if op.vm_id:
@@ -335,11 +341,14 @@ def _interrupted(op: Operation, exc: BaseException) -> None:
         logger.exception("could not record that operation %s was interrupted", op.pk)
 
 
-def _left_words(left: list[str]) -> str:
-    if not left:
-        return "what it had taken was given back. Retry it, or delete the VM."
-    return ("these could not be given back and are left: " + "; ".join(left)
-            + ". Retry it, or delete the VM to remove them.")
+def _left_words(op: Operation, left: list[str]) -> str:
+    then = " Retry it, or delete the VM." if op.vm_id else " Retry it once the cause is fixed."
+    if left:
+        return ("these could not be given back and are left: " + "; ".join(left) + "."
+                + then)
+    if op.kind in RECORDS_STEPS:
+        return "what it had taken was given back." + then
+    return "it may have left its work half-done." + then
 
 
 def _mark_attention(op: Operation, left: list[str], state_note: str = "") -> None:
@@ -349,8 +358,12 @@ def _mark_attention(op: Operation, left: list[str], state_note: str = "") -> Non
     if op.progress:
         text += f" while “{op.progress}”"
     text += f". {state_note}" if state_note else ". "
-    text += ("Left behind: " + "; ".join(left) + "." if left
-             else "Everything it had taken was given back.")
+    if left:
+        text += "Left behind: " + "; ".join(left) + "."
+    elif op.kind in RECORDS_STEPS:
+        text += "Everything it had taken was given back."
+    else:
+        text += "It may have left its work half-done; check the VM before using it."
     VirtualMachine.objects.filter(pk=op.vm_id).exclude(state=VMState.DELETED).update(
         attention=text)
 
@@ -468,7 +481,7 @@ def operation_abandon(op: Operation, *, why: str, now=None) -> bool:  # noqa: AN
     left_steps = recorded_steps_undo(vm, op.steps) if vm is not None and op.steps else op.steps
     Operation.objects.filter(pk=op.pk, attempts=op.attempts).update(steps=left_steps)
     left = [step_label(step) for step in left_steps]
-    message = f"{why}; {_left_words(left)}"
+    message = f"{why}; {_left_words(op, left)}"
     Operation.objects.filter(pk=op.pk, attempts=op.attempts).update(message=message)
     op.message, op.steps = message, left_steps
     if vm is not None:
