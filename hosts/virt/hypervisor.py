@@ -673,7 +673,13 @@ class Hypervisor:
             net = conn.networkLookupByName(name)
             if net.isActive():
                 return
+        try:
             net.create()
+        except libvirt.libvirtError as exc:
+            # Another worker's install may have started it meanwhile.
+            if not self._quietly(net.isActive):
+                raise _translate(exc, f"cannot activate {what} on {self.uri}") from exc
+        with self._doing("activate", what):
             if net.isPersistent() and not net.autostart():
                 net.setAutostart(1)
 
