@@ -22,7 +22,8 @@ VAR_DIR="${PORTAL_VAR_DIR:-$ROOT/var}"
 RUN_DIR="$VAR_DIR/run"
 LOG_DIR="$VAR_DIR/log"
 PY="$ROOT/.venv/bin/python"
-URL="http://127.0.0.1:$PORT/"
+# Where this script checks the web server answers: the bound address, or loopback for "any".
+case "$BIND" in 0.0.0.0 | ::) URL="http://127.0.0.1:$PORT/" ;; *) URL="http://$BIND_HOST:$PORT/" ;; esac
 
 # The processes of the demo, started in this order from the repository root.
 SERVICES=(web worker console)
