@@ -213,4 +213,8 @@ def test_an_install_that_qemu_aborts_tells_the_owner_plainly_and_the_admin_every
         assert "data-op-detail" in admin and "failed to set MSR 0x10a to 0x69" in admin, url
     told = [m for m in mailoutbox if site.admin.email in m.to]
     assert told and "kvm_buf_set_msrs" in told[0].body
-    assert not [m for m in mailoutbox if site.student.email in m.to]
+    # The owner is told too, in plain words only.
+    to_owner = [m for m in mailoutbox if site.student.email in m.to]
+    assert len(to_owner) == 1 and "could not be installed and started" in to_owner[0].body
+    for raw in ("kvm_buf_set_msrs", "MSR", "qemu", "internal error"):
+        assert raw not in to_owner[0].body and raw not in to_owner[0].subject
