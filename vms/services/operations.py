@@ -12,6 +12,8 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from hosts.health import host_after_operation
+from hosts.models import Host, HostStatus
 from hosts.virt import Hypervisor, VirtError
 from portal.errors import PortalError
 
@@ -248,6 +250,99 @@ def _late(op: Operation) -> Operation:
     return Operation.objects.get(pk=op.pk)
 
 
+# -- per-host admission: a busy or hung host holds at most its cap of workers ----------------
+
+# The progress of an operation waiting for a free slot on its host; a finishing operation of
+# that host starts the oldest of them (and the reconciler does, as a safety net).
+WAITING_FOR_HOST = "Waiting: its host is busy with other operations."
+
+
+def operation_host_id(operation: Operation) -> int | None:
+    """Return the host the operation acts on: its own, or its VM's (None before placement)."""
+    if operation.host_id:
+        return operation.host_id
+    if operation.vm_id:
+        return VirtualMachine.objects.filter(pk=operation.vm_id).values_list(
+            "host_id", flat=True).first()
+    return None
+
+
+def host_operations_cap() -> int:
+    """Return how many operations may run at once on one host (PORTAL_HOST_MAX_OPERATIONS)."""
+    cap = int(settings.PORTAL.get("HOST_MAX_OPERATIONS") or 0)
+    if cap > 0:
+        return cap
+    workers = int(settings.Q_CLUSTER.get("workers") or 1)
+    if Host.objects.filter(status=HostStatus.UP).count() > 1:
+        return max(1, workers - 1)  # always a worker left for the rest of the fleet
+    return workers
+
+
+def _running_on(host_id: int) -> int:
+    return Operation.objects.filter(status=OperationStatus.RUNNING).filter(
+        Q(host_id=host_id) | Q(vm__host_id=host_id)).count()
+
+
+def operation_admit(operation: Operation) -> bool:
+    """Return whether a queued operation may start now; else mark it waiting for its host.
+
+    Called with the operation's row locked; the host's row is locked too (PostgreSQL; SQLite
+    serialises writers), so two workers never both take a host's last slot.
+    """
+    host_id = operation_host_id(operation)
+    if host_id is None:
+        return True
+    list(Host.objects.select_for_update().filter(pk=host_id).values_list("pk", flat=True))
+    if _running_on(host_id) >= host_operations_cap():
+        if operation.progress != WAITING_FOR_HOST:
+            operation.progress = WAITING_FOR_HOST
+            Operation.objects.filter(pk=operation.pk).update(progress=WAITING_FOR_HOST,
+                                                             updated_at=timezone.now())
+        return False
+    if operation.progress == WAITING_FOR_HOST:
+        operation.progress = ""
+        Operation.objects.filter(pk=operation.pk).update(progress="")
+    return True
+
+
+def operations_start_waiting(*, host_ids: Sequence[int] | None = None) -> int:
+    """Enqueue the oldest operations waiting for a slot on these hosts (all hosts: None)."""
+    waiting = Operation.objects.filter(status=OperationStatus.QUEUED, progress=WAITING_FOR_HOST)
+    if host_ids is None:
+        host_ids = {operation_host_id(op) for op in waiting.only("host_id", "vm_id")} - {None}
+    started = 0
+    cap = host_operations_cap()
+    for host_id in host_ids:
+        with transaction.atomic():
+            # Under the host's lock: an operation being put to wait right now has either
+            # seen the slot free or is committed as waiting and is found here.
+            list(Host.objects.select_for_update().filter(pk=host_id).values_list("pk",
+                                                                                flat=True))
+            free = cap - _running_on(host_id)
+            if free <= 0:
+                continue
+            for op in waiting.filter(Q(host_id=host_id) | Q(vm__host_id=host_id)).order_by(
+                    "created_at", "id")[:free]:
+                operation_enqueue(op)
+                started += 1
+    return started
+
+
+def operation_after_run(operation: Operation | None) -> None:
+    """Note on its host whether the operation reached it; start what waits for the slot."""
+    if operation is None:
+        return
+    host_id = operation_host_id(operation)
+    if host_id is None:
+        return
+    host = Host.objects.filter(pk=host_id).first()
+    if host is not None and operation.status in (OperationStatus.SUCCEEDED,
+                                                 OperationStatus.FAILED):
+        host_after_operation(host=host,
+                             succeeded=operation.status == OperationStatus.SUCCEEDED)
+    operations_start_waiting(host_ids=[host_id])
+
+
 def operation_run(*, operation_id: int) -> Operation | None:
     """Carry out a queued operation once; a redelivered or finished one is left alone.
 
@@ -259,6 +354,8 @@ def operation_run(*, operation_id: int) -> Operation | None:
         op = Operation.objects.select_for_update().filter(pk=operation_id).first()
         if op is None or op.status != OperationStatus.QUEUED:
             return op
+        if not operation_admit(op):
+            return op  # its host runs its cap of operations: it waits, queued, for a slot
         now = timezone.now()
         op.status = OperationStatus.RUNNING
         op.attempts += 1
