@@ -130,6 +130,7 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 # A success clears nothing: it would also clear the address's failures against other accounts.
 AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"
+AXES_USERNAME_CALLABLE = "portal.accounts.backends.throttle_username"
 # Behind reverse proxies the client's address is the PORTAL_PROXY_COUNT-th from the right of
 # X-Forwarded-For; 0 (the demo, served directly) takes the connection's address.
 PORTAL_PROXY_COUNT = env.int("PORTAL_PROXY_COUNT", default=0)

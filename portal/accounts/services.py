@@ -68,8 +68,11 @@ def user_login_failures(*, user: User) -> int:
     from django.conf import settings
     from django.db.models import Sum
 
+    from .backends import throttle_username
+
     since = timezone.now() - settings.AXES_COOLOFF_TIME
-    return AccessAttempt.objects.filter(username=user.get_username(), attempt_time__gte=since) \
+    name = throttle_username(None, {"username": user.get_username()})
+    return AccessAttempt.objects.filter(username=name, attempt_time__gte=since) \
         .aggregate(n=Sum("failures_since_start"))["n"] or 0
 
 
@@ -77,9 +80,11 @@ def user_login_unlock(*, user: User, actor: User) -> int:
     """Forget the failed logins for the user's name, so the throttle lets them in again."""
     from axes.utils import reset
 
+    from .backends import throttle_username
+
     if not permissions.is_admin(actor):
         raise PortalError(f"You may not unlock {user.get_username()}.")
-    return reset(username=user.get_username())
+    return reset(username=throttle_username(None, {"username": user.get_username()}))
 
 
 def user_set_organisation(*, user: User, organisation: Organisation | None,

@@ -68,6 +68,13 @@ def test_wrong_passwords_lock_the_account_and_then_the_right_one_is_refused(site
     assert response.status_code == 302 and signed_in(client)
 
 
+def test_the_case_of_the_login_does_not_give_more_tries(site):
+    for number, username in enumerate(("STU", "Stu", "sTu", "stU", "StU")):
+        log_in(username, "wrong", address=f"192.0.2.{50 + number}")  # each from elsewhere
+    client, response = log_in("stu", PASSWORD, address="198.51.100.9")
+    assert response.status_code == 429 and not signed_in(client)
+
+
 def test_wrong_passwords_from_one_address_lock_that_address(site):
     for username in ("fac", "oadm", "pstu", "pfac", "nobody"):
         log_in(username, "wrong", address="203.0.113.5")
