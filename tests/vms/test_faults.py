@@ -113,6 +113,10 @@ def test_a_retry_after_the_vm_was_deleted_is_refused_and_the_vm_stays_deleted(
     Operation.objects.filter(pk=rebooted.pk).update(status=OperationStatus.QUEUED)
     op = operation_run(operation_id=rebooted.pk)
     assert op.status == OperationStatus.FAILED and "was deleted" in op.message
+    monkeypatch.setattr(Hypervisor, "undefine_domain", lambda self, n: (_ for _ in ()).throw(
+        VirtError("host unreachable")))
+    Operation.objects.filter(pk=delete.pk).update(status=OperationStatus.QUEUED)
+    assert "was deleted" in operation_run(operation_id=delete.pk).message
     vm.refresh_from_db()
     assert vm.state == VMState.DELETED
     listing = site.client(site.student).get(reverse("vms:vm_list")).content.decode()
@@ -272,7 +276,7 @@ def test_a_stop_in_the_middle_of_an_install_gives_its_steps_back_and_records_the
     monkeypatch.setattr(Hypervisor, "define_domain", stopped)
     vm = approved_vm(site, django_capture_on_commit_callbacks)
     op = vm.operations.get()
-    with pytest.raises(stop):
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(stop):
         operation_run(operation_id=op.pk)
     op.refresh_from_db()
     vm.refresh_from_db()
@@ -283,6 +287,9 @@ def test_a_stop_in_the_middle_of_an_install_gives_its_steps_back_and_records_the
     assert vm.state == VMState.FAILED and vm.host is None
     assert "stopped half-way" in vm.attention
     nothing_left_on_the_host(site, vm)
+    to_owner = [m for m in mail.outbox if m.to == [site.student.email]]
+    assert to_owner and "worker was stopped" in to_owner[-1].body
+    assert "Interrupted" not in to_owner[-1].body
 
 
 def dead_install(site, capture, monkeypatch, at="define_domain"):

@@ -367,8 +367,7 @@ def operation_run(*, operation_id: int) -> Operation | None:
         op.save(update_fields=["status", "attempts", "started_at", "heartbeat_at",
                                "finished_at", "message", "detail", "steps", "admin_alert",
                                "updated_at"])
-    if op.vm_id and op.kind != OperationKind.DELETE and VirtualMachine.objects.filter(
-            pk=op.vm_id, state=VMState.DELETED).exists():
+    if op.vm_id and VirtualMachine.objects.filter(pk=op.vm_id, state=VMState.DELETED).exists():
         # A deleted VM is never acted on again (nor shown again as if it were alive).
         _record_failure(op, message=f"{op.vm} was deleted; nothing was done.")
         return op
@@ -434,6 +433,8 @@ def _interrupted(op: Operation, exc: BaseException) -> None:
             return
         if op.vm_id:
             _mark_attention(op, left)
+        # Admins hear at the next digest (flushed by the reconciler): the worker is going.
+        owner_tell_failure(op)
     except Exception:  # the reconciler finds the operation by its stopped heartbeat instead
         logger.exception("could not record that operation %s was interrupted", op.pk)
 
