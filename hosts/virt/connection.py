@@ -193,6 +193,19 @@ def _cut_stuck_sockets(uri: str) -> None:
             continue
 
 
+def _after_fork_in_child() -> None:
+    """Start a forked worker afresh: the parent's sockets, threads and held locks are not its."""
+    global _lock
+    _lock = threading.Lock()
+    _uri_locks.clear()
+    _connections.clear()
+    _backoff.clear()
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _alive(conn: libvirt.virConnect) -> bool:
     try:
         return bool(conn.isAlive())
