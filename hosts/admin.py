@@ -19,7 +19,7 @@ class HostAdmin(admin.ModelAdmin):
     search_fields = ("name", "uri", "address")
     readonly_fields = ("vcpus", "memory_mib", "accel", "cpu_mode", "probe_report", "probed_at",
                        "last_seen_at", "last_error", "unknown_domains", "missing_domains",
-                       "reconciled_at")
+                       "orphan_volumes", "reconciled_at")
     actions = ["refresh"]
 
     def save_model(self, request, obj, form, change) -> None:  # noqa: ANN001
