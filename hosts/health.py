@@ -7,7 +7,7 @@ import logging
 from django.utils import timezone
 
 from .models import Host, HostStatus
-from .virt import VirtError, connect_failure
+from .virt import VirtError, connect_failure, is_connected
 
 logger = logging.getLogger(__name__)
 
@@ -42,5 +42,7 @@ def host_after_operation(*, host: Host, succeeded: bool) -> None:
     failure = connect_failure(host.uri)
     if failure is not None:
         host_error_record(host_id=host.pk, error=failure)
-    elif succeeded and host.last_error.startswith("cannot connect to host"):
+    elif (succeeded and host.last_error.startswith("cannot connect to")
+          and is_connected(host.uri)):
+        # Only an operation that really reached libvirt proves the host answers again.
         host_reached(host_id=host.pk)

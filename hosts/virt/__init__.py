@@ -1,6 +1,13 @@
 """The libvirt adapter: the only package that imports libvirt; no Django here."""
 
-from .connection import close_all, connect_failure, get_connection, host_label, is_remote
+from .connection import (
+    close_all,
+    connect_failure,
+    get_connection,
+    host_label,
+    is_connected,
+    is_remote,
+)
 from .console import SerialConsole, vnc_listen_address
 from .errors import ConnectError, NotFound, VirtError
 from .facts import DomainFacts, HostFacts, ImageFacts, ProbeAttempt, ProbeReport
@@ -32,6 +39,7 @@ __all__ = [
     "connect_failure",
     "get_connection",
     "host_label",
+    "is_connected",
     "is_remote",
     "vnc_listen_address",
 ]

@@ -250,6 +250,13 @@ def connect_failure(uri: str) -> ConnectError | None:
     return error if until > time.monotonic() else None
 
 
+def is_connected(uri: str) -> bool:
+    """Return whether this process holds a live connection to uri (without opening one)."""
+    with _lock:
+        conn = _connections.get(uri)
+    return conn is not None and _alive(conn)
+
+
 def get_connection(uri: str) -> libvirt.virConnect:
     """Return the cached connection to uri, opening or reopening it when needed.
 

@@ -146,3 +146,13 @@ def test_a_success_on_the_host_clears_its_connection_error(site, monkeypatch):
     run_operation(refresh_op(site.host).pk)
     site.host.refresh_from_db()
     assert site.host.last_error == ""
+
+
+def test_a_success_that_never_reached_libvirt_leaves_the_error(site, monkeypatch):
+    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, lambda op: "done")
+    error = "cannot connect to host hv2.example.org (qemu+tcp://hv2.example.org/system): refused"
+    other = f.HostFactory(name="hv2", uri="qemu+tcp://hv2.example.org/system",
+                          last_error=error)
+    run_operation(refresh_op(other).pk)
+    other.refresh_from_db()
+    assert other.last_error == error
