@@ -8,8 +8,8 @@ from pathlib import PurePosixPath
 from django.db import transaction
 from django.utils import timezone
 
+from hosts.virt.domain_xml import build_probe_xml
 from portal.errors import PortalError
-from vms.domain_xml import build_probe_xml
 from vms.models import ExtraDisk, Operation, OperationKind, VirtualMachine, VMState
 from vms.services.operations import handles, operation_create
 

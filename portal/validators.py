@@ -2,7 +2,7 @@
 
 Forms, services and the XML builder all ask `free_text_problem`, so a character refused in
 one place is refused everywhere, with the same sentence. No Django at import time:
-`vms.domain_xml` stays Django-free, and `FreeTextValidator` imports `ValidationError` only
+`hosts.virt.domain_xml` stays Django-free, and `FreeTextValidator` imports `ValidationError` only
 when it refuses.
 """
 

@@ -1,5 +1,7 @@
 """The libvirt adapter: the only package that imports libvirt; no Django here."""
 
+from .base import DOMAIN_STATES
+from .checks import DISK_TARGET_RE, DOMAIN_NAME_RE, OBJECT_NAME_RE, SNAPSHOT_NAME_RE
 from .connection import (
     close_all,
     connect_failure,
@@ -11,8 +13,7 @@ from .connection import (
 from .console import SerialConsole, vnc_listen_address
 from .errors import ConnectError, NotFound, VirtError
 from .facts import DomainFacts, HostFacts, ImageFacts, ProbeAttempt, ProbeReport
-from .hypervisor import DOMAIN_STATES, Hypervisor
-from .names import DISK_TARGET_RE, DOMAIN_NAME_RE, OBJECT_NAME_RE, SNAPSHOT_NAME_RE
+from .hypervisor import Hypervisor
 from .probe import ShapeBuilder
 from .stats import DomainSample, HostSample
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import xml.etree.ElementTree as ET
 
 import libvirt
 
+from .base import HypervisorBase, error_code
+from .checks import check_domain_name
 from .connection import get_connection, is_remote
 from .errors import VirtError
-from .names import check_domain_name
 
 LOCAL_VNC_ADDRESS = "127.0.0.1"
 _READ_SIZE = 4096
@@ -40,6 +42,29 @@ def vnc_listen_address(uri: str, address: str) -> str:
     if ip.is_unspecified:
         raise VirtError(f"the host address {address!r} would expose VNC on every interface")
     return str(ip)
+
+
+class Consoles(HypervisorBase):
+    """The VNC displays of one host's domains."""
+
+    def vnc_ports_in_use(self) -> set[int]:
+        """Return the VNC ports the host's domains hold: running ones and fixed ones."""
+        ports: set[int] = set()
+        with self._doing("list domains of", "the host"):
+            domains = self._conn().listAllDomains(0)
+            for dom in domains:
+                try:
+                    xml = dom.XMLDesc(0)
+                except libvirt.libvirtError as exc:
+                    if error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # went away while the host was listed (a transient domain)
+                    raise
+                root = ET.fromstring(xml)  # noqa: S314 - XML from libvirt itself
+                for graphics in root.iterfind("devices/graphics"):
+                    port = graphics.get("port", "-1")
+                    if port.isdigit() and int(port) > 0:
+                        ports.add(int(port))
+        return ports
 
 
 class SerialConsole:

@@ -15,7 +15,7 @@ class HostFacts:
     accel: str  # 'kvm' | 'qemu' | 'test', or '' while the host has not been probed
     libvirt_version: str
     hypervisor: str
-    cpu_mode: str = ""  # the probed CPU mode, in vms.domain_xml's terms
+    cpu_mode: str = ""  # the probed CPU mode, in domain_xml's terms
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class DomainFacts:
 
     name: str
     uuid: str
-    state: str  # see hosts.virt.hypervisor.DOMAIN_STATES
+    state: str  # see hosts.virt.base.DOMAIN_STATES
     vcpus: int
     memory_mib: int
 

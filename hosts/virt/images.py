@@ -17,8 +17,8 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .checks import OBJECT_NAME_RE
 from .errors import VirtError
-from .names import OBJECT_NAME_RE
 
 QEMU_IMG_TIMEOUT = 60
 

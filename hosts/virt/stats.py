@@ -1,4 +1,4 @@
-"""Utilisation counters of domains and hosts, parsed from what libvirt reports.
+"""Utilisation counters of domains and hosts: read from libvirt and parsed.
 
 Counters are cumulative (nanoseconds of CPU, bytes read or sent since the domain started);
 rates come from the difference of two samples, in monitoring.rates. A value libvirt did not
@@ -8,10 +8,14 @@ report is None, never 0, so a missing counter can never pass for an idle one.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+import libvirt
+
+from .base import DOMAIN_STATES, UNSUPPORTED_CODES, HypervisorBase, error_code, translate
 
 KIB = 1024
 
@@ -22,7 +26,7 @@ class DomainSample:
 
     name: str
     uuid: str
-    state: str  # see hosts.virt.hypervisor.DOMAIN_STATES
+    state: str  # see hosts.virt.base.DOMAIN_STATES
     vcpus: int | None
     cpu_time_ns: int | None
     memory_bytes: int | None  # memory the guest has (the balloon's current size)
@@ -216,3 +220,76 @@ def device_targets(domain_xml: str) -> tuple[list[str], list[str]]:
         return [t.get("dev", "") for t in found if t is not None and t.get("dev")]
 
     return targets("disk"), targets("interface")
+
+
+class Stats(HypervisorBase):
+    """The counters of one host and its domains, read for the monitoring collector."""
+
+    _DOMAIN_STATS = (
+        libvirt.VIR_DOMAIN_STATS_STATE
+        | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+        | libvirt.VIR_DOMAIN_STATS_BALLOON
+        | libvirt.VIR_DOMAIN_STATS_VCPU
+        | libvirt.VIR_DOMAIN_STATS_INTERFACE
+        | libvirt.VIR_DOMAIN_STATS_BLOCK
+    )
+
+    def domain_samples(self) -> list[DomainSample]:
+        """Return the counters of every domain, active or not, from one bulk call, by name."""
+        conn = self._conn()
+        # No domain filter: inactive domains come back too, with their state and little else.
+        # NOWAIT: a domain busy with a job (migration, snapshot) answers what it can at once
+        # instead of holding up the whole host's cycle for the job's duration.
+        with self._doing("read stats of", "domains"):
+            records = conn.getAllDomainStats(
+                self._DOMAIN_STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+            )
+        # name() and UUIDString() read the handle itself: no call to libvirtd per domain.
+        samples = [
+            domain_sample_from_record(dom.name(), dom.UUIDString(), record, DOMAIN_STATES)
+            for dom, record in records
+        ]
+        return sorted(samples, key=lambda s: s.name)
+
+    def domain_samples_loop(self) -> list[DomainSample]:
+        """Return the same counters with calls per domain: the baseline of bench/collection.py."""
+        doms = self._all_domains()
+        samples = []
+        for dom in doms:
+            info = self._quietly(dom.info)
+            state = DOMAIN_STATES.get(info[0], "nostate") if info is not None else "nostate"
+            memory = blocks = interfaces = None
+            if state != "shutoff":
+                memory = self._quietly(dom.memoryStats)
+                xml = self._quietly(dom.XMLDesc, 0)
+                if xml is not None:
+                    disks, nics = device_targets(xml)
+                    blocks = [self._quietly(dom.blockStats, dev) for dev in disks]
+                    interfaces = [self._quietly(dom.interfaceStats, dev) for dev in nics]
+            samples.append(domain_sample_from_calls(
+                dom.name(), dom.UUIDString(), state, info, memory, blocks, interfaces
+            ))
+        return sorted(samples, key=lambda s: s.name)
+
+
+    def host_sample(self) -> HostSample:
+        """Return the host's CPU time and memory counters; what the driver lacks is None."""
+        conn = self._conn()
+        with self._doing("read stats of", "host"):
+            cpus = conn.getInfo()[2]
+        cpu = self._host_stats(conn.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, "CPU")
+        memory = self._host_stats(
+            conn.getMemoryStats, libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, "memory"
+        )
+        return host_sample_from_stats(cpus, cpu, memory)
+
+    def _host_stats(
+        self, call: Callable[[int, int], dict[str, int]], which: int, what: str
+    ) -> dict[str, int] | None:
+        """Return a node stats dict, or None when the driver does not keep it."""
+        try:
+            return call(which, 0)
+        except libvirt.libvirtError as exc:
+            if error_code(exc) in UNSUPPORTED_CODES:
+                return None
+            raise translate(exc, f"cannot read {what} stats of host on {self.uri}") from exc

@@ -26,9 +26,9 @@ from console.models import ConsoleToken
 from console.proxy import CLOSE_REFUSED, ConsoleProxy, Limits
 from hosts.models import Host
 from hosts.virt import Hypervisor, close_all
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from tests.integration.guest import guest_image  # noqa: F401 - the session fixture
 from tests.integration.qemu import unique, virsh
-from vms.domain_xml import DomainSpec, build_domain_xml
 from vms.models import VirtualMachine, VMState
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]

@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 import hosts.services as host_services
-import hosts.virt.hypervisor as hypervisor_module
+import hosts.virt.base as virt_base
 import hosts.virt.probe as probe_module
 from hosts.models import Host
 from hosts.virt import Hypervisor, get_connection
@@ -26,7 +26,7 @@ def fake_site(site, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(host_services, "template_image_check",
                         lambda *, template, host, hv: template.image_path)
     state = {"kwargs": {"refuse": EPYC_NESTED}}
-    real_get = hypervisor_module.get_connection
+    real_get = virt_base.get_connection
 
     def connect(uri: str):
         if uri != URI:
@@ -36,7 +36,7 @@ def fake_site(site, monkeypatch: pytest.MonkeyPatch):
             fake = state["fake"] = FakeQemuHost("test:///default", **state["kwargs"])
         return fake
 
-    monkeypatch.setattr(hypervisor_module, "get_connection", connect)
+    monkeypatch.setattr(virt_base, "get_connection", connect)
     get_connection("test:///default")  # keep the site's pool and image alive
     Host.objects.filter(pk=site.host.pk).update(uri=URI, accel="", cpu_mode="")
     site.host.refresh_from_db()

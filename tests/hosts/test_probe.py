@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-import hosts.virt.hypervisor as hypervisor_module
+import hosts.virt.base as virt_base
 import hosts.virt.probe as probe_module
 from hosts.virt import Hypervisor, ProbeAttempt, VirtError, get_connection
+from hosts.virt.domain_xml import build_probe_xml
 from hosts.virt.probe import kvm_cpu_modes, trim_reason
-from vms.domain_xml import build_probe_xml
 
 libvirt = probe_module.libvirt  # only hosts.virt imports libvirt
 DOMCAPS = (Path(__file__).parent / "domcaps_epyc_nested.xml").read_text()
@@ -130,8 +130,8 @@ def fake_host(test_uri: str, monkeypatch: pytest.MonkeyPatch):
 
     def install(**kwargs: Any) -> FakeQemuHost:
         fake = FakeQemuHost(test_uri, **kwargs)
-        real_get = hypervisor_module.get_connection
-        monkeypatch.setattr(hypervisor_module, "get_connection",
+        real_get = virt_base.get_connection
+        monkeypatch.setattr(virt_base, "get_connection",
                             lambda uri: fake if uri == URI else real_get(uri))
         return fake
 

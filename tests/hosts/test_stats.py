@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-import hosts.virt.hypervisor as hypervisor_module
+import hosts.virt.base as virt_base
 from hosts.virt import (
     DOMAIN_STATES,
     DomainSample,
@@ -274,7 +274,7 @@ def calls(uri: str, hv: Hypervisor, monkeypatch: pytest.MonkeyPatch) -> Counter[
     """Count every call the hypervisor makes on its connection and on domain handles."""
     counted: Counter[str] = Counter()
     conn = Counting(get_connection(uri), counted)
-    monkeypatch.setattr(hypervisor_module, "get_connection", lambda _uri: conn)
+    monkeypatch.setattr(virt_base, "get_connection", lambda _uri: conn)
     return counted
 
 
@@ -338,7 +338,7 @@ def test_host_sample_gives_sane_cpu_counters_on_the_test_driver(uri: str) -> Non
 
 def failing(message: str) -> Callable[..., Any]:
     def call(*_args: Any) -> Any:
-        raise hypervisor_module.libvirt.libvirtError(message)
+        raise virt_base.libvirt.libvirtError(message)
 
     return call
 
@@ -354,6 +354,6 @@ def test_a_failed_bulk_call_raises_virt_error_naming_the_host(
         def __getattr__(self, name: str) -> Any:
             return getattr(conn, name)
 
-    monkeypatch.setattr(hypervisor_module, "get_connection", lambda _uri: Broken())
+    monkeypatch.setattr(virt_base, "get_connection", lambda _uri: Broken())
     with pytest.raises(VirtError, match=f"cannot read stats of domains on {uri}"):
         Hypervisor(uri).domain_samples()

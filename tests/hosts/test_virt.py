@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import hosts.virt.hypervisor as hypervisor_module
+import hosts.virt.base as virt_base
 from hosts.virt import (
     DomainFacts,
     HostFacts,
@@ -372,7 +372,7 @@ def forbid_libvirt(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(uri: str) -> None:
         raise AssertionError(f"libvirt was called for {uri}")
 
-    monkeypatch.setattr(hypervisor_module, "get_connection", refuse)
+    monkeypatch.setattr(virt_base, "get_connection", refuse)
 
 
 BAD_DOMAIN_NAMES = [
@@ -627,7 +627,7 @@ def test_vnc_ports_in_use_skips_a_domain_that_goes_away_while_listed(
                   autoport="no")
     hv.define_domain(ET.tostring(root, encoding="unicode"))
     conn = get_connection(uri)
-    libvirt = hypervisor_module.libvirt
+    libvirt = virt_base.libvirt
 
     class Gone:
         def XMLDesc(self, _flags: int) -> str:  # noqa: N802 - libvirt's name
@@ -639,5 +639,5 @@ def test_vnc_ports_in_use_skips_a_domain_that_goes_away_while_listed(
         def listAllDomains(self, flags: int) -> list:  # noqa: N802 - libvirt's name
             return [Gone(), *conn.listAllDomains(flags)]
 
-    monkeypatch.setattr(hypervisor_module, "get_connection", lambda _uri: Listing())
+    monkeypatch.setattr(virt_base, "get_connection", lambda _uri: Listing())
     assert hv.vnc_ports_in_use() == {5931}

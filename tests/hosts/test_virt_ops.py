@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import hosts.virt.hypervisor as hypervisor_module
+import hosts.virt.base as virt_base
 from hosts.virt import Hypervisor, NotFound, VirtError, close_all, get_connection
 from tests.hosts.test_virt import (
     BAD_DOMAIN_NAMES,
@@ -473,7 +473,7 @@ def test_set_resources_beyond_the_running_maximums_waits_for_the_next_start(
 def test_set_resources_redefines_the_xml_when_the_driver_refuses_the_setters(
     hv: Hypervisor, uri: str, web1: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    libvirt = hypervisor_module.libvirt
+    libvirt = virt_base.libvirt
 
     def refuse(self, *args):
         exc = libvirt.libvirtError("unsupported")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hosts.services import PROBE_BOOT_MEMORY_MIB, PROBE_BOOT_SETTLE_S
 from hosts.virt import Hypervisor, ProbeReport
-from vms.domain_xml import build_probe_xml
+from hosts.virt.domain_xml import build_probe_xml
 
 URI = "qemu:///system"
 MIB = 1024**2

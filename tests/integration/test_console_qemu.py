@@ -26,11 +26,11 @@ from console.proxy import CLOSE_REFUSED, ConsoleProxy, Limits
 from console.rfb import RFBError, authenticate_upstream
 from console.services import console_token_issue
 from hosts.virt import Hypervisor, SerialConsole
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from tests.integration.qemu import unique, virsh
 from tests.integration.test_credentials_qemu import guest_site  # noqa: F401 - fixture
 from tests.integration.test_portal_qemu import install, real_site  # noqa: F401 - fixture
 from tests.vms.test_vm_operations import approved_change, queued, take
-from vms.domain_xml import DomainSpec, build_domain_xml
 from vms.models import OperationKind, OperationStatus, RequestKind, VirtualMachine, VMState
 from vms.services.lifecycle import vm_action_request
 from vms.services.operations import operation_run

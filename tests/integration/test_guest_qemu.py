@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hosts import guest_image as gi
 from hosts.virt import Hypervisor, close_all
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from tests.integration.guest import (
     SerialSession,
     read_cpio,
@@ -40,7 +41,6 @@ from tests.integration.guest import (
 )
 from tests.integration.qemu import URI, domstate, unique, virsh
 from vms.cloudinit import SeedUser, build_seed_iso, hash_password
-from vms.domain_xml import DomainSpec, build_domain_xml
 
 pytestmark = pytest.mark.hypervisor
 

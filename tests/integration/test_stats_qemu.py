@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from hosts.virt import DomainSample, Hypervisor
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from monitoring.rates import host_metrics, vm_metrics
 from tests.integration.qemu import MIB, guest_kind, unique, virsh
-from vms.domain_xml import DomainSpec, build_domain_xml
 
 pytestmark = pytest.mark.hypervisor
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hosts.virt import Hypervisor, VirtError, close_all
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from tests.integration.qemu import (
     domstate,
     guest_kind,
@@ -27,7 +28,6 @@ from tests.integration.qemu import (
     virsh,
     virsh_info,
 )
-from vms.domain_xml import DomainSpec, build_domain_xml
 
 pytestmark = pytest.mark.hypervisor
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hosts.virt import Hypervisor, NotFound, ProbeAttempt, VirtError
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml, parse_domain_xml
 from tests.integration.guest import use_serial_socket, wait_for_log
 from tests.integration.qemu import (
     MIB,
@@ -30,7 +31,6 @@ from tests.integration.qemu import (
     virsh,
     virsh_info,
 )
-from vms.domain_xml import DomainSpec, build_domain_xml, parse_domain_xml
 
 pytestmark = pytest.mark.hypervisor
 

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from hosts.virt import Hypervisor
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from portal.accounts.forms import OrganisationForm
 from portal.accounts.models import Organisation
 from portal.accounts.services import organisation_create, organisation_for_directory
@@ -25,7 +26,6 @@ from portal.validators import (
 )
 from tests.vms.test_credentials import installed, read_seed
 from tests.vms.test_lifecycle import approved_vm, install, run_pending
-from vms.domain_xml import DomainSpec, build_domain_xml
 from vms.forms import DecisionForm, SnapshotForm, TemplateSaveForm, VMChangeForm, VMRequestForm
 from vms.models import (
     ApprovalStep,
@@ -130,7 +130,7 @@ def test_the_django_validator_refuses_with_the_same_sentence_and_deconstructs() 
 
 
 def test_the_xml_builder_and_the_check_import_no_django() -> None:
-    code = ("import sys, vms.domain_xml, portal.validators; "
+    code = ("import sys, hosts.virt.domain_xml, portal.validators; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=60, check=True).stdout.strip()

@@ -15,11 +15,11 @@ from django.urls import reverse
 from passlib.hash import sha512_crypt
 
 from hosts.virt import Hypervisor, VirtError
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from networking.models import PrivateIP
 from portal.accounts.services import ssh_key_add
 from tests import factories as f
 from tests.vms.test_lifecycle import act, run_pending
-from vms.domain_xml import DomainSpec, build_domain_xml
 from vms.forms import VMRequestForm
 from vms.models import OperationKind, OperationStatus, RequestKind, VirtualMachine, VMState
 from vms.services.credentials import generate_password, login_name_for

@@ -180,7 +180,7 @@ def test_placement_skips_full_hosts_and_hosts_without_the_datastore(
 
 def test_a_domain_of_the_same_name_not_ours_is_not_touched(
         site, django_capture_on_commit_callbacks):
-    from vms.domain_xml import DomainSpec, build_domain_xml
+    from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 
     hv = Hypervisor(URI)
     hv.define_domain(build_domain_xml(DomainSpec(

@@ -14,6 +14,7 @@ from hosts.images import disk_image_check
 from hosts.models import Datastore, Template
 from hosts.placement import host_choose, host_usage
 from hosts.virt import Hypervisor, VirtError
+from hosts.virt.domain_xml import build_domain_xml
 from networking.allocation import (
     ip_allocate,
     ssh_port_config,
@@ -25,7 +26,6 @@ from portal import permissions
 from portal.errors import PortalError
 from portal.validators import free_text_check
 
-from ..domain_xml import build_domain_xml
 from ..models import (
     DiskState,
     ExtraDisk,

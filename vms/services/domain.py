@@ -5,10 +5,10 @@ from __future__ import annotations
 from django.utils import timezone
 
 from hosts.virt import DomainFacts, Hypervisor, vnc_listen_address
+from hosts.virt.domain_xml import DomainSpec
 from networking.models import AttachMode, PrivateIP
 from portal.errors import PortalError
 
-from ..domain_xml import DomainSpec
 from ..models import VirtualMachine, VMState
 
 LIBVIRT_STATE = {

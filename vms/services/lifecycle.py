@@ -14,6 +14,7 @@ from hosts.images import template_image_check
 from hosts.placement import host_choose
 from hosts.remote import RemoteError
 from hosts.virt import DomainFacts, Hypervisor, VirtError
+from hosts.virt.domain_xml import build_domain_xml, build_interface_xml
 from networking.allocation import (
     ip_allocate,
     ip_release,
@@ -35,7 +36,6 @@ from networking.services import (
 from portal import permissions
 from portal.errors import PortalError
 
-from ..domain_xml import build_domain_xml, build_interface_xml
 from ..models import (
     Operation,
     OperationKind,

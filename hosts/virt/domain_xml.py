@@ -1,9 +1,8 @@
-"""Build and read libvirt domain XML with ElementTree; no Django, no libvirt."""
+"""Build and read libvirt domain XML with ElementTree; no Django, and no call to libvirt."""
 
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import re
 import uuid as uuid_mod
 import xml.etree.ElementTree as ET
@@ -11,38 +10,37 @@ from dataclasses import dataclass, field
 
 from portal.validators import free_text_check
 
+from .checks import (
+    MAC_RE,
+    MAX_MEMORY_MIB,
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    OBJECT_NAME_RE,
+    SIZE_UNITS,
+    check_abs_path,
+    check_domain_name,
+    check_name,
+    check_network_name,
+)
+from .errors import VirtError
+from .probe import CUSTOM_PREFIX, HOST_MODEL, PASSTHROUGH
+
 PORTAL_NS = "https://portal.invalid/xmlns/vm/1"
 PORTAL_PREFIX = "portal"
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-NETWORK_RE = re.compile(r"^[a-z][a-z0-9._-]{0,62}$")
 METADATA_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-# Characters XML 1.0 cannot carry at all; ElementTree would write them and produce bad XML.
-_NOT_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # VNC authentication uses at most 8 characters; accepting more would be false security.
 _VNC_PASSWORD_RE = re.compile(r"^[\x21-\x7e]{1,8}$")
 
 DOMAIN_TYPES = ("kvm", "qemu", "test")
 DISK_FORMATS = ("qcow2", "raw")
-MIN_MEMORY_MIB = 64
-MAX_MEMORY_MIB = 4 * 1024 * 1024
-MAX_VCPUS = 256
 VNC_PORTS = range(5900, 65536)
 # How the <cpu> element is written: '' leaves it out (qemu's default model), the two host
 # modes copy the host's CPU, and 'custom:<model>' names one of libvirt's CPU models.
-CPU_HOST_MODES = ("host-passthrough", "host-model")
-CPU_CUSTOM_PREFIX = "custom:"
+CPU_HOST_MODES = (PASSTHROUGH, HOST_MODEL)
+CPU_CUSTOM_PREFIX = CUSTOM_PREFIX
 CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PROBE_NAME_PREFIX = "portal-probe-"
-
-_SIZE_UNITS = {
-    "b": 1, "bytes": 1,
-    "k": 1024, "kib": 1024, "kb": 1000,
-    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
-    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
-    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
-}  # fmt: skip
 
 ET.register_namespace(PORTAL_PREFIX, PORTAL_NS)
 
@@ -89,32 +87,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_text(what: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be text, not {type(value).__name__}")
-    if _NOT_XML_RE.search(value):
-        raise ValueError(f"{what} contains control characters that XML cannot hold")
-    return value
-
-
-def _check_name(what: str, value: object, pattern: re.Pattern[str]) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"invalid {what} {value!r}: it must match {pattern.pattern}")
-    return value
-
-
-def _check_abs_path(what: str, value: object) -> str:
-    text = _check_text(what, value)
-    if (
-        not text.startswith("/")
-        or text.startswith("//")
-        or posixpath.normpath(text) != text
-        or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
-    ):
-        raise ValueError(f"invalid {what} {value!r}: give an absolute, normalised path")
-    return text
-
-
 def check_cpu_mode(mode: object, domain_type: str | None = None) -> str:
     """Return mode if it is a CPU mode the domain type can use; raise ValueError otherwise."""
     if not isinstance(mode, str):
@@ -134,7 +106,15 @@ def check_cpu_mode(mode: object, domain_type: str | None = None) -> str:
 
 def validate_spec(spec: DomainSpec) -> None:
     """Raise ValueError naming the first field of spec that cannot be used."""
-    _check_name("domain name", spec.name, NAME_RE)
+    try:
+        _validate(spec)
+    except VirtError as exc:
+        # The adapter's checks raise VirtError; a spec's callers expect ValueError.
+        raise ValueError(str(exc)) from None
+
+
+def _validate(spec: DomainSpec) -> None:
+    check_domain_name(spec.name)
     try:
         uuid_mod.UUID(str(spec.uuid))
     except ValueError:
@@ -148,12 +128,12 @@ def validate_spec(spec: DomainSpec) -> None:
         raise ValueError(
             f"invalid memory {spec.memory_mib!r} MiB: give {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB}"
         )
-    _check_abs_path("disk path", spec.disk_path)
+    check_abs_path("disk path", spec.disk_path)
     if spec.seed_path is not None:
-        _check_abs_path("seed path", spec.seed_path)
+        check_abs_path("seed path", spec.seed_path)
     if spec.disk_format not in DISK_FORMATS:
         raise ValueError(f"invalid disk format {spec.disk_format!r}: use one of {DISK_FORMATS}")
-    _check_name("network name", spec.network, NETWORK_RE)
+    check_network_name(spec.network)
     if not isinstance(spec.mac, str):
         raise ValueError(f"invalid MAC address {spec.mac!r}: give text or ''")
     if spec.mac:
@@ -162,7 +142,7 @@ def validate_spec(spec: DomainSpec) -> None:
         if int(spec.mac[:2], 16) & 1:
             raise ValueError(f"invalid MAC address {spec.mac!r}: it is multicast")
     if spec.portgroup is not None:
-        _check_name("portgroup", spec.portgroup, NETWORK_RE)
+        check_name("portgroup", spec.portgroup, OBJECT_NAME_RE)
     if spec.vlan_tag is not None and (not _is_int(spec.vlan_tag) or not 1 <= spec.vlan_tag <= 4094):
         raise ValueError(f"invalid VLAN tag {spec.vlan_tag!r}: give 1 to 4094 or None")
     # People's text: the one free-text check, so the worker says what the form would have.
@@ -184,7 +164,7 @@ def validate_spec(spec: DomainSpec) -> None:
     if not isinstance(spec.metadata, dict):
         raise ValueError("metadata must be a dict of text")
     for key, value in spec.metadata.items():
-        _check_name("metadata key", key, METADATA_KEY_RE)
+        check_name("metadata key", key, METADATA_KEY_RE)
         free_text_check(value, what=f"metadata value of {key!r}")
 
 
@@ -322,13 +302,13 @@ def _memory_mib(elem: ET.Element | None) -> int:
     if elem is None or not (elem.text or "").strip():
         raise ValueError("domain XML has no <memory>")
     unit = elem.get("unit", "KiB").lower()
-    if unit not in _SIZE_UNITS:
+    if unit not in SIZE_UNITS:
         raise ValueError(f"domain XML has an unknown memory unit {unit!r}")
     try:
         amount = int(elem.text.strip())
     except ValueError:
         raise ValueError(f"domain XML has a bad memory amount {elem.text!r}") from None
-    return amount * _SIZE_UNITS[unit] // (1024 * 1024)
+    return amount * SIZE_UNITS[unit] // (1024 * 1024)
 
 
 def parse_domain_xml(xml: str) -> ParsedDomain:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hosts.virt import Hypervisor, close_all
-from vms.domain_xml import (
+from hosts.virt.domain_xml import (
     PORTAL_NS,
     DomainSpec,
     ParsedDomain,
