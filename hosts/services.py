@@ -9,15 +9,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts.virt.domain_xml import build_probe_xml
+from operations.models import Operation, OperationKind
+from operations.registry import handles
+from operations.requests import operation_create
 from portal.errors import PortalError
-from vms.models import ExtraDisk, Operation, OperationKind, VirtualMachine, VMState
-from vms.services.operations import handles, operation_create
+from vms.models import ExtraDisk, VirtualMachine, VMState
 
 from .health import NO_ACCEL_ERROR, host_error_record, host_reached
 from .images import template_image_check
 from .models import Datastore, Host, Template, cpu_mode_label
 from .remote import RemoteError, fetch_host_key
-from .virt import Hypervisor, NotFound, ProbeReport, ShapeBuilder, VirtError
+from .virt import Hypervisor, NotFound, ProbeReport, ShapeBuilder, VirtError, power_state
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +36,7 @@ def host_register(*, name: str, uri: str, address: str = "", requested_by=None) 
 
 def host_refresh_request(*, host: Host, requested_by=None) -> Operation:  # noqa: ANN001
     """Queue a refresh (facts, probe, pools) of the host unless one is already waiting."""
-    waiting = host.operations.filter(kind=OperationKind.HOST_REFRESH,
-                                     status__in=["queued", "running"]).first()
+    waiting = host.operations.active().filter(kind=OperationKind.HOST_REFRESH).first()
     if waiting is not None:
         return waiting
     return operation_create(kind=OperationKind.HOST_REFRESH, host=host,
@@ -85,7 +86,8 @@ def _probe_shape(template: Template | None) -> ShapeBuilder:
         memory_mib=memory)
 
 
-@handles(OperationKind.HOST_REFRESH)
+# A refresh only reads the host and makes its pools: it holds nothing (VMs there carry on).
+@handles(OperationKind.HOST_REFRESH, target="host", scope=())
 def host_refresh(op: Operation) -> str:
     """Read the host's CPUs and memory, probe how guests run there, make the datastores' pools."""
     host = Host.objects.get(pk=op.host_id)
@@ -133,11 +135,6 @@ def _tried(report: ProbeReport) -> str:
                      for a in report.attempts) or "nothing could be tried"
 
 
-STATE_FROM_LIBVIRT = {
-    "running": VMState.RUNNING, "blocked": VMState.RUNNING, "shutdown": VMState.RUNNING,
-    "paused": VMState.PAUSED, "pmsuspended": VMState.PAUSED, "shutoff": VMState.SHUTOFF,
-    "crashed": VMState.CRASHED, "nostate": VMState.UNKNOWN,
-}
 # States the portal owns while an operation runs; the reconciler leaves them alone.
 TRANSIENT = (VMState.PENDING, VMState.INSTALLING, VMState.DELETING, VMState.FAILED,
              VMState.DELETED)
@@ -162,10 +159,8 @@ def host_reconcile(*, host: Host) -> dict[str, list[str]]:
             missing.append(vm.name)
             new_state = VMState.UNKNOWN
         else:
-            new_state = STATE_FROM_LIBVIRT.get(facts.state, VMState.UNKNOWN)
-        if vm.state != new_state and not vm.operations.filter(
-            status__in=["queued", "running"]
-        ).exists():
+            new_state = power_state(facts.state)
+        if vm.state != new_state and not vm.operations.active().exists():
             VirtualMachine.objects.filter(pk=vm.pk).update(state=new_state,
                                                            state_checked_at=now)
     unknown = sorted(set(domains) - known)

@@ -13,8 +13,8 @@ from portal.accounts.models import Role, SSHKey, User
 from portal.validators import FreeTextValidator
 
 from .models import RequestKind, RequestStage, VirtualMachine
+from .selectors import faculty_choices
 from .services.sizes import size_bounds
-from .services.workflow import faculty_choices
 
 
 class FacultyChoiceField(forms.ModelChoiceField):

@@ -12,7 +12,15 @@ from .connection import (
 )
 from .console import SerialConsole, vnc_listen_address
 from .errors import ConnectError, NotFound, VirtError
-from .facts import DomainFacts, HostFacts, ImageFacts, ProbeAttempt, ProbeReport
+from .facts import (
+    POWER_STATES,
+    DomainFacts,
+    HostFacts,
+    ImageFacts,
+    ProbeAttempt,
+    ProbeReport,
+    power_state,
+)
 from .hypervisor import Hypervisor
 from .probe import ShapeBuilder
 from .stats import DomainSample, HostSample
@@ -22,6 +30,7 @@ __all__ = [
     "DOMAIN_NAME_RE",
     "DOMAIN_STATES",
     "OBJECT_NAME_RE",
+    "POWER_STATES",
     "SNAPSHOT_NAME_RE",
     "ConnectError",
     "DomainFacts",
@@ -42,5 +51,6 @@ __all__ = [
     "host_label",
     "is_connected",
     "is_remote",
+    "power_state",
     "vnc_listen_address",
 ]

@@ -48,6 +48,20 @@ class ProbeReport:
                 "attempts": [a.as_dict() for a in self.attempts]}
 
 
+# What the portal records for each libvirt domain state (the values are VM states of
+# vms.models.VMState); a state libvirt adds later reads as unknown.
+POWER_STATES = {
+    "running": "running", "blocked": "running", "shutdown": "running",
+    "paused": "paused", "pmsuspended": "paused", "shutoff": "shutoff",
+    "crashed": "crashed", "nostate": "unknown",
+}
+
+
+def power_state(state: str | None) -> str:
+    """Return the portal's state for a libvirt domain state; unknown for no domain."""
+    return POWER_STATES.get(state or "", "unknown")
+
+
 @dataclass(frozen=True)
 class DomainFacts:
     """The observed state of one domain."""

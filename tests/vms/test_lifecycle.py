@@ -6,11 +6,12 @@ import pytest
 
 from hosts.virt import Hypervisor, VirtError
 from networking.models import NATMapping, PrivateIP, PublicIP
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.runner import operation_run
 from portal.errors import PortalError
 from tests import factories as f
-from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
-from vms.services import lifecycle
-from vms.services.operations import operation_run
+from vms.models import VirtualMachine, VMState
+from vms.services import lifecycle, steps
 from vms.services.workflow import vm_request_approve, vm_request_create
 
 pytestmark = pytest.mark.django_db
@@ -106,7 +107,7 @@ def test_a_failure_at_any_install_step_gives_everything_back(
 
     f.make_public_pool(2)
     if step in ("host_choose", "ip_allocate", "vnc_port_allocate", "dhcp_add", "nat_attach"):
-        monkeypatch.setattr(lifecycle, step, boom)
+        monkeypatch.setattr(steps, step, boom)
     elif step == "nat.apply":
         monkeypatch.setattr(nat.NullNat, "apply", boom)
     else:
@@ -124,7 +125,7 @@ def test_a_failure_at_any_install_step_gives_everything_back(
 
 def test_a_failed_install_succeeds_when_retried_after_the_cause_is_fixed(
         site, django_capture_on_commit_callbacks, monkeypatch):
-    from vms.services.operations import operation_retry
+    from operations.requests import operation_retry
 
     original = Hypervisor.start
     monkeypatch.setattr(Hypervisor, "start", lambda self, name: (_ for _ in ()).throw(
@@ -318,7 +319,7 @@ def test_operations_are_enqueued_only_after_commit(site, django_capture_on_commi
     with django_capture_on_commit_callbacks(execute=True):
         lifecycle.vm_action_request(vm=vm, kind=OperationKind.DELETE, actor=site.admin)
     op = vm.operations.get(kind=OperationKind.DELETE)
-    assert sent == [("vms.tasks.run_operation", op.pk)]
+    assert sent == [("operations.tasks.run_operation", op.pk)]
     assert Operation.objects.get(pk=op.pk).enqueued_at is not None
 
 

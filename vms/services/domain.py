@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from hosts.virt import DomainFacts, Hypervisor, vnc_listen_address
+from hosts.virt import DomainFacts, Hypervisor, power_state, vnc_listen_address
 from hosts.virt.domain_xml import DomainSpec
 from networking.models import AttachMode, PrivateIP
 from portal.errors import PortalError
 
 from ..models import VirtualMachine, VMState
-
-LIBVIRT_STATE = {
-    "running": VMState.RUNNING, "blocked": VMState.RUNNING, "paused": VMState.PAUSED,
-    "pmsuspended": VMState.PAUSED, "shutoff": VMState.SHUTOFF, "shutdown": VMState.RUNNING,
-    "crashed": VMState.CRASHED, "nostate": VMState.UNKNOWN,
-}
 
 
 def vm_hypervisor(vm: VirtualMachine) -> Hypervisor:
@@ -29,7 +23,7 @@ def vm_observe(vm: VirtualMachine, facts: DomainFacts | None) -> None:
     """Record the state libvirt reports for the VM's domain (unknown when it has none)."""
     if VirtualMachine.objects.filter(pk=vm.pk, state=VMState.DELETED).exists():
         return  # a deleted VM never comes back to its owner's list as "unknown"
-    vm.state = LIBVIRT_STATE.get(facts.state, VMState.UNKNOWN) if facts else VMState.UNKNOWN
+    vm.state = VMState(power_state(facts.state if facts else None))
     vm.state_checked_at = timezone.now()
     vm.save(update_fields=["state", "state_checked_at"])
 

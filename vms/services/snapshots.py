@@ -11,15 +11,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hosts.models import HostStatus
-from hosts.virt import Hypervisor
+from hosts.virt import Hypervisor, power_state
+from operations.models import Operation, OperationKind
+from operations.registry import handles
+from operations.requests import operation_create, operation_scope_check
 from portal import permissions
 from portal.errors import PortalError
 from portal.validators import free_text_problem
 
 from ..models import (
-    Operation,
-    OperationKind,
-    OperationStatus,
     Snapshot,
     SnapshotKind,
     SnapshotSchedule,
@@ -27,7 +27,7 @@ from ..models import (
     VirtualMachine,
     VMState,
 )
-from .operations import handles, operation_create
+from .domain import vm_hypervisor, vm_observe
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ def _check_vm(vm: VirtualMachine, actor, doing: str) -> VirtualMachine:  # noqa:
                           f"{locked.get_state_display().lower()}.")
     if locked.host is None or locked.host.status != HostStatus.UP:
         raise PortalError(f"Cannot {doing} {locked.name}: its host is down.")
-    if locked.operations.filter(status__in=[OperationStatus.QUEUED,
-                                            OperationStatus.RUNNING]).exists():
-        raise PortalError(f"Another operation on {locked.name} is under way; wait for it.")
+    operation_scope_check(vm=locked)
     return locked
 
 
@@ -128,9 +126,7 @@ def snapshot_schedule_set(*, vm: VirtualMachine, actor, frequencies: set[str]) -
 def _vm_and_snapshot(op: Operation) -> tuple[VirtualMachine, Snapshot, Hypervisor]:
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
     snap = Snapshot.objects.get(pk=op.arguments["snapshot"])
-    if vm.host is None:
-        raise PortalError(f"{vm.name} is on no host.")
-    return vm, snap, Hypervisor(vm.host.uri)
+    return vm, snap, vm_hypervisor(vm)
 
 
 def _snapshot_gone(op: Operation) -> str | None:
@@ -174,8 +170,6 @@ def _keep_newest(vm: VirtualMachine, hv: Hypervisor, kind: SnapshotKind) -> str:
 @handles(OperationKind.SNAPSHOT_REVERT, states=SNAPSHOT_STATES, retry_check=_snapshot_gone)
 def snapshot_revert_run(op: Operation) -> str:
     """Return the VM to the snapshot and record the state it comes back in."""
-    from .domain import LIBVIRT_STATE, vm_observe
-
     vm, snap, hv = _vm_and_snapshot(op)
     try:
         state = hv.snapshot_revert(vm.domain_name, snap.libvirt_name)
@@ -194,7 +188,7 @@ def snapshot_revert_run(op: Operation) -> str:
             "snapshot. Revert again, or ask an administrator."))
         raise
     VirtualMachine.objects.filter(pk=vm.pk).update(
-        state=LIBVIRT_STATE.get(state, VMState.UNKNOWN), state_checked_at=timezone.now())
+        state=power_state(state), state_checked_at=timezone.now())
     return f"{vm.name} is back at snapshot '{snap.name}' ({state})."
 
 

@@ -24,8 +24,10 @@ from ..models import (
     VirtualMachine,
     VMRequest,
 )
-from ..selectors import name_in_use
+from ..selectors import faculty_choices, name_in_use, request_approver_emails
+from .changes import ssh_port_request_check
 from .credentials import key_snapshot
+from .lifecycle import vm_change_apply, vm_create_from_request
 from .notify import absolute_url, notify
 from .sizes import vm_sizes_validate
 
@@ -42,13 +44,6 @@ NEXT_STAGE = {
     RequestStage.ORG_ADMIN: RequestStage.ADMIN,
     RequestStage.ADMIN: RequestStage.APPROVED,
 }
-
-
-def faculty_choices(*, requester: User):  # noqa: ANN201 - a queryset of users
-    """Return the faculty who may approve the requester's requests."""
-    return User.objects.filter(
-        role=Role.FACULTY, organisation_id=requester.organisation_id, is_active=True
-    ).exclude(pk=requester.pk)
 
 
 def _first_stage(requester: User, faculty: User | None,
@@ -88,12 +83,7 @@ def vm_request_create(
                           disk_gib=disk_gib)
     except ValidationError as exc:
         errors.update({k: v[0] for k, v in exc.message_dict.items()})
-    if not purpose.strip():
-        errors["purpose"] = "Say what the VM is for."
-    elif problem := free_text_problem(purpose, what="purpose", multiline=True):
-        errors["purpose"] = problem
-    if errors:
-        raise ValidationError(errors)
+    _check_purpose(purpose, missing="Say what the VM is for.", what="purpose", errors=errors)
 
     request = VMRequest(
         requester=requester, organisation_id=requester.organisation_id, faculty=faculty,
@@ -103,14 +93,29 @@ def vm_request_create(
         generate_password=generate_password,
     )
     request.full_clean()
+    return _submit(request, clash=ValidationError(
+        {"name": "A VM or pending request already has this name."}))
+
+
+def _check_purpose(purpose: str, *, missing: str, what: str, errors: dict[str, str]) -> None:
+    """Refuse an empty or unsafe purpose, with what was found wrong before it."""
+    if not purpose.strip():
+        errors["purpose"] = missing
+    elif problem := free_text_problem(purpose, what=what, multiline=True):
+        errors["purpose"] = problem
+    if errors:
+        raise ValidationError(errors)
+
+
+def _submit(request: VMRequest, *, clash: Exception) -> VMRequest:
+    """Save the request with its submission step and tell its approvers; clash on a twin."""
     try:
         with transaction.atomic():
             request.save()
-            ApprovalStep.objects.create(
-                request=request, actor=requester, stage=stage, decision=Decision.SUBMITTED
-            )
+            ApprovalStep.objects.create(request=request, actor=request.requester,
+                                        stage=request.stage, decision=Decision.SUBMITTED)
     except IntegrityError as exc:
-        raise ValidationError({"name": "A VM or pending request already has this name."}) from exc
+        raise clash from exc
     _notify_approvers(request)
     return request
 
@@ -148,19 +153,13 @@ def vm_change_request_create(
         if PublicIP.objects.filter(vm=vm).exists():
             raise PortalError(f"{vm.name} already has a public IP address.")
     elif kind == RequestKind.SSH_PORT:
-        from .changes import ssh_port_request_check
-
         ssh_port_request_check(vm)
     elif kind in (RequestKind.RESIZE, RequestKind.DISK, RequestKind.CLONE):
         params = _change_params(vm, kind, params or {}, errors)
     else:
         raise PortalError(f"'{kind}' is not a change the portal makes.")
-    if not purpose.strip():
-        errors["purpose"] = "Say why the change is needed."
-    elif problem := free_text_problem(purpose, what="reason", multiline=True):
-        errors["purpose"] = problem
-    if errors:
-        raise ValidationError(errors)
+    _check_purpose(purpose, missing="Say why the change is needed.", what="reason",
+                   errors=errors)
     request = VMRequest(
         kind=kind, target=vm, requester=requester, organisation=vm.organisation,
         faculty=faculty, name=vm.name, template=vm.template, vcpus=vm.vcpus,
@@ -169,16 +168,8 @@ def vm_change_request_create(
         public_ip=kind == RequestKind.PUBLIC_IP, params=params or {},
     )
     request.full_clean(validate_constraints=False)
-    try:
-        with transaction.atomic():
-            request.save()
-            ApprovalStep.objects.create(
-                request=request, actor=requester, stage=stage, decision=Decision.SUBMITTED
-            )
-    except IntegrityError as exc:
-        raise PortalError(f"A change to {vm.name} already waits for approval.") from exc
-    _notify_approvers(request)
-    return request
+    return _submit(request, clash=PortalError(
+        f"A change to {vm.name} already waits for approval."))
 
 
 def _change_params(vm: VirtualMachine, kind: RequestKind, params: dict,
@@ -228,23 +219,9 @@ def _change_params(vm: VirtualMachine, kind: RequestKind, params: dict,
     return {"count": count, "names": names}
 
 
-def _approvers(request: VMRequest) -> list[str]:
-    if request.stage == RequestStage.FACULTY and request.faculty:
-        return [request.faculty.email]
-    # Never the requester: nobody decides their own request.
-    if request.stage == RequestStage.ORG_ADMIN:
-        return list(User.objects.filter(role=Role.ORG_ADMIN, is_active=True,
-                                        organisation_id=request.organisation_id)
-                    .exclude(pk=request.requester_id).values_list("email", flat=True))
-    if request.stage == RequestStage.ADMIN:
-        return list(User.objects.filter(role=Role.ADMIN, is_active=True)
-                    .exclude(pk=request.requester_id).values_list("email", flat=True))
-    return []
-
-
 def _notify_approvers(request: VMRequest) -> None:
     notify(
-        recipients=_approvers(request),
+        recipients=request_approver_emails(request),
         subject=f"Request {request.name} awaits your approval",
         body=(f"{request.requester} asks for VM {request.name} "
               f"({request.vcpus} vCPUs, {request.memory_mib} MiB, {request.disk_gib} GiB).\n"
@@ -279,8 +256,6 @@ def _check_reason(reason: str) -> None:
 def vm_request_approve(*, request: VMRequest, actor: User, reason: str = "",
                        seen_stage: str | None = None) -> VMRequest:
     """Approve the request at its stage; an admin's approval is final and installs the VM."""
-    from .lifecycle import vm_change_apply, vm_create_from_request
-
     _check_reason(reason)
     with transaction.atomic():
         locked = _lock_for_decision(request, actor, seen_stage)
