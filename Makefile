@@ -12,6 +12,7 @@ help: ## list the targets
 demo: ## install, migrate, create the demo data and start the portal in the background
 	bash scripts/setup.sh demo
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py schedules_ensure
 	$(PY) manage.py collectstatic --noinput
 	$(PY) manage.py demo_setup
 	bash scripts/run-demo.sh start

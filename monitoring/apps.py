@@ -1,6 +1,9 @@
 """Monitoring: host and VM utilisation in RRD files."""
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class MonitoringConfig(AppConfig):
@@ -8,3 +11,17 @@ class MonitoringConfig(AppConfig):
 
     name = "monitoring"
     verbose_name = "Monitoring"
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Return the collection's periodic task as django-q Schedule fields."""
+        return [{"name": "portal-collect", "func": "monitoring.tasks.collect_all",
+                 "schedule_type": "I",
+                 "minutes": max(1, settings.PORTAL_MONITOR["PERIOD"] // 60)}]
+
+    def ready(self) -> None:
+        """Archive a VM's usage history when vms says it was deleted."""
+        from vms.signals import vm_deleted
+
+        from .collector import vm_deleted_archive
+
+        vm_deleted.connect(vm_deleted_archive, dispatch_uid="monitoring.vm_deleted_archive")

@@ -114,3 +114,11 @@ def vm_history_archive(*, vm: VirtualMachine) -> None:
     """Archive a deleted VM's RRD file and forget its last counters."""
     rrd_store().archive("vm", vm_key(vm))
     LastSample.objects.filter(key=f"vm:{vm_key(vm)}").delete()
+
+
+def vm_deleted_archive(sender: type, *, vm: VirtualMachine, **kwargs: object) -> None:
+    """Archive a VM's usage history when it is deleted (receiver of `vms.signals.vm_deleted`)."""
+    try:
+        vm_history_archive(vm=vm)
+    except OSError:  # the VM is gone either way; a stray RRD file is only history
+        logger.exception("could not archive the usage history of %s", vm.name)

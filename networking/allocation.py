@@ -1,4 +1,4 @@
-"""Allocation of private IP + MAC pairs, public IPs, VNC ports and SSH ports, never twice."""
+"""Allocation of private IP + MAC pairs, public IPs and SSH ports, never twice."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from portal.errors import PortalError
+from portal.errors import PoolExhausted, PortalError
 
 from .models import VLAN, PrivateIP, PublicIP, SSHPort
 
 if TYPE_CHECKING:
     from vms.models import VirtualMachine
-
-
-class PoolExhausted(PortalError):
-    """No free address or port is left in the pool."""
 
 
 def ip_allocate(*, vm: VirtualMachine, vlan: VLAN) -> PrivateIP:
@@ -131,55 +127,6 @@ def public_ip_allocate(*, vm: VirtualMachine) -> PublicIP:
 def public_ip_release(*, vm: VirtualMachine) -> int:
     """Give back the VM's public IP to the pool."""
     return PublicIP.objects.filter(vm=vm).update(vm=None, allocated_at=None)
-
-
-def vnc_port_range() -> tuple[int, int]:
-    """Return the first and last VNC port the portal hands out on each host."""
-    first, last = settings.PORTAL["VNC_PORTS"]
-    return first, last
-
-
-def vnc_port_allocate(*, vm: VirtualMachine, avoid: set[int] | frozenset[int] = frozenset()
-                      ) -> int:
-    """Give the VM the lowest free VNC port on its host, keeping one it already has.
-
-    `avoid` holds ports the host's other domains use that the database does not know of.
-    """
-    from hosts.models import Host
-    from vms.models import VirtualMachine
-
-    if vm.vnc_port is not None:
-        return vm.vnc_port
-    if vm.host_id is None:
-        raise PortalError(f"{vm.name} has no host to take a VNC port on.")
-    first, last = vnc_port_range()
-    for _ in range(3):
-        try:
-            with transaction.atomic():
-                # The host row serialises allocators of one host; the unique constraint on
-                # (host, vnc_port) is the safety net.
-                Host.objects.select_for_update().filter(pk=vm.host_id).first()
-                used = set(VirtualMachine.objects.filter(host_id=vm.host_id, vnc_port__isnull=False)
-                           .values_list("vnc_port", flat=True)) | set(avoid)
-                port = next((p for p in range(first, last + 1) if p not in used), None)
-                if port is None:
-                    raise PoolExhausted(
-                        f"No free VNC port is left on host {vm.host} ({first}-{last})."
-                    )
-                VirtualMachine.objects.filter(pk=vm.pk).update(vnc_port=port)
-                vm.vnc_port = port
-                return port
-        except IntegrityError:
-            continue
-    raise PoolExhausted(f"Could not take a VNC port on host {vm.host}; try again.")
-
-
-def vnc_port_release(*, vm: VirtualMachine) -> None:
-    """Give back the VM's VNC port."""
-    from vms.models import VirtualMachine
-
-    VirtualMachine.objects.filter(pk=vm.pk).update(vnc_port=None)
-    vm.vnc_port = None
 
 
 # --- forwarded SSH ports ----------------------------------------------------------------------

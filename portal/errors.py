@@ -10,3 +10,7 @@ class PortalError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class PoolExhausted(PortalError):
+    """No free address or port is left in the pool."""

@@ -11,14 +11,15 @@
 # to serve others; PORTAL_CONSOLE_LISTEN still overrides the proxy's host:port).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LIB_NAME=run-demo
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 PORT="${PORT:-8000}"
 BIND="${PORTAL_BIND:-127.0.0.1}"
 case "$BIND" in *:*) BIND_HOST="[$BIND]" ;; *) BIND_HOST="$BIND" ;; esac
 export PORTAL_CONSOLE_LISTEN="${PORTAL_CONSOLE_LISTEN:-$BIND_HOST:6080}"
-VAR_DIR="${PORTAL_VAR_DIR:-$ROOT/var}"
 RUN_DIR="$VAR_DIR/run"
 LOG_DIR="$VAR_DIR/log"
 PY="$ROOT/.venv/bin/python"
@@ -119,25 +120,16 @@ show_accounts() {
 
 case "${1:-}" in
   start)
-    [ -x "$PY" ] || {
-      echo "run-demo: $PY is missing; run 'make demo' (or scripts/setup.sh demo) first" >&2
-      exit 1
-    }
+    [ -x "$PY" ] || die "$PY is missing; run 'make demo' (or scripts/setup.sh demo) first"
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     echo "Starting the portal demo:"
     status=0
     for name in "${SERVICES[@]}"; do
       start_one "$name" || status=1
     done
-    if [ "$status" -ne 0 ]; then
-      echo "run-demo: something did not start; 'make stop' stops the rest" >&2
-      exit 1
-    fi
-    for _ in $(seq 1 30); do
-      web_answers && break
-      sleep 0.5
-    done
-    web_answers || echo "  (the web server does not answer at $URL yet; see $LOG_DIR/web.log)"
+    [ "$status" -eq 0 ] || die "something did not start; 'make stop' stops the rest"
+    wait_for 15 web_answers ||
+      echo "  (the web server does not answer at $URL yet; see $LOG_DIR/web.log)"
     echo "$URL" >"$RUN_DIR/url"
     echo
     echo "Portal: $URL"

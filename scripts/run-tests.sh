@@ -1,31 +1,23 @@
 #!/usr/bin/env bash
 # Run the test tiers one after the other; exit non-zero when any tier fails.
 #
-#   tier 1 fast       SQLite, no external service
-#   tier 2 postgres   the same tests plus `postgres` ones, on PostgreSQL
-#   tier 3 redis      `redis` tests with REDIS_URL
-#   tier 4 ldap       `ldap` tests (slapd)
-#   tier 5 hypervisor `hypervisor` tests (libvirtd, qemu)
-#   tier 6 browser    `browser` tests (Chromium through Playwright)
-#   tier 7 netns      `netns` tests (root, ip netns, iptables, sshd in a network namespace)
+#   tier 1 fast  2 postgres  3 redis  4 ldap  5 hypervisor  6 browser  7 netns
 #
-# Each test runs in one of tiers 3-7 only: a test carrying several of those markers runs in the
-# first of redis, browser, hypervisor, ldap, netns that it carries (the service checks in
-# tests/conftest.py still cover every marker it has).
+# The tiers, their markers and which tests each selects are defined once, in tests/tiers.py;
+# this script adds where each tier's service is (database, broker) and sums the results.
 # `scripts/run-tests.sh 1 3` runs only the given tiers; extra pytest arguments go in PYTEST_ARGS.
 # JUnit reports land in artifacts/junit-tier<N>.xml; the last line reads "N passed, M failed".
 set -uo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LIB_NAME=run-tests
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 PY="$ROOT/.venv/bin/python"
 ARTIFACTS="$ROOT/artifacts"
 mkdir -p "$ARTIFACTS"
-[ -x "$PY" ] || {
-  echo "run-tests: $PY is missing; run scripts/setup.sh test first" >&2
-  exit 1
-}
+[ -x "$PY" ] || die "$PY is missing; run scripts/setup.sh test first"
 
 export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1
@@ -41,17 +33,14 @@ POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/portal}"
 TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 read -r -a EXTRA <<<"${PYTEST_ARGS:-}"
 
-FAST="not hypervisor and not browser and not postgres and not ldap and not redis and not netns"
-TIER_NAMES=("" fast postgres redis ldap hypervisor browser netns)
-TIER_EXPR=(""
-  "$FAST"
-  "not hypervisor and not browser and not ldap and not redis and not netns"
-  "redis"
-  "ldap and not redis and not browser and not hypervisor"
-  "hypervisor and not redis and not browser"
-  "browser and not redis"
-  "netns and not redis and not browser and not hypervisor and not ldap"
-)
+TIER_NAMES=("") # indexed by tier number
+TIER_EXPR=("")
+while IFS=$'\t' read -r _ name expr; do
+  TIER_NAMES+=("$name")
+  TIER_EXPR+=("$expr")
+done < <("$PY" "$ROOT/tests/tiers.py")
+LAST_TIER=$((${#TIER_NAMES[@]} - 1))
+[ "$LAST_TIER" -ge 1 ] || die "tests/tiers.py defined no tiers"
 
 SUMMARY=()
 RESULTS=() # "tier:exit code"
@@ -111,11 +100,11 @@ EOF
 if [ "$#" -gt 0 ]; then
   TIERS=("$@")
 else
-  TIERS=(1 2 3 4 5 6 7)
+  mapfile -t TIERS < <(seq 1 "$LAST_TIER")
 fi
 for n in "${TIERS[@]}"; do
-  if ! [[ "$n" =~ ^[1-7]$ ]]; then
-    echo "run-tests: unknown tier '$n' (1-7)" >&2
+  if ! [[ "$n" =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt "$LAST_TIER" ]; then
+    echo "run-tests: unknown tier '$n' (1-$LAST_TIER)" >&2
     exit 2
   fi
   run_tier "$n"

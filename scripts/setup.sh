@@ -10,7 +10,10 @@
 # run takes seconds. Run it as root (or as a user with sudo).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}" # the interpreter the virtualenv is made from
+LIB_NAME=setup
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 PROFILE="${1:-demo}"
@@ -23,22 +26,12 @@ case "$PROFILE" in
 esac
 
 VENV="$ROOT/.venv"
-VAR_DIR="${PORTAL_VAR_DIR:-$ROOT/var}"
-PYTHON="${PYTHON:-python3}"
-export DEBIAN_FRONTEND=noninteractive
 
 DONE=()
 did() {
   DONE+=("$*")
-  echo "setup: $*"
+  say "$*"
 }
-
-SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo DEBIAN_FRONTEND=noninteractive)
-  fi
-fi
 
 # --- system packages --------------------------------------------------------------------------
 
@@ -63,16 +56,6 @@ if ! command -v npm >/dev/null 2>&1; then
   PACKAGES+=(nodejs npm)
 fi
 
-tcp_answers() { # host port
-  "$PYTHON" - "$1" "$2" <<'EOF' 2>/dev/null
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
-except OSError:
-    sys.exit(1)
-EOF
-}
-
 if [ "$PROFILE" = test ]; then
   PACKAGES+=(chromium fonts-dejavu-core slapd ldap-utils)
   # Reuse services that already answer (a developer's own server, a CI service container).
@@ -86,20 +69,12 @@ fi
 
 MISSING=()
 for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-    MISSING+=("$pkg")
-  fi
+  package_installed "$pkg" || MISSING+=("$pkg")
 done
 
 if [ "${#MISSING[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
-    echo "setup: missing packages ${MISSING[*]}; run as root or install sudo" >&2
-    exit 1
-  fi
-  echo "setup: installing ${MISSING[*]}"
-  "${SUDO[@]}" apt-get update -q
-  APT_UPDATED=1
-  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${MISSING[@]}"
+  say "installing ${MISSING[*]}"
+  apt_install "${MISSING[@]}"
   did "installed Debian packages: ${MISSING[*]}"
   if [[ " ${MISSING[*]} " == *" postgresql "* ]]; then
     # Lets start-services.sh open this fresh cluster to passwordless local TCP for the tests.
@@ -120,13 +95,9 @@ remove_policy_rc() {
     POLICY_MADE=0
   fi
 }
-if [ "$PROFILE" = test ] &&
-  ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q "install ok installed"; then
-  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
-    echo "setup: missing package openssh-server; run as root or install sudo" >&2
-    exit 1
-  fi
-  echo "setup: installing openssh-server (its service stays off)"
+if [ "$PROFILE" = test ] && ! package_installed openssh-server; then
+  can_install || die "missing package openssh-server; run as root or install sudo"
+  say "installing openssh-server (its service stays off)"
   trap remove_policy_rc EXIT
   if [ ! -e "$POLICY_RC" ]; then
     printf '#!/bin/sh\n# written by scripts/setup.sh for one apt-get install\nexit 101\n' |
@@ -136,10 +107,7 @@ if [ "$PROFILE" = test ] &&
   fi
   "${SUDO[@]}" mkdir -p /etc/ssh
   "${SUDO[@]}" touch /etc/ssh/sshd_not_to_be_run
-  if [ "${APT_UPDATED:-0}" != 1 ]; then
-    "${SUDO[@]}" apt-get update -q
-  fi
-  "${SUDO[@]}" apt-get install -y -q --no-install-recommends openssh-server
+  apt_install openssh-server
   remove_policy_rc
   trap - EXIT
   did "installed openssh-server for the netns tests (system sshd disabled: /etc/ssh/sshd_not_to_be_run)"
@@ -189,7 +157,7 @@ mkdir -p "$VAR_DIR/run" "$VAR_DIR/log" "$ROOT/artifacts"
 # the test tiers use their own cache under /var/tmp (tests/integration/guest.py).
 
 if ! apt-cache show --no-all-versions linux-image-amd64 >/dev/null 2>&1; then
-  "${SUDO[@]}" apt-get update -q
+  apt_update_once
 fi
 if [ -n "${PORTAL_GUEST_CACHE:-}" ]; then
   GUEST_CACHES=("$PORTAL_GUEST_CACHE")
@@ -220,11 +188,10 @@ if out="$(bash "$ROOT/scripts/start-libvirtd.sh" 2>&1)"; then
 else
   printf '%s\n' "$out" >&2
   if [ "$PROFILE" = demo ]; then
-    echo "setup: libvirtd could not be started; the demo cannot run VMs" >&2
-    exit 1
+    die "libvirtd could not be started; the demo cannot run VMs"
   fi
   # Tiers 1-4 do not need libvirt; the hypervisor tier reports the problem itself.
-  echo "setup: WARNING libvirtd could not be started; hypervisor tests will not pass" >&2
+  warn "WARNING libvirtd could not be started; hypervisor tests will not pass"
   did "libvirtd NOT started (warning)"
 fi
 

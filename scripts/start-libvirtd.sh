@@ -4,14 +4,12 @@
 # Prints "start-libvirtd: started ..." for every thing it had to start; silent when all is up.
 set -euo pipefail
 
+LIB_NAME=start-libvirtd
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 URI="qemu:///system"
 WAIT_SECONDS="${LIBVIRTD_WAIT_SECONDS:-30}"
-
-say() { echo "start-libvirtd: $*"; }
-die() {
-  echo "start-libvirtd: ERROR: $*" >&2
-  exit 1
-}
 
 command -v virsh >/dev/null 2>&1 || die "virsh is missing (apt-get install libvirt-clients)"
 
@@ -30,7 +28,7 @@ if [ -c /dev/kvm ] && getent group kvm >/dev/null 2>&1; then
 fi
 
 if ! virsh_ok; then
-  if [ -d /run/systemd/system ]; then
+  if has_systemd; then
     systemctl start virtlogd.socket libvirtd.service
     say "started libvirtd with systemctl"
   else
@@ -44,13 +42,8 @@ if ! virsh_ok; then
       say "started libvirtd"
     fi
   fi
-  deadline=$((SECONDS + WAIT_SECONDS))
-  until virsh_ok; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      die "libvirtd does not answer at $URI after ${WAIT_SECONDS}s (look at /var/log/libvirt/)"
-    fi
-    sleep 1
-  done
+  wait_for "$WAIT_SECONDS" virsh_ok ||
+    die "libvirtd does not answer at $URI after ${WAIT_SECONDS}s (look at /var/log/libvirt/)"
 fi
 
 # --- the `default` NAT network ------------------------------------------------------------------

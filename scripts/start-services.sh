@@ -5,55 +5,13 @@
 # cannot be made to answer. Works with or without systemd.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="python3"
-if [ -x "$ROOT/.venv/bin/python" ]; then
-  PYTHON="$ROOT/.venv/bin/python"
-fi
-VAR_DIR="${PORTAL_VAR_DIR:-$ROOT/var}"
-export DEBIAN_FRONTEND=noninteractive
+LIB_NAME=start-services
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-say() { echo "start-services: $*"; }
-die() {
-  echo "start-services: ERROR: $*" >&2
-  exit 1
-}
-
-SUDO=()
-if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
-  SUDO=(sudo DEBIAN_FRONTEND=noninteractive)
-fi
-APT_UPDATED=0
-apt_install() {
-  if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
-    die "$* is missing; run as root or install sudo"
-  fi
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    "${SUDO[@]}" apt-get update -q
-    APT_UPDATED=1
-  fi
-  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@"
+install_service() { # package...
+  apt_install "$@"
   say "installed $*"
-}
-has_systemd() { [ -d /run/systemd/system ]; }
-
-wait_for() { # seconds command...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ "$SECONDS" -ge "$deadline" ] && return 1
-    sleep 1
-  done
-}
-
-tcp_answers() { # host port
-  "$PYTHON" - "$1" "$2" <<'EOF' 2>/dev/null
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
-except OSError:
-    sys.exit(1)
-EOF
 }
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -88,7 +46,7 @@ pg_version() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1; }
 
 pg_start() {
   if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(pg_version)" ]; then
-    apt_install postgresql
+    install_service postgresql
     PG_INSTALLED=1
     mkdir -p "$VAR_DIR" && touch "$VAR_DIR/.postgresql-installed-by-setup"
   fi
@@ -158,7 +116,7 @@ EOF
 
 if ! redis_ok; then
   if ! command -v redis-server >/dev/null 2>&1; then
-    apt_install redis-server
+    install_service redis-server
   fi
   # The package's own start (when there is an init system) may already have done the job.
   if ! wait_for 3 redis_ok; then

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiers import MARKERS
+
 # ---- tier plumbing ----
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TIER_MARKERS = ("hypervisor", "postgres", "redis", "ldap", "browser", "netns")
+TIER_MARKERS = tuple(MARKERS)
 CHROMIUM = "/usr/bin/chromium"
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -160,6 +162,12 @@ def service_problem(marker: str) -> str | None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the tier markers (tests/tiers.py holds them, for run-tests.sh too)."""
+    for marker, needs in MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: {needs}")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Check each tier service the test is marked with before any fixture is set up."""
     wanted = {mark.name for mark in item.iter_markers()} & set(TIER_MARKERS)

@@ -1,6 +1,9 @@
 """VMs: requests, approvals, machines and the operations that act on them."""
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class VmsConfig(AppConfig):
@@ -8,6 +11,15 @@ class VmsConfig(AppConfig):
 
     name = "vms"
     verbose_name = "Virtual machines"
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Return the periodic tasks of VMs as django-q Schedule fields (`schedules_ensure`)."""
+        return [
+            {"name": "portal-reconcile", "func": "vms.tasks.reconcile", "schedule_type": "I",
+             "minutes": settings.PORTAL["RECONCILE_EVERY_MINUTES"]},
+            {"name": "portal-snapshots", "func": "vms.tasks.snapshots_scheduled",
+             "schedule_type": "H"},
+        ]
 
     def ready(self) -> None:
         """Import the modules whose handlers the Operation runner dispatches to."""

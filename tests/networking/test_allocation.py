@@ -9,8 +9,9 @@ from contextlib import nullcontext
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from networking.allocation import PoolExhausted, ip_allocate, ip_release
+from networking.allocation import ip_allocate, ip_release
 from networking.models import PrivateIP
+from portal.errors import PoolExhausted
 from tests import factories as f
 from vms.models import VirtualMachine
 
@@ -95,7 +96,7 @@ def test_fifty_concurrent_allocators_share_ten_addresses_without_duplicates(site
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_fifty_concurrent_vnc_allocations_on_one_host_get_ten_distinct_ports(site, settings):
-    from networking.allocation import vnc_port_allocate
+    from hosts.vnc import vnc_port_allocate
 
     settings.PORTAL = {**settings.PORTAL, "VNC_PORTS": (5900, 5909)}
     vms = make_vms(site, 50)

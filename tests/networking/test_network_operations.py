@@ -6,10 +6,10 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from hosts.virt import Hypervisor
+from hosts.vnc import vnc_port_allocate
 from networking import nat
-from networking.allocation import PoolExhausted, vnc_port_allocate
 from networking.models import NATMapping, PrivateIP, PublicIP
-from portal.errors import PortalError
+from portal.errors import PoolExhausted, PortalError
 from tests import factories as f
 from tests.vms.test_lifecycle import act, install, run_pending
 from vms.models import OperationKind, OperationStatus, RequestKind, VirtualMachine, VMState
@@ -280,7 +280,7 @@ def test_exhaustion_of_the_vlan_pool_is_clear(site):
 
 def test_vnc_ports_held_by_domains_the_portal_does_not_know_are_skipped(
         site, django_capture_on_commit_callbacks, settings):
-    from hosts.virt.domain_xml import DomainSpec, build_domain_xml
+    from vms.domain_xml import DomainSpec, build_domain_xml
 
     settings.PORTAL = {**settings.PORTAL, "VNC_PORTS": (5920, 5922)}
     hv = Hypervisor(URI)

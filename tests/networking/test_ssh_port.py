@@ -10,7 +10,6 @@ from django.core.checks import run_checks
 from hosts.remote import RemoteError, RemoteHost, Result
 from networking import nat
 from networking.allocation import (
-    PoolExhausted,
     SSHPortSettingsError,
     parse_port_range,
     ssh_port_allocate,
@@ -20,7 +19,7 @@ from networking.allocation import (
     ssh_ports_fill,
 )
 from networking.models import PublicIP, SSHPort
-from portal.errors import PortalError
+from portal.errors import PoolExhausted, PortalError
 from tests import factories as f
 from tests.networking.test_allocation import make_vms, race
 from tests.vms.test_lifecycle import act, install, run_pending

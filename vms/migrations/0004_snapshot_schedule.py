@@ -1,18 +1,9 @@
-"""Create the hourly check for scheduled snapshots."""
+"""Formerly created the hourly snapshot check; `manage.py schedules_ensure` does that now.
+
+Kept, doing nothing, so that databases that applied it keep a valid migration history.
+"""
 
 from django.db import migrations
-
-
-def create(apps, schema_editor):
-    apps.get_model("django_q", "Schedule").objects.update_or_create(
-        name="portal-snapshots",
-        defaults={"func": "vms.tasks.snapshots_scheduled", "schedule_type": "H",
-                  "repeats": -1},
-    )
-
-
-def remove(apps, schema_editor):
-    apps.get_model("django_q", "Schedule").objects.filter(name="portal-snapshots").delete()
 
 
 class Migration(migrations.Migration):
@@ -20,4 +11,4 @@ class Migration(migrations.Migration):
         ("vms", "0003_vm_operations"),
         ("django_q", "0018_task_success_index"),
     ]
-    operations = [migrations.RunPython(create, remove)]
+    operations = [migrations.RunPython(migrations.RunPython.noop, migrations.RunPython.noop)]

@@ -4,14 +4,6 @@ from django.conf import settings
 from django.db import migrations, models
 
 
-def reconcile_sooner(apps, schema_editor):
-    # Heartbeats let the reconciler find a lost task within a couple of minutes; a schedule
-    # still at the old default of 5 minutes moves to the new one.
-    Schedule = apps.get_model("django_q", "Schedule")
-    Schedule.objects.filter(name="portal-reconcile", minutes=5).update(
-        minutes=settings.PORTAL["RECONCILE_EVERY_MINUTES"])
-
-
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -54,5 +46,7 @@ class Migration(migrations.Migration):
             model_name='operation',
             index=models.Index(condition=models.Q(('admin_alert', 'pending')), fields=['admin_alert'], name='vms_operation_alert_pending'),
         ),
-        migrations.RunPython(reconcile_sooner, migrations.RunPython.noop),
+        # Formerly moved the reconcile schedule to the new default; `schedules_ensure` now
+        # sets every schedule from the settings.
+        migrations.RunPython(migrations.RunPython.noop, migrations.RunPython.noop),
     ]

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from hosts.models import Host
 from hosts.virt import Hypervisor
-from networking.allocation import ip_release, vnc_port_release
+from hosts.vnc import vnc_port_release
+from networking.allocation import ip_release
 from networking.models import PrivateIP
 from networking.services import dhcp_remove, nat_detach
 
