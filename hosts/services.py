@@ -1,4 +1,4 @@
-"""Writes on hosts: reading their facts and comparing their domains with the portal's VMs."""
+"""Writes on hosts: reading their facts, probing them, finding their orphan volumes."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from operations.models import Operation, OperationKind
 from operations.registry import handles
 from operations.requests import operation_create
 from portal.errors import PortalError
-from vms.models import ExtraDisk, VirtualMachine, VMState
 
-from .health import NO_ACCEL_ERROR, host_error_record, host_reached
+from .health import NO_ACCEL_ERROR, host_error_record
 from .images import template_image_check
 from .models import Datastore, Host, Template, cpu_mode_label
 from .remote import RemoteError, fetch_host_key
-from .virt import Hypervisor, NotFound, ProbeReport, ShapeBuilder, VirtError, power_state
+from .virt import Hypervisor, NotFound, ProbeReport, ShapeBuilder, VirtError
 
 logger = logging.getLogger(__name__)
 
@@ -135,62 +134,12 @@ def _tried(report: ProbeReport) -> str:
                      for a in report.attempts) or "nothing could be tried"
 
 
-# States the portal owns while an operation runs; the reconciler leaves them alone.
-TRANSIENT = (VMState.PENDING, VMState.INSTALLING, VMState.DELETING, VMState.FAILED,
-             VMState.DELETED)
+def host_orphan_volumes(*, hv: Hypervisor, host: Host, in_use: set[str]) -> list[str]:
+    """Return the paths of the volumes in the host's datastores that nothing accounts for.
 
-
-def host_reconcile(*, host: Host) -> dict[str, list[str]]:
-    """Compare the host's domains and datastore volumes with the portal's; report, never delete."""
-    hv = Hypervisor(host.uri)
-    try:
-        domains = {d.name: d for d in hv.list_domains()}
-    except VirtError as exc:
-        host_error_record(host_id=host.pk, error=exc)
-        return {"unknown": [], "missing": [], "orphans": [], "error": str(exc)}
-    now = timezone.now()
-    vms = list(VirtualMachine.objects.filter(host=host).exclude(state__in=TRANSIENT))
-    known = {vm.domain_name for vm in VirtualMachine.objects.filter(host=host)
-             .exclude(state=VMState.DELETED)}
-    missing = []
-    for vm in vms:
-        facts = domains.get(vm.domain_name)
-        if facts is None:
-            missing.append(vm.name)
-            new_state = VMState.UNKNOWN
-        else:
-            new_state = power_state(facts.state)
-        if vm.state != new_state and not vm.operations.active().exists():
-            VirtualMachine.objects.filter(pk=vm.pk).update(state=new_state,
-                                                           state_checked_at=now)
-    unknown = sorted(set(domains) - known)
-    orphans = _orphan_volumes(hv, host)
-    Host.objects.filter(pk=host.pk).update(
-        unknown_domains=unknown, missing_domains=sorted(missing), orphan_volumes=orphans,
-        reconciled_at=now,
-    )
-    host_reached(host_id=host.pk)
-    if unknown or missing or orphans:
-        logger.warning("host %s: unknown domains %s, missing VMs %s, orphan volumes %s",
-                       host.name, unknown, missing, orphans)
-    return {"unknown": unknown, "missing": sorted(missing), "orphans": orphans}
-
-
-def _volumes_in_use() -> set[str]:
-    """Return the names of every volume the database accounts for, in any datastore.
-
-    VM disks and seeds (named by the VM's UUID) and extra disks (random names) are unique
-    across datastores; a deleted VM's volumes should be gone, so they count as orphans.
+    `in_use` names the volumes the portal's VMs and disks hold; the datastores' template
+    images and the files those volumes back onto are accounted for here.
     """
-    names = set(ExtraDisk.objects.values_list("volume_name", flat=True))
-    for vm in VirtualMachine.objects.exclude(state=VMState.DELETED).only("uuid"):
-        names.update((vm.volume_name, vm.seed_volume_name))
-    return names
-
-
-def _orphan_volumes(hv: Hypervisor, host: Host) -> list[str]:
-    """Return the paths of the volumes in the host's datastores that the database lacks."""
-    in_use = _volumes_in_use()
     orphans: list[str] = []
     for ds in Datastore.objects.filter(hosts=host):
         try:

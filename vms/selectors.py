@@ -17,7 +17,15 @@ from portal.accounts.models import Role, User
 from portal.accounts.predicates import is_portal_admin
 from portal.errors import PortalError
 
-from .models import RequestKind, RequestStage, SnapshotKind, VirtualMachine, VMRequest
+from .models import (
+    ExtraDisk,
+    RequestKind,
+    RequestStage,
+    SnapshotKind,
+    VirtualMachine,
+    VMRequest,
+    VMState,
+)
 from .models.machines import LIVE_STATES
 from .models.requests import PENDING_STAGES
 
@@ -166,3 +174,15 @@ def vm_page(*, vm: VirtualMachine, user: User) -> dict:
                                 and user.has_perm("vms.view_vm_password", vm)),
         "is_admin": is_portal_admin.test(user),
     }
+
+
+def volumes_in_use() -> set[str]:
+    """Return the names of every volume the database accounts for, in any datastore.
+
+    VM disks and seeds (named by the VM's UUID) and extra disks (random names) are unique
+    across datastores; a deleted VM's volumes should be gone, so they count as orphans.
+    """
+    names = set(ExtraDisk.objects.values_list("volume_name", flat=True))
+    for vm in VirtualMachine.objects.exclude(state=VMState.DELETED).only("uuid"):
+        names.update((vm.volume_name, vm.seed_volume_name))
+    return names

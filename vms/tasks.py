@@ -6,25 +6,9 @@ from django_q.tasks import async_task
 
 from hosts.health import WORKING_STATUSES, host_is_working
 from hosts.models import Host
-from hosts.services import host_reconcile
-from vms.models import Operation
-from vms.services.operations import (
-    operation_after_run,
-    operation_run,
-    operations_reconcile,
-    operations_start_waiting,
-)
-
-
-def run_operation(operation_id: int) -> str:
-    """Carry out one queued operation, then start what waits for a slot on its host."""
-    op = None
-    try:
-        op = operation_run(operation_id=operation_id)
-    finally:
-        # Also after a run cut short (the time limit): its slot on the host is free again.
-        operation_after_run(op or Operation.objects.filter(pk=operation_id).first())
-    return f"{op.status}: {op.message}" if op else "no such operation"
+from operations.admission import operations_start_waiting
+from operations.reconcile import operations_reconcile
+from vms.services.reconcile import host_reconcile
 
 
 def reconcile() -> dict:

@@ -9,11 +9,11 @@ import pytest
 from django.urls import reverse
 
 from hosts.models import Host, HostStatus
-from hosts.services import host_reconcile
 from hosts.virt import Hypervisor, VirtError
 from monitoring.tasks import collect_all, collect_host
 from tests import factories as f
 from vms.models import ExtraDisk, VMState
+from vms.services.reconcile import host_reconcile
 from vms.tasks import reconcile, reconcile_host
 
 pytestmark = pytest.mark.django_db

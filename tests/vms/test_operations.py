@@ -8,17 +8,15 @@ import pytest
 from django.utils import timezone
 
 from hosts.models import Host
-from hosts.services import host_reconcile
 from hosts.virt import Hypervisor
+from operations import registry, runner
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.reconcile import operations_reconcile
+from operations.requests import operation_dismiss, operation_retry
+from operations.runner import operation_run
 from portal.errors import PortalError
-from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
-from vms.services import operations
-from vms.services.operations import (
-    operation_dismiss,
-    operation_retry,
-    operation_run,
-    operations_reconcile,
-)
+from vms.models import VirtualMachine, VMState
+from vms.services.reconcile import host_reconcile
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +29,7 @@ def calls(monkeypatch):
         seen.append(op.pk)
         return "did it"
 
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, fake)
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", fake)
     return seen
 
 
@@ -61,7 +59,7 @@ def test_an_unexpected_error_fails_the_operation_and_keeps_its_text_for_admins(s
     def broken(op):
         raise KeyError("disk")
 
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, broken)
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", broken)
     op = operation_run(operation_id=host_op(site).pk)
     assert op.status == OperationStatus.FAILED
     assert op.detail == "Unexpected error: KeyError: 'disk'"
