@@ -280,7 +280,7 @@ def test_exhaustion_of_the_vlan_pool_is_clear(site):
 
 def test_vnc_ports_held_by_domains_the_portal_does_not_know_are_skipped(
         site, django_capture_on_commit_callbacks, settings):
-    from vms.domain_xml import DomainSpec, build_domain_xml
+    from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 
     settings.PORTAL = {**settings.PORTAL, "VNC_PORTS": (5920, 5922)}
     hv = Hypervisor(URI)

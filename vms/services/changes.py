@@ -6,47 +6,31 @@ import logging
 from collections.abc import Callable
 
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
 from hosts.images import disk_image_check
-from hosts.models import Datastore, Template
-from hosts.placement import host_choose, host_usage
+from hosts.models import Template
+from hosts.selectors import host_usage
 from hosts.virt import Hypervisor, VirtError
-from hosts.vnc import vnc_port_allocate
 from networking.allocation import (
-    ip_allocate,
     ssh_port_config,
 )
 from networking.models import PrivateIP, PublicIP, SSHPort
-from networking.services import dhcp_add, ssh_port_attach, ssh_port_detach
+from networking.services import ssh_port_attach, ssh_port_detach
+from operations.models import Operation, OperationKind
+from operations.registry import handles
+from operations.requests import operation_create, operation_request
+from operations.runner import operation_progress
+from operations.undo import undo_steps
 from portal import permissions
 from portal.errors import PortalError
 from portal.validators import free_text_check
 
-from ..domain_xml import build_domain_xml
-from ..models import (
-    DiskState,
-    ExtraDisk,
-    Operation,
-    OperationKind,
-    OperationStatus,
-    VirtualMachine,
-    VMRequest,
-    VMState,
-)
-from ..selectors import name_in_use
-from .domain import vm_hypervisor, vm_observe, vm_spec
-from .operations import (
-    RunFenced,
-    handles,
-    operation_create,
-    operation_progress,
-    operation_step,
-    operation_steps_undo,
-)
-from .undo import undo_steps
+from ..models import DiskState, ExtraDisk, VirtualMachine, VMRequest, VMState
+from ..selectors import datastore_with_room, name_in_use
+from . import steps
+from .domain import vm_hypervisor, vm_observe
 
 logger = logging.getLogger(__name__)
 GIB = 1024**3
@@ -61,25 +45,6 @@ def change_resize_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Ope
                             arguments={"request": request.pk, **request.params})
 
 
-def datastore_with_room(vm: VirtualMachine, size_gib: int) -> Datastore:
-    """Return a datastore of the VM's host with room for a disk of this size."""
-    stores = Datastore.objects.filter(hosts=vm.host_id).order_by(
-        "-pk" if vm.datastore_id is None else "pk")
-    reasons = []
-    for ds in sorted(stores, key=lambda d: d.pk != vm.datastore_id):
-        if not ds.capacity_gib:
-            return ds
-        used = ((VirtualMachine.objects.filter(datastore=ds).exclude(state=VMState.DELETED)
-                 .aggregate(s=Sum("disk_gib"))["s"] or 0)
-                + (ExtraDisk.objects.filter(datastore=ds).aggregate(s=Sum("size_gib"))["s"]
-                   or 0))
-        if ds.capacity_gib - used >= size_gib:
-            return ds
-        reasons.append(f"{ds.name} has {ds.capacity_gib - used} GiB free")
-    raise PortalError(f"No datastore of {vm.host} has {size_gib} GiB free"
-                      f"{' (' + '; '.join(reasons) + ')' if reasons else ''}.")
-
-
 def change_disk_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Operation:  # noqa: ANN001
     """Record the extra disk an approved request asks for and queue its creation."""
     size = int(request.params["size_gib"])
@@ -91,7 +56,6 @@ def change_disk_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Opera
 
 def change_clone_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> list[Operation]:  # noqa: ANN001
     """Record each copy an approved clone request asks for and queue its making."""
-
     ops = []
     for name in request.params["names"]:
         if name_in_use(name):
@@ -133,25 +97,29 @@ def vm_resize(op: Operation) -> str:
     return f"{vm.name} has {vcpus} vCPUs and {memory} MiB {when}."
 
 
+def _vm_and_disk(op: Operation) -> tuple[VirtualMachine, ExtraDisk, Hypervisor]:
+    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
+    disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
+    return vm, disk, vm_hypervisor(vm)
+
+
 @handles(OperationKind.DISK_ADD)
 def disk_add(op: Operation) -> str:
     """Create the disk's volume and attach it, live when the VM runs."""
-    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
-    disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
-    hv = vm_hypervisor(vm)
-    steps: list[tuple[str, Callable[[], None]]] = []
+    vm, disk, hv = _vm_and_disk(op)
+    taken: list[tuple[str, Callable[[], None]]] = []
     try:
         ds = disk.datastore
         operation_progress(op, f"Creating a {disk.size_gib} GiB volume on {ds.name}")
         hv.ensure_pool(ds.pool_name, ds.path)
         path = hv.create_volume(ds.pool_name, disk.volume_name, disk.size_gib * GIB)
-        steps.append(("volume", lambda: hv.delete_volume(ds.pool_name, disk.volume_name)))
+        taken.append(("volume", lambda: hv.delete_volume(ds.pool_name, disk.volume_name)))
         used = set(hv.disk_targets(vm.domain_name))
         target = next(t for t in DISK_TARGETS if t not in used)
         operation_progress(op, f"Attaching it as {target}")
         how = hv.attach_disk(vm.domain_name, path, target)
     except Exception:
-        undo_steps(vm, steps)
+        undo_steps(vm, taken)
         disk.delete()
         raise
     ExtraDisk.objects.filter(pk=disk.pk).update(state=DiskState.ATTACHED, target=target)
@@ -167,37 +135,30 @@ def _disk_path(disk: ExtraDisk) -> str:
 
 def disk_action_request(*, disk: ExtraDisk, kind: OperationKind, actor) -> Operation:  # noqa: ANN001
     """Queue the detaching or deleting of an extra disk."""
-    with transaction.atomic():
-        vm = VirtualMachine.objects.select_for_update().get(pk=disk.vm_id)
-        if not permissions.can_operate_vm(actor, vm):
-            raise PortalError(f"You may not change the disks of {vm.name}.")
-        allowed = {OperationKind.DISK_DETACH: (DiskState.ATTACHED,),
-                   OperationKind.DISK_DELETE: (DiskState.ATTACHED, DiskState.DETACHED)}
+    allowed = {OperationKind.DISK_DETACH: (DiskState.ATTACHED,),
+               OperationKind.DISK_DELETE: (DiskState.ATTACHED, DiskState.DETACHED)}
+
+    def disk_state_check(vm: VirtualMachine) -> None:
         if disk.state not in allowed[kind]:
             raise PortalError(f"The disk is {disk.get_state_display().lower()}.")
-        if vm.operations.filter(status__in=[OperationStatus.QUEUED,
-                                            OperationStatus.RUNNING]).exists():
-            raise PortalError(f"Another operation on {vm.name} is under way; wait for it.")
-        return operation_create(kind=kind, vm=vm, requested_by=actor,
-                                arguments={"disk": disk.pk})
+
+    return operation_request(kind=kind, actor=actor, vm=disk.vm, doing="change the disks of",
+                             check=disk_state_check, arguments={"disk": disk.pk})
 
 
-@handles(OperationKind.DISK_DETACH)
+@handles(OperationKind.DISK_DETACH, permission="vms.operate_vm")
 def disk_detach(op: Operation) -> str:
     """Detach the disk from the VM, keeping its volume."""
-    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
-    disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
-    vm_hypervisor(vm).detach_disk(vm.domain_name, _disk_path(disk))
+    vm, disk, hv = _vm_and_disk(op)
+    hv.detach_disk(vm.domain_name, _disk_path(disk))
     ExtraDisk.objects.filter(pk=disk.pk).update(state=DiskState.DETACHED, target="")
     return f"The {disk.size_gib} GiB disk is detached from {vm.name}; its data is kept."
 
 
-@handles(OperationKind.DISK_DELETE)
+@handles(OperationKind.DISK_DELETE, permission="vms.operate_vm")
 def disk_delete(op: Operation) -> str:
     """Detach the disk if needed and delete its volume."""
-    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
-    disk = ExtraDisk.objects.select_related("datastore").get(pk=op.arguments["disk"])
-    hv = vm_hypervisor(vm)
+    vm, disk, hv = _vm_and_disk(op)
     hv.detach_disk(vm.domain_name, _disk_path(disk))
     hv.delete_volume(disk.datastore.pool_name, disk.volume_name)
     disk.delete()
@@ -218,8 +179,6 @@ def vm_clone(op: Operation) -> str:
     Like an install, each step is recorded before it is taken, so a killed worker's steps
     are given back by the reconciler.
     """
-    from .credentials import seed_upload, takes_credentials
-
     clone = VirtualMachine.objects.select_related(
         "template__datastore", "security_domain__vlan", "owner", "organisation").get(
         pk=op.vm_id)
@@ -227,61 +186,22 @@ def vm_clone(op: Operation) -> str:
         pk=op.arguments["source"])
     if source.host is None or source.datastore is None:
         raise PortalError(f"{source.name} has no disk to copy.")
-    source_hv = Hypervisor(source.host.uri)
-    facts = source_hv.find_domain(source.domain_name)
+    facts = vm_hypervisor(source).find_domain(source.domain_name)
     if facts is not None and facts.state not in ("shutoff", "crashed"):
         raise PortalError(f"Shut {source.name} down before it is copied (its disk is in use); "
                           "then retry this operation.")
+    build = steps.Build(op=op, vm=clone, vlan=steps.vm_vlan(clone))
     VirtualMachine.objects.filter(pk=clone.pk).update(state=VMState.INSTALLING)
-    try:
-        operation_progress(op, "Choosing a host")
-        with transaction.atomic():
-            if clone.host_id is None:
-                clone.host = host_choose(vcpus=clone.vcpus, memory_mib=clone.memory_mib,
-                                         template=clone.template)
-                clone.datastore = source.datastore
-                clone.save(update_fields=["host", "datastore"])
-        operation_step(op, "host")
-        on_host = {"host": clone.host_id, "host_name": clone.host.name}
-        vlan = clone.security_domain.vlan
-        operation_step(op, "ip")
-        ip = ip_allocate(vm=clone, vlan=vlan)
-        hv = Hypervisor(clone.host.uri)
-        operation_step(op, "vnc_port")
-        vnc_port_allocate(vm=clone, avoid=hv.vnc_ports_in_use())
-        ds = source.datastore
-        operation_progress(op, f"Copying the disk of {source.name}")
-        # The copy reads through the disk's backing chain: nothing outside the datastore.
-        disk_image_check(datastore=ds, volume=source.volume_name, host=source.host,
-                         owner=source.name)
-        operation_step(op, "volume", pool=ds.pool_name, volume=clone.volume_name,
-                       host=source.host_id, host_name=source.host.name)
-        path = source_hv.clone_volume(ds.pool_name, source.volume_name, clone.volume_name)
-        hv.ensure_pool(ds.pool_name, ds.path)
-        hv.ensure_network_active(vlan.network_name)
-        dhcp_add(vm=clone, ip=ip)
-        operation_step(op, "dhcp", address=ip.address, mac=ip.mac, **on_host)
-        seed_path = None
-        if takes_credentials(clone):
-            operation_progress(op, "Writing the login details (cloud-init seed)")
-            operation_step(op, "volume", pool=ds.pool_name, volume=clone.seed_volume_name,
-                           **on_host)
-            seed_path = seed_upload(clone, hv, ds.pool_name, ip.mac)
-        operation_progress(op, "Defining the domain")
-        if hv.find_domain(clone.domain_name) is not None and \
-                hv.domain(clone.domain_name).uuid != str(clone.uuid):
-            raise PortalError(f"Host {clone.host} already has a domain called {clone.name}.")
-        operation_step(op, "domain", name=clone.domain_name, **on_host)
-        hv.define_domain(build_domain_xml(vm_spec(clone, path, ip, seed_path=seed_path)))
-        facts = hv.start(clone.domain_name)
-    except RunFenced:
-        raise  # taken over: the reconciler or the retry owns what this run took
-    except BaseException:  # SystemExit from the time limit too; re-raised below
-        operation_steps_undo(op, clone)
-        VirtualMachine.objects.filter(pk=clone.pk).update(state=VMState.FAILED)
-        raise
-    vm_observe(clone, facts)
-    return f"{clone.name} is a copy of {source.name} on {clone.host}: IP {ip.address}."
+    with steps.given_back(op, clone):
+        steps.step_host(build, datastore=source.datastore)
+        steps.step_ip(build)
+        steps.step_vnc_port(build)
+        steps.step_disk_from_vm(build, source=source)
+        steps.step_dhcp(build)
+        steps.step_seed(build)
+        steps.step_domain(build)
+    vm_observe(clone, build.facts)
+    return f"{clone.name} is a copy of {source.name} on {clone.host}: IP {build.ip.address}."
 
 
 def template_save_request(*, vm: VirtualMachine, actor, name: str) -> Operation:  # noqa: ANN001
@@ -294,16 +214,14 @@ def template_save_request(*, vm: VirtualMachine, actor, name: str) -> Operation:
     free_text_check(name, what="name")
     if Template.objects.filter(name=name).exists():
         raise PortalError(f"A template is already called {name}.")
-    with transaction.atomic():
-        locked = VirtualMachine.objects.select_for_update().get(pk=vm.pk)
+
+    def stopped(locked: VirtualMachine) -> None:
         if locked.state != VMState.SHUTOFF:
             raise PortalError(f"Shut {locked.name} down first: a template is made from a "
                               "stopped VM.")
-        if locked.operations.filter(status__in=[OperationStatus.QUEUED,
-                                                OperationStatus.RUNNING]).exists():
-            raise PortalError(f"Another operation on {locked.name} is under way.")
-        return operation_create(kind=OperationKind.SAVE_TEMPLATE, vm=locked,
-                                requested_by=actor, arguments={"name": name})
+
+    return operation_request(kind=OperationKind.SAVE_TEMPLATE, actor=actor, vm=vm,
+                             check=stopped, then="", arguments={"name": name})
 
 
 @handles(OperationKind.SAVE_TEMPLATE)
@@ -385,7 +303,10 @@ def vm_ssh_port_attach(op: Operation) -> str:
             f"(forwarded to {ip.address} port 22).")
 
 
-@handles(OperationKind.SSH_PORT_RELEASE)
+# Asked for by the owner (`lifecycle.vm_action_request`) from the states its ACTION_STATES
+# names; a failed one is retried whatever the state.
+@handles(OperationKind.SSH_PORT_RELEASE, permission="vms.operate_vm", request_states=(
+    VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED, VMState.UNKNOWN))
 def vm_ssh_port_release(op: Operation) -> str:
     """Remove the VM's SSH port forward and give the port back."""
     vm = VirtualMachine.objects.get(pk=op.vm_id)

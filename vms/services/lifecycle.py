@@ -10,54 +10,45 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from hosts.images import template_image_check
-from hosts.placement import host_choose
 from hosts.remote import RemoteError
 from hosts.virt import DomainFacts, Hypervisor, VirtError
-from hosts.vnc import vnc_port_allocate, vnc_port_release
+from hosts.virt.domain_xml import build_interface_xml
+from hosts.vnc import vnc_port_release
 from networking.allocation import (
     ip_allocate,
     ip_release,
     public_ip_release,
 )
-from networking.models import VLAN, NATMapping, PrivateIP, SecurityDomain, SSHPort
+from networking.models import NATMapping, PrivateIP, SecurityDomain, SSHPort
 from networking.services import (
     dhcp_add,
     dhcp_remove,
     nat_attach,
     nat_detach,
     nat_remap,
-    nat_resync,
     ssh_port_detach,
     ssh_port_remap,
 )
-from portal import permissions
+from operations.models import Operation, OperationKind
+from operations.registry import handles
+from operations.requests import operation_create, operation_request, operation_scope_check
+from operations.runner import operation_progress
+from operations.undo import undo_steps
 from portal.errors import PortalError
 
-from ..domain_xml import build_domain_xml, build_interface_xml
-from ..models import (
-    Operation,
-    OperationKind,
-    OperationStatus,
-    RequestKind,
-    VirtualMachine,
-    VMRequest,
-    VMState,
-)
+from ..models import RequestKind, VirtualMachine, VMRequest, VMState
 from ..signals import vm_deleted
-from .changes import extra_disks_remove
-from .credentials import login_name_for, password_prepare, seed_upload, takes_credentials
+from . import steps
+from .changes import (
+    change_clone_apply,
+    change_disk_apply,
+    change_resize_apply,
+    change_ssh_port_apply,
+    extra_disks_remove,
+)
+from .credentials import login_name_for, password_prepare
 from .domain import vm_hypervisor, vm_observe, vm_spec
 from .notify import absolute_url, notify
-from .operations import (
-    RunFenced,
-    handles,
-    operation_create,
-    operation_progress,
-    operation_step,
-    operation_steps_undo,
-)
-from .undo import undo_steps
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +72,8 @@ ACTION_STATES: dict[OperationKind, tuple[str, ...]] = {
     OperationKind.SSH_PORT_RELEASE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF,
                                      VMState.CRASHED, VMState.UNKNOWN),
 }
+# The permission an owner's action on a VM needs (`vms.rules`).
+OPERATE = "vms.operate_vm"
 # States in which a VM may be changed through a request (network move, public IP).
 CHANGEABLE_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED)
 OWNER_ACTIONS = tuple(ACTION_STATES)
@@ -116,12 +109,7 @@ def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
     vm = VirtualMachine.objects.select_for_update().get(pk=request.target_id)
     if vm.state not in CHANGEABLE_STATES:
         raise PortalError(f"{vm.name} is {vm.get_state_display().lower()}; it cannot change now.")
-    if vm.operations.filter(status__in=[OperationStatus.QUEUED,
-                                        OperationStatus.RUNNING]).exists():
-        raise PortalError(f"Another operation on {vm.name} is under way; approve again when "
-                          "it has finished.")
-    from .changes import change_clone_apply, change_disk_apply, change_resize_apply
-
+    operation_scope_check(vm=vm, then="approve again when it has finished.")
     kind = RequestKind(request.kind)
     if kind == RequestKind.RESIZE:
         return change_resize_apply(request=request, vm=vm, actor=actor)
@@ -130,8 +118,6 @@ def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
     if kind == RequestKind.CLONE:
         return change_clone_apply(request=request, vm=vm, actor=actor)[0]
     if kind == RequestKind.SSH_PORT:
-        from .changes import change_ssh_port_apply
-
         return change_ssh_port_apply(request=request, vm=vm, actor=actor)
     arguments = {"request": request.pk}
     if request.security_domain_id:
@@ -145,25 +131,10 @@ def vm_action_request(*, vm: VirtualMachine, kind: OperationKind, actor) -> Oper
     if kind not in ACTION_STATES:
         raise PortalError(f"'{kind}' is not an action on a VM.")
     with transaction.atomic():
-        locked = VirtualMachine.objects.select_for_update().get(pk=vm.pk)
-        if not permissions.can_operate_vm(actor, locked):
-            raise PortalError(f"You may not act on {locked.name}.")
-        if locked.state not in ACTION_STATES[kind]:
-            raise PortalError(
-                f"Cannot {OperationKind(kind).label.lower()} {locked.name} while it is "
-                f"{locked.get_state_display().lower()}."
-            )
-        if locked.operations.filter(status__in=[OperationStatus.QUEUED,
-                                                OperationStatus.RUNNING]).exists():
-            raise PortalError(f"Another operation on {locked.name} is under way; wait for it.")
-        try:
-            with transaction.atomic():
-                op = operation_create(kind=kind, vm=locked, requested_by=actor)
-        except IntegrityError as exc:
-            raise PortalError(f"Another operation on {locked.name} is under way.") from exc
+        # Permission (`vms.operate_vm`), the states of ACTION_STATES and the VM's scope.
+        op = operation_request(kind=kind, actor=actor, vm=vm)
         if kind == OperationKind.DELETE:
-            locked.state = VMState.DELETING
-            locked.save(update_fields=["state"])
+            VirtualMachine.objects.filter(pk=vm.pk).update(state=VMState.DELETING)
     return op
 
 
@@ -174,97 +145,36 @@ INSTALL_STATES = (VMState.PENDING, VMState.FAILED, VMState.INSTALLING)
 def vm_install(op: Operation) -> str:
     """Place the VM, give it an IP, MAC and VNC port, make its disk, define and start it.
 
-    Each step is idempotent so a retried install picks up what is already there; if a
-    step fails, every resource taken so far is given back before the error is raised.
-    Each step is recorded on the operation before it is taken (`operation_step`), so when
-    the worker is killed half-way the reconciler gives back the same steps.
+    Built from the steps of `vms.services.steps` (a clone takes the same ones): each is
+    idempotent, so a retried install picks up what is already there, and recorded on the
+    operation before it is taken, so what a failed or killed run took is given back.
     """
     vm = VirtualMachine.objects.select_related(
         "template__datastore", "owner", "organisation", "security_domain__vlan", "request",
     ).get(pk=op.vm_id)
     if vm.state not in INSTALL_STATES:
         raise PortalError(f"{vm.name} is {vm.get_state_display().lower()}; nothing to install.")
-    vlan = _vlan_of(vm)
+    build = steps.Build(op=op, vm=vm, vlan=steps.vm_vlan(vm))
     vm.state = VMState.INSTALLING
     vm.save(update_fields=["state"])
-    try:
-        operation_progress(op, "Choosing a host")
-        with transaction.atomic():
-            if vm.host_id is None:
-                vm.host = host_choose(vcpus=vm.vcpus, memory_mib=vm.memory_mib,
-                                      template=vm.template)
-                vm.datastore = vm.template.datastore
-                vm.save(update_fields=["host", "datastore"])
-        operation_step(op, "host")
-        on_host = {"host": vm.host_id, "host_name": vm.host.name}
-
-        operation_progress(op, f"Allocating an IP address on {vlan}")
-        operation_step(op, "ip")
-        ip = ip_allocate(vm=vm, vlan=vlan)
-        hv = Hypervisor(vm.host.uri)
-        operation_step(op, "vnc_port")
-        vnc_port_allocate(vm=vm, avoid=hv.vnc_ports_in_use())
-
-        ds = vm.datastore
-        operation_progress(op, f"Creating the disk on {ds.name}")
-        hv.ensure_pool(ds.pool_name, ds.path)
-        # Inspected on the host before libvirt opens (and chowns) anything it names.
-        template_image_check(template=vm.template, host=vm.host, hv=hv)
-        operation_step(op, "volume", pool=ds.pool_name, volume=vm.volume_name, **on_host)
-        disk_path = hv.create_overlay(ds.pool_name, vm.volume_name, vm.template.image_path,
-                                      vm.disk_gib * GIB)
-
+    with steps.given_back(op, vm):
+        steps.step_host(build, datastore=vm.template.datastore)
+        steps.step_ip(build)
+        steps.step_vnc_port(build)
+        steps.step_disk_from_template(build)
         password_prepare(vm)
-        seed_path = None
-        if takes_credentials(vm):
-            operation_progress(op, "Writing the login details (cloud-init seed)")
-            operation_step(op, "volume", pool=ds.pool_name, volume=vm.seed_volume_name,
-                           **on_host)
-            seed_path = seed_upload(vm, hv, ds.pool_name, ip.mac)
-
-        operation_progress(op, "Writing the DHCP entry")
-        hv.ensure_network_active(vlan.network_name)
-        dhcp_add(vm=vm, ip=ip)
-        # Recorded once written: a clashing entry refused above is not ours to remove.
-        operation_step(op, "dhcp", address=ip.address, mac=ip.mac, **on_host)
-
-        operation_progress(op, "Defining the domain")
-        existing = hv.find_domain(vm.domain_name)
-        if existing is not None and existing.uuid != str(vm.uuid):
-            raise PortalError(
-                f"Host {vm.host.name} already has another domain called {vm.domain_name}."
-            )
-        operation_step(op, "domain", name=vm.domain_name, **on_host)
-        hv.define_domain(build_domain_xml(vm_spec(vm, disk_path, ip, seed_path=seed_path)))
-
-        operation_progress(op, "Starting")
-        facts = hv.start(vm.domain_name)
-
-        public = None
+        steps.step_seed(build)
+        steps.step_dhcp(build)
+        steps.step_domain(build)
         if vm.request is not None and vm.request.public_ip:
-            operation_progress(op, "Mapping a public IP")
-            operation_step(op, "nat")
-            public = nat_attach(vm=vm, private_ip=ip)
-    except RunFenced:
-        raise  # taken over: the reconciler or the retry owns what this run took
-    except BaseException:
-        # BaseException: django-q's time limit arrives as SystemExit, and what was taken
-        # must be given back before the worker goes (KeyboardInterrupt is re-raised too).
-        operation_steps_undo(op, vm)
-        VirtualMachine.objects.filter(pk=vm.pk).update(state=VMState.FAILED)
-        raise
-    vm_observe(vm, facts)
+            steps.step_public_ip(build)
+    vm_observe(vm, build.facts)
+    ip, public = build.ip, build.public
     reach = f", public IP {public.address}" if public else ""
     notify(recipients=[vm.owner.email], subject=f"VM {vm.name} is ready",
            body=(f"Your VM {vm.name} runs on {vm.host.name} with IP {ip.address}{reach}.\n"
                  f"{absolute_url('vms:vm_detail', vm.pk)}"))
     return f"Installed on {vm.host.name}: IP {ip.address}, MAC {ip.mac}{reach}."
-
-
-def _vlan_of(vm: VirtualMachine) -> VLAN:
-    if vm.security_domain is None:
-        raise PortalError(f"{vm.name} has no security domain to take an address in.")
-    return vm.security_domain.vlan
 
 
 def _power(action: Callable[[Hypervisor, str], DomainFacts], done: str) -> Callable[
@@ -283,7 +193,7 @@ def _power(action: Callable[[Hypervisor, str], DomainFacts], done: str) -> Calla
     return run
 
 
-@handles(OperationKind.START, states=ACTION_STATES[OperationKind.START])
+@handles(OperationKind.START, states=ACTION_STATES[OperationKind.START], permission=OPERATE)
 def vm_start(op: Operation) -> str:
     """Start the VM; sizes waiting for a restart take effect now."""
     message = _power(lambda hv, n: hv.start(n), "started")(op)
@@ -293,7 +203,7 @@ def vm_start(op: Operation) -> str:
 
 def _power_handles(kind: OperationKind, action: Callable[[Hypervisor, str], DomainFacts],
                    done: str) -> None:
-    handles(kind, states=ACTION_STATES[kind])(_power(action, done))
+    handles(kind, states=ACTION_STATES[kind], permission=OPERATE)(_power(action, done))
 
 
 _power_handles(OperationKind.DESTROY, lambda hv, n: hv.destroy(n), "forced off")
@@ -304,7 +214,7 @@ _power_handles(OperationKind.SHUTDOWN, lambda hv, n: hv.shutdown(
     n, timeout=settings.PORTAL["SHUTDOWN_TIMEOUT"]), "shut down")
 
 
-@handles(OperationKind.DELETE, states=ACTION_STATES[OperationKind.DELETE])
+@handles(OperationKind.DELETE, states=ACTION_STATES[OperationKind.DELETE], permission=OPERATE)
 def vm_delete(op: Operation) -> str:
     """Undefine the domain, remove its disk, give back its IP and MAC, mark the VM deleted."""
     vm = VirtualMachine.objects.select_related("host", "datastore").get(pk=op.vm_id)
@@ -316,7 +226,7 @@ def vm_delete(op: Operation) -> str:
             operation_progress(op, "Removing the SSH port forward")
             ssh_port_detach(vm=vm)
         if vm.host is not None:
-            hv = Hypervisor(vm.host.uri)
+            hv = vm_hypervisor(vm)
             operation_progress(op, "Removing the domain")
             hv.undefine_domain(vm.domain_name)
             if vm.datastore is not None:
@@ -410,17 +320,10 @@ def vm_public_ip_attach(op: Operation) -> str:
     return f"{vm.name} is reachable at {public.address} (NAT to {ip.address})."
 
 
-@handles(OperationKind.PUBLIC_IP_RELEASE,
+@handles(OperationKind.PUBLIC_IP_RELEASE, permission=OPERATE,
          states=ACTION_STATES[OperationKind.PUBLIC_IP_RELEASE])
 def vm_public_ip_release(op: Operation) -> str:
     """Remove the VM's NAT mapping and give its public IP back."""
     vm = VirtualMachine.objects.get(pk=op.vm_id)
     nat_detach(vm=vm)
     return f"{vm.name} no longer has a public IP."
-
-
-@handles(OperationKind.NAT_RESYNC)
-def nat_resync_operation(op: Operation) -> str:
-    """Clear the portal's rules on the NAT box and apply every mapping again."""
-    count = nat_resync()
-    return f"Cleared the NAT box and applied {count} mapping(s) again."
