@@ -28,8 +28,9 @@ test: ## install, start PostgreSQL/Redis/libvirtd and run every test tier
 	bash scripts/start-services.sh
 	bash scripts/run-tests.sh
 
-lint: ## ruff check .
+lint: ## ruff check . and the import contracts (lint-imports)
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 bench: ## run every bench/*.py and print its ratios
 	@shopt -s nullglob; files=(bench/*.py); \
@@ -40,7 +41,7 @@ bench: ## run every bench/*.py and print its ratios
 	done; exit $$status
 
 clean: ## remove test output, collected static files and caches (keeps the demo data in var/)
-	rm -rf artifacts staticfiles var/static .pytest_cache .ruff_cache
+	rm -rf artifacts staticfiles var/static .pytest_cache .ruff_cache .import_linter_cache
 	find . -path ./.venv -prune -o -path ./node_modules -prune -o \
 	  -name __pycache__ -type d -exec rm -rf {} +
 

@@ -1,9 +1,10 @@
 """Browser tier: the real portal, as `make demo` runs it, driven through Chromium.
 
 A session fixture starts the portal in subprocesses on a fresh directory under /var/tmp (qemu
-runs as another user and must reach the images): `migrate`, `collectstatic`, `demo_setup`,
-then `runserver` and one `qcluster` on the ORM broker and a file SQLite database. Playwright
-then walks the approval chain and a VM's whole life as the four demo accounts would.
+runs as another user and must reach the images): `migrate`, `schedules_ensure`,
+`collectstatic`, `demo_setup`, then `runserver` and one `qcluster` on the ORM broker and a file
+SQLite database. Playwright then walks the approval chain and a VM's whole life as the four
+demo accounts would.
 
 Everything this tier makes in libvirt is named by it: the datastore (so its pool is
 `portal-bt<hex>`, never the demo's `portal-local`) and the VMs (`bt-<letters>`). Teardown removes
@@ -239,7 +240,8 @@ def portal() -> Iterator[Portal]:
                     passwords={})
     try:
         with setup_log.open("w") as out:
-            for argv in (["migrate", "--noinput"], ["collectstatic", "--noinput"],
+            for argv in (["migrate", "--noinput"], ["schedules_ensure"],
+                         ["collectstatic", "--noinput"],
                          ["demo_setup", "--uri", URI, "--datastore-name", ds_name,
                           "--first-ip", first_ip, "--count", "10"]):
                 out.write(f"--- manage.py {' '.join(argv)}\n")
