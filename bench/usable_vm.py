@@ -80,8 +80,8 @@ def free_addresses(size: int) -> str:
 
 def drain() -> None:
     """Run every queued operation once, as a worker would."""
-    from vms.models import Operation, OperationStatus
-    from vms.services.operations import operation_run
+    from operations.models import Operation, OperationStatus
+    from operations.runner import operation_run
 
     for op in Operation.objects.filter(status=OperationStatus.QUEUED).order_by("pk"):
         operation_run(operation_id=op.pk)
@@ -211,7 +211,7 @@ def teardown(vm) -> None:  # noqa: ANN001
     """Delete the VM through the portal and remove the benchmark's pool and folder."""
     import subprocess
 
-    from vms.models import OperationKind
+    from operations.models import OperationKind
     from vms.services.lifecycle import vm_action_request
 
     if vm is not None:

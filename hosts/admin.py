@@ -2,8 +2,8 @@
 
 from django.contrib import admin, messages
 
-from vms.models import OperationKind
-from vms.services.operations import operation_create
+from operations.models import OperationKind
+from operations.requests import operation_request
 
 from .models import Datastore, Host, Template
 from .services import host_refresh_request
@@ -32,8 +32,7 @@ class HostAdmin(admin.ModelAdmin):
     def refresh(self, request, queryset) -> None:  # noqa: ANN001
         """Queue a refresh of each selected host."""
         for host in queryset:
-            operation_create(kind=OperationKind.HOST_REFRESH, host=host,
-                             requested_by=request.user)
+            operation_request(kind=OperationKind.HOST_REFRESH, host=host, actor=request.user)
         self.message_user(request, f"Refresh of {queryset.count()} host(s) queued.",
                           messages.SUCCESS)
 

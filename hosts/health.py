@@ -6,6 +6,8 @@ import logging
 
 from django.utils import timezone
 
+from operations.registry import HostHooks
+
 from .models import Host, HostStatus
 from .virt import VirtError, connect_failure, is_connected
 
@@ -46,3 +48,17 @@ def host_after_operation(*, host: Host, succeeded: bool) -> None:
           and is_connected(host.uri)):
         # Only an operation that really reached libvirt proves the host answers again.
         host_reached(host_id=host.pk)
+
+
+class HostOperationHooks(HostHooks):
+    """What the operations engine asks of hosts: how many are up, what a run met."""
+
+    def hosts_up(self) -> int:
+        """Return how many hosts are up."""
+        return Host.objects.filter(status=HostStatus.UP).count()
+
+    def after_operation(self, host_id: int, *, succeeded: bool) -> None:
+        """Record on the host a connect failure the operation met, or clear an old one."""
+        host = Host.objects.filter(pk=host_id).first()
+        if host is not None:
+            host_after_operation(host=host, succeeded=succeeded)

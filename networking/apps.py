@@ -10,5 +10,5 @@ class NetworkingConfig(AppConfig):
     verbose_name = "Networking"
 
     def ready(self) -> None:
-        """Register the system checks of the networking settings."""
-        from . import checks  # noqa: F401
+        """Register the system checks of the networking settings and declare its permissions."""
+        from . import checks, rules, services  # noqa: F401  (services: the NAT operation spec)

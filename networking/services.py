@@ -10,6 +10,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from operations.models import Operation, OperationKind
+from operations.registry import handles
+from operations.requests import operation_request
+
 from . import dhcp, nat
 from .allocation import (
     public_ip_allocate,
@@ -107,6 +111,18 @@ def nat_resync() -> int:
         backend.forward(_forward(row, row.private_address))
         SSHPort.objects.filter(pk=row.pk).update(applied_at=timezone.now())
     return len(wanted) + len(forwards)
+
+
+@handles(OperationKind.NAT_RESYNC, target="nat", scope=())
+def nat_resync_operation(op: Operation) -> str:
+    """Clear the portal's rules on the NAT box and apply every mapping again."""
+    count = nat_resync()
+    return f"Cleared the NAT box and applied {count} mapping(s) again."
+
+
+def nat_resync_request(*, actor: User) -> Operation:
+    """Queue the re-applying of every NAT mapping."""
+    return operation_request(kind=OperationKind.NAT_RESYNC, actor=actor)
 
 
 def _forward(row: SSHPort, private_address: str) -> nat.PortForward:

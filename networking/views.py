@@ -6,46 +6,27 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
-from portal import permissions
-from vms.models import OperationKind
-from vms.services.operations import operation_create
-
 from .allocation import SSHPortSettingsError, ssh_port_config
-from .forms import AddressFilterForm, PrivateRangeForm, RangeForm
-from .models import VLAN, PrivateIP, PublicIP, SecurityDomain, SSHPort
+from .filters import AddressFilter
+from .forms import PrivateRangeForm, RangeForm
+from .models import VLAN, PublicIP, SecurityDomain, SSHPort
 from .ranges import private_range_add, public_range_add
+from .services import nat_resync_request
 from .tables import PrivateIPTable, PublicIPTable
 
 SSH_PORTS_LISTED = 50
 
 
 def _admin(request: HttpRequest) -> None:
-    permissions.require(permissions.is_admin(request.user))
-
-
-def _filtered(qs: QuerySet, form: AddressFilterForm) -> QuerySet:
-    if not form.is_valid():
-        return qs
-    state, q = form.cleaned_data["state"], form.cleaned_data["q"].strip()
-    if state == "free":
-        qs = qs.filter(vm__isnull=True)
-        if qs.model is PrivateIP:
-            qs = qs.filter(host__isnull=True)
-    elif state == "taken":
-        qs = qs.exclude(vm__isnull=True, **({"host__isnull": True}
-                                             if qs.model is PrivateIP else {}))
-    if q:
-        match = Q(address__icontains=q) | Q(vm__name__icontains=q)
-        if qs.model is PrivateIP:
-            match |= Q(mac__icontains=q.lower())
-        qs = qs.filter(match)
-    return qs
+    # Answer 404, not 403: nothing tells the user the page exists.
+    if not request.user.has_perm("networking.manage_pools"):
+        raise Http404
 
 
 @login_required
@@ -95,12 +76,11 @@ def vlan_detail(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"Added {len(added)} address(es) to {vlan.name}: "
                              f"{added[0].address} to {added[-1].address}.")
             return redirect("networking:vlan_detail", pk=pk)
-    filters = AddressFilterForm(request.GET or None)
-    qs = _filtered(vlan.addresses.select_related("vm", "host"), filters)
-    table = PrivateIPTable(qs)
+    filters = AddressFilter(request.GET, queryset=vlan.addresses.select_related("vm", "host"))
+    table = PrivateIPTable(filters.qs)
     RequestConfig(request, paginate={"per_page": 50}).configure(table)
     return render(request, "networking/vlan_detail.html", {
-        "vlan": vlan, "table": table, "filters": filters, "range_form": range_form,
+        "vlan": vlan, "table": table, "filters": filters.form, "range_form": range_form,
         "total": vlan.addresses.count(),
         "free": vlan.addresses.filter(vm__isnull=True, host__isnull=True).count(),
     })
@@ -121,12 +101,11 @@ def public_pool(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Added {len(added)} public address(es).")
             return redirect("networking:public_pool")
-    filters = AddressFilterForm(request.GET or None)
-    qs = _filtered(PublicIP.objects.select_related("vm", "mapping"), filters)
-    table = PublicIPTable(qs)
+    filters = AddressFilter(request.GET, queryset=PublicIP.objects.select_related("vm", "mapping"))
+    table = PublicIPTable(filters.qs)
     RequestConfig(request, paginate={"per_page": 50}).configure(table)
     return render(request, "networking/public_pool.html", {
-        "table": table, "filters": filters, "range_form": range_form,
+        "table": table, "filters": filters.form, "range_form": range_form,
         "total": PublicIP.objects.count(), "free": PublicIP.objects.filter(vm__isnull=True).count(),
         "nat_backend": settings.PORTAL_NAT["BACKEND"],
     })
@@ -137,6 +116,6 @@ def public_pool(request: HttpRequest) -> HttpResponse:
 def nat_resync(request: HttpRequest) -> HttpResponse:
     """Queue the clearing and re-applying of every NAT mapping."""
     _admin(request)
-    operation_create(kind=OperationKind.NAT_RESYNC, requested_by=request.user)
+    nat_resync_request(actor=request.user)
     messages.success(request, "Re-applying every NAT mapping from the database; see Operations.")
     return redirect("networking:public_pool")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
+
+from portal.accounts.predicates import is_portal_admin
 
 
 class OperationKind(models.TextChoices):
@@ -47,6 +53,35 @@ class OperationStatus(models.TextChoices):
 ACTIVE_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)
 
 
+# Which operations a user sees on each kind of target, registered by the application that
+# owns the target (`vms.rules`: those on the VMs the user sees).
+_VISIBLE_TARGETS: list[Callable[[object], Q]] = []
+
+
+def visible_targets_register(select: Callable[[object], Q]) -> None:
+    """Register a function selecting the operations a user sees on one kind of target."""
+    _VISIBLE_TARGETS.append(select)
+
+
+class OperationQuerySet(models.QuerySet):
+    """Reads of operations."""
+
+    def visible_to(self, user) -> OperationQuerySet:  # noqa: ANN001
+        """Narrow to the operations on targets the user sees, or that the user asked for."""
+        if is_portal_admin.test(user):
+            return self.all()
+        if not user.is_authenticated:
+            return self.none()
+        q = Q(requested_by_id=user.pk)
+        for select in _VISIBLE_TARGETS:
+            q |= select(user)
+        return self.filter(q)
+
+    def active(self) -> OperationQuerySet:
+        """Return the operations queued or running."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+
 class AdminAlert(models.TextChoices):
     """Whether admins must hear of an operation's failure, and whether they have."""
 
@@ -65,6 +100,10 @@ class Operation(models.Model):
     )
     host = models.ForeignKey(
         "hosts.Host", on_delete=models.PROTECT, null=True, blank=True, related_name="operations"
+    )
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+        help_text="The operation that drives this one (evacuate a host, shut down the cloud).",
     )
     arguments = models.JSONField(default=dict, blank=True)
     status = models.CharField(
@@ -95,7 +134,11 @@ class Operation(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = OperationQuerySet.as_manager()
+
     class Meta:
+        # Moved from the vms application with its rows: the table and its names stay.
+        db_table = "vms_operation"
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "enqueued_at"], name="vms_operation_status_enq"),
@@ -108,7 +151,7 @@ class Operation(models.Model):
             models.UniqueConstraint(
                 fields=["vm"],
                 condition=models.Q(status__in=["queued", "running"]),
-                name="%(app_label)s_%(class)s_one_active_per_vm",
+                name="vms_operation_one_active_per_vm",
             ),
         ]
 
@@ -121,12 +164,28 @@ class Operation(models.Model):
         """Return whether the operation is queued or running."""
         return self.status in ACTIVE_STATUSES
 
+    def children_progress(self) -> dict[str, int]:
+        """Return how many child operations stand in each status (empty without children)."""
+        # Counted from `children.all()`, so a list that prefetches the children asks once.
+        counts = Counter(child.status for child in self.children.all())
+        return {status: counts[status] for status in OperationStatus.values if counts[status]}
+
+    @property
+    def children_summary(self) -> str:
+        """Return the children's progress in words ("2 done, 1 running"), or ""."""
+        labels = dict(OperationStatus.choices)
+        return ", ".join(f"{n} {labels[status].lower()}"
+                         for status, n in self.children_progress().items())
+
 
 class AlertDigest(models.Model):
     """When a digest of failures last went to a group of recipients (one row per group)."""
 
     name = models.CharField(max_length=32, unique=True)
     last_sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "vms_alertdigest"  # moved from the vms application with its rows
 
     def __str__(self) -> str:
         return f"{self.name}: {self.last_sent_at or 'never'}"

@@ -14,3 +14,7 @@ class PortalError(Exception):
 
 class PoolExhausted(PortalError):
     """No free address or port is left in the pool."""
+
+
+class HostFailure(Exception):  # noqa: N818 - a kind of failure, named as people say it
+    """A host, hypervisor or NAT box failed; its own text is for administrators only."""

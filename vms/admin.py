@@ -7,7 +7,9 @@ shows them: no add, no change, no delete (the portal's pages and services do tho
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import ApprovalStep, Operation, VirtualMachine, VMRequest
+from operations.models import Operation
+
+from .models import ApprovalStep, VirtualMachine, VMRequest
 
 
 class ReadOnlyMixin:

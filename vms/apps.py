@@ -7,7 +7,7 @@ from django.conf import settings
 
 
 class VmsConfig(AppConfig):
-    """Register the VMs application and the operation handlers of every application."""
+    """Register the VMs application and the operation specs of VMs."""
 
     name = "vms"
     verbose_name = "Virtual machines"
@@ -22,6 +22,13 @@ class VmsConfig(AppConfig):
         ]
 
     def ready(self) -> None:
-        """Import the modules whose handlers the Operation runner dispatches to."""
-        from hosts import services as host_services  # noqa: F401
+        """Register the VM operation specs, the VM hooks and steps of the operations engine."""
+        from operations.registry import target_register
         from vms.services import changes, lifecycle, snapshots  # noqa: F401
+        from vms.services.operation_hooks import VMHooks
+        from vms.services.undo import steps_register
+
+        target_register("vm", VMHooks())
+        steps_register()
+
+        from . import rules  # noqa: F401  (declares the VM, request and operation permissions)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import django_tables2 as tables
 from django.utils.html import format_html
 
-from .models import Operation, VirtualMachine, VMRequest
+from operations.models import Operation
+
+from .models import VirtualMachine, VMRequest
 
 # The badge colour of each VM state; the same as templates/vms/_state_badge.html.
 STATE_BADGES = {
@@ -80,7 +82,10 @@ class OperationTable(tables.Table):
         '</a>{% elif record.host %}{{ record.host.name }}{% endif %}',
         orderable=False,
     )
-    status = tables.TemplateColumn('{% include "vms/_op_badge.html" with op=record %}')
+    status = tables.TemplateColumn(
+        '{% include "vms/_op_badge.html" with op=record %}'
+        '{% with children=record.children_summary %}{% if children %}<div class="small '
+        'text-body-secondary">Its operations: {{ children }}</div>{% endif %}{% endwith %}')
     message = tables.TemplateColumn(
         '<span class="small">{% include "vms/_op_message.html" with op=record short=True %}'
         '</span>', orderable=False,

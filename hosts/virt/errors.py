@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from portal.errors import HostFailure
 
-class VirtError(Exception):
+
+class VirtError(HostFailure):
     """A libvirt operation failed or was refused before reaching libvirt."""
 
     def __init__(self, message: str, code: int | None = None) -> None:

@@ -12,9 +12,9 @@ import hosts.virt.base as virt_base
 import hosts.virt.probe as probe_module
 from hosts.models import Host
 from hosts.virt import Hypervisor, get_connection
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.runner import operation_run
 from tests.hosts.test_probe import EPYC_NESTED, MSR_ABORT, NO_KVM, URI, FakeQemuHost
-from vms.models import Operation, OperationKind, OperationStatus
-from vms.services.operations import operation_run
 
 
 @pytest.fixture

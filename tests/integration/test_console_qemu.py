@@ -27,13 +27,14 @@ from console.rfb import RFBError, authenticate_upstream
 from console.services import console_token_issue
 from hosts.virt import Hypervisor, SerialConsole
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml
+from operations.models import OperationKind, OperationStatus
+from operations.runner import operation_run
 from tests.integration.qemu import unique, virsh
 from tests.integration.test_credentials_qemu import guest_site  # noqa: F401 - fixture
 from tests.integration.test_portal_qemu import install, real_site  # noqa: F401 - fixture
 from tests.vms.test_vm_operations import approved_change, queued, take
-from vms.models import OperationKind, OperationStatus, RequestKind, VirtualMachine, VMState
+from vms.models import RequestKind, VirtualMachine, VMState
 from vms.services.lifecycle import vm_action_request
-from vms.services.operations import operation_run
 from vms.services.snapshots import snapshot_revert
 from vms.services.workflow import vm_request_approve, vm_request_create
 

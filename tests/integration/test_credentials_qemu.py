@@ -31,22 +31,14 @@ from hosts.models import Host
 from hosts.virt import close_all
 from networking.models import PrivateIP
 from networking.ranges import private_range_add
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.runner import operation_run
 from portal.accounts.services import ssh_key_add
 from tests.integration.guest import ssh_connect, ssh_run
 from tests.integration.qemu import make_network
-from vms.models import (
-    DiskState,
-    ExtraDisk,
-    Operation,
-    OperationKind,
-    OperationStatus,
-    RequestKind,
-    VirtualMachine,
-    VMState,
-)
+from vms.models import DiskState, ExtraDisk, RequestKind, VirtualMachine, VMState
 from vms.services.changes import disk_action_request
 from vms.services.lifecycle import vm_action_request
-from vms.services.operations import operation_run
 from vms.services.workflow import (
     vm_change_request_create,
     vm_request_approve,

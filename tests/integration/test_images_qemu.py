@@ -21,10 +21,11 @@ from django.db import OperationalError, connection
 
 from hosts.virt import Hypervisor, close_all
 from networking.models import PrivateIP
+from operations.models import Operation, OperationStatus
+from operations.runner import operation_run
 from tests.integration.qemu import URI, unique, virsh
 from tests.integration.test_portal_qemu import install, real_site  # noqa: F401 - fixture
-from vms.models import Operation, OperationStatus, VirtualMachine, VMState
-from vms.services.operations import operation_run
+from vms.models import VirtualMachine, VMState
 from vms.services.workflow import vm_request_approve, vm_request_create
 
 pytestmark = [pytest.mark.hypervisor, pytest.mark.django_db]

@@ -18,10 +18,11 @@ from hosts.models import Host
 from hosts.virt import close_all
 from networking.models import PrivateIP
 from networking.ranges import private_range_add
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.runner import operation_run
 from tests.integration.qemu import make_network
-from vms.models import Operation, OperationKind, OperationStatus, VirtualMachine, VMState
+from vms.models import VirtualMachine, VMState
 from vms.services.lifecycle import vm_action_request
-from vms.services.operations import operation_run
 from vms.services.workflow import vm_request_approve, vm_request_create
 
 pytestmark = [pytest.mark.hypervisor, pytest.mark.django_db]

@@ -34,10 +34,11 @@ def _setup(workdir: str, network: str, subnet: str, suffix: str) -> dict:
 
     from hosts.demo_image import build_template_image
     from networking.ranges import private_range_add
+    from operations.models import Operation, OperationKind
+    from operations.runner import operation_run
     from portal.accounts.models import Role
     from tests import factories as f
-    from vms.models import Operation, OperationKind, VirtualMachine
-    from vms.services.operations import operation_run
+    from vms.models import VirtualMachine
     from vms.services.workflow import vm_request_approve, vm_request_create
 
     build_template_image(f"{workdir}/base.qcow2", "portal fault test")
@@ -71,8 +72,8 @@ def _setup(workdir: str, network: str, subnet: str, suffix: str) -> dict:
 
 def _install(op_id: int) -> dict:
     from hosts.virt import Hypervisor
-    from vms.models import Operation
-    from vms.services.operations import operation_run
+    from operations.models import Operation
+    from operations.runner import operation_run
 
     def define_waits_to_be_killed(self, xml):  # noqa: ANN001, ANN202
         # The disk and the DHCP entry are made; show that the heartbeat goes on, then wait.
@@ -100,9 +101,10 @@ def _reconcile(op_id: int, vm_id: int) -> dict:
     from django.utils import timezone
 
     from networking.models import PrivateIP
+    from operations.models import Operation
+    from operations.reconcile import operations_reconcile
     from portal.accounts.models import User
-    from vms.models import Operation, VirtualMachine
-    from vms.services.operations import operations_reconcile
+    from vms.models import VirtualMachine
 
     stale_after = settings.PORTAL["HEARTBEAT_STALE_AFTER"]
     deadline = time.monotonic() + 60

@@ -11,8 +11,8 @@ from hosts.virt import DomainSample, HostSample, Hypervisor
 from monitoring import collector
 from monitoring.collector import host_collect, rrd_store, vm_key
 from monitoring.models import LastSample
+from operations.models import OperationKind
 from tests.vms.test_lifecycle import act, install
-from vms.models import OperationKind
 
 pytestmark = pytest.mark.django_db
 GIB = 1024**3

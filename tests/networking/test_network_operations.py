@@ -9,11 +9,13 @@ from hosts.virt import Hypervisor
 from hosts.vnc import vnc_port_allocate
 from networking import nat
 from networking.models import NATMapping, PrivateIP, PublicIP
+from operations.models import OperationKind, OperationStatus
+from operations.requests import operation_create
+from operations.runner import operation_run
 from portal.errors import PoolExhausted, PortalError
 from tests import factories as f
 from tests.vms.test_lifecycle import act, install, run_pending
-from vms.models import OperationKind, OperationStatus, RequestKind, VirtualMachine, VMState
-from vms.services.operations import operation_create, operation_run
+from vms.models import RequestKind, VirtualMachine, VMState
 from vms.services.workflow import vm_change_request_create, vm_request_approve
 
 pytestmark = pytest.mark.django_db

@@ -19,12 +19,14 @@ from networking.allocation import (
     ssh_ports_fill,
 )
 from networking.models import PublicIP, SSHPort
+from operations.models import OperationKind, OperationStatus
+from operations.requests import operation_create
+from operations.runner import operation_run
 from portal.errors import PoolExhausted, PortalError
 from tests import factories as f
 from tests.networking.test_allocation import make_vms, race
 from tests.vms.test_lifecycle import act, install, run_pending
-from vms.models import OperationKind, OperationStatus, RequestKind, VirtualMachine
-from vms.services.operations import operation_create, operation_run
+from vms.models import RequestKind, VirtualMachine
 from vms.services.workflow import vm_change_request_create, vm_request_approve
 
 BOX = "198.51.100.7"
@@ -446,7 +448,7 @@ def test_a_forward_that_fails_half_way_is_undone_and_told_plainly(
     assert not SSHPort.objects.filter(vm__isnull=False).exists()
     box.fail_forward_to = None
     op.refresh_from_db()
-    from vms.services.operations import operation_retry
+    from operations.requests import operation_retry
 
     with django_capture_on_commit_callbacks(execute=False):
         operation_retry(operation=op, actor=site.admin)

@@ -6,8 +6,9 @@ import pytest
 from django.urls import reverse
 
 from networking.models import PrivateIP, PublicIP
+from operations.models import Operation, OperationKind
 from tests import factories as f
-from vms.models import Operation, OperationKind, VirtualMachine
+from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db
 

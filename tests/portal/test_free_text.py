@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from hosts.virt import Hypervisor
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml
+from operations.models import OperationStatus
 from portal.accounts.forms import OrganisationForm
 from portal.accounts.models import Organisation
 from portal.accounts.services import organisation_create, organisation_for_directory
@@ -27,15 +28,7 @@ from portal.validators import (
 from tests.vms.test_credentials import installed, read_seed
 from tests.vms.test_lifecycle import approved_vm, install, run_pending
 from vms.forms import DecisionForm, SnapshotForm, TemplateSaveForm, VMChangeForm, VMRequestForm
-from vms.models import (
-    ApprovalStep,
-    OperationStatus,
-    RequestKind,
-    RequestStage,
-    Snapshot,
-    VirtualMachine,
-    VMRequest,
-)
+from vms.models import ApprovalStep, RequestKind, RequestStage, Snapshot, VirtualMachine, VMRequest
 from vms.services.changes import template_save_request
 from vms.services.snapshots import snapshot_take
 from vms.services.workflow import (

@@ -20,12 +20,12 @@ def test_operation_ids_travel_through_redis_when_redis_url_is_set(settings):
     try:
         assert broker.ping()
         broker.enqueue(SignedPackage.dumps(
-            {"id": "t1", "name": "operation-42", "func": "vms.tasks.run_operation",
+            {"id": "t1", "name": "operation-42", "func": "operations.tasks.run_operation",
              "args": (42,), "kwargs": {}}))
         assert broker.queue_size() == 1
         (_, payload), = broker.dequeue()
         task = SignedPackage.loads(payload)
-        assert (task["func"], task["args"]) == ("vms.tasks.run_operation", (42,))
+        assert (task["func"], task["args"]) == ("operations.tasks.run_operation", (42,))
         assert broker.queue_size() == 0
     finally:
         broker.delete_queue()

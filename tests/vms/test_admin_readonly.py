@@ -6,8 +6,9 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
+from operations.models import Operation, OperationKind
 from tests import factories as f
-from vms.models import Operation, OperationKind, VirtualMachine, VMRequest, VMState
+from vms.models import VirtualMachine, VMRequest, VMState
 
 pytestmark = pytest.mark.django_db
 

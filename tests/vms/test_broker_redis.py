@@ -9,9 +9,10 @@ import pytest
 from django.utils import timezone
 from django_q.signing import SignedPackage
 
-from vms.models import Operation, OperationKind, OperationStatus
-from vms.services import operations
-from vms.services.operations import operation_enqueue, operations_reconcile
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.reconcile import operations_reconcile
+from operations.requests import operation_enqueue
+from operations import registry, runner
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
 
@@ -38,7 +39,7 @@ def pull(broker) -> dict:
 
 def test_a_task_lost_with_its_cluster_is_enqueued_again_by_the_reconciler(
         site, settings, redis_queue, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, lambda op: "done")
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", lambda op: "done")
     op = Operation.objects.create(kind=OperationKind.HOST_REFRESH, host=site.host)
     with django_capture_on_commit_callbacks(execute=True):
         operation_enqueue(op)
@@ -55,7 +56,7 @@ def test_a_task_lost_with_its_cluster_is_enqueued_again_by_the_reconciler(
         assert operations_reconcile()["requeued"] == 1
     assert redis_queue.queue_size() == 1
     task = pull(redis_queue)
-    from vms.tasks import run_operation
+    from operations.tasks import run_operation
 
     run_operation(*task["args"])
     op.refresh_from_db()

@@ -17,13 +17,14 @@ from passlib.hash import sha512_crypt
 from hosts.virt import Hypervisor, VirtError
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from networking.models import PrivateIP
+from operations.models import OperationKind, OperationStatus
+from operations.runner import operation_run
 from portal.accounts.services import ssh_key_add
 from tests import factories as f
 from tests.vms.test_lifecycle import act, run_pending
 from vms.forms import VMRequestForm
-from vms.models import OperationKind, OperationStatus, RequestKind, VirtualMachine, VMState
+from vms.models import RequestKind, VirtualMachine, VMState
 from vms.services.credentials import generate_password, login_name_for
-from vms.services.operations import operation_run
 from vms.services.workflow import (
     vm_change_request_create,
     vm_request_approve,
@@ -234,7 +235,7 @@ def test_a_template_without_cloud_init_gets_no_seed(site, django_capture_on_comm
 @pytest.mark.parametrize("step", ["define_domain", "start"])
 def test_a_failed_install_removes_the_seed_and_a_retry_keeps_the_password(
         site, django_capture_on_commit_callbacks, monkeypatch, uploads, step):
-    from vms.services.operations import operation_retry
+    from operations.requests import operation_retry
 
     original = getattr(Hypervisor, step)
     monkeypatch.setattr(Hypervisor, step, lambda self, *a: (_ for _ in ()).throw(

@@ -13,24 +13,15 @@ from django.utils import timezone
 
 from hosts.virt import Hypervisor, VirtError
 from networking.models import PrivateIP
+from operations.models import AdminAlert, Operation, OperationKind, OperationStatus
+from operations.reconcile import operations_reconcile
+from operations.requests import operation_retry
+from operations.runner import RunFenced, operation_run
 from portal.errors import PortalError
 from tests import factories as f
-from vms.models import (
-    AdminAlert,
-    Operation,
-    OperationKind,
-    OperationStatus,
-    Snapshot,
-    VirtualMachine,
-    VMState,
-)
-from vms.services import lifecycle, operations
-from vms.services.operations import (
-    RunFenced,
-    operation_retry,
-    operation_run,
-    operations_reconcile,
-)
+from vms.models import Snapshot, VirtualMachine, VMState
+from operations import registry, runner
+from vms.services import lifecycle
 from vms.services.snapshots import snapshot_revert, snapshot_take
 from vms.services.workflow import vm_request_approve, vm_request_create
 
@@ -183,7 +174,7 @@ def test_a_late_finish_of_an_old_run_does_not_overwrite_the_retrys_outcome(
             return "old run finished"
         raise PortalError("the retry failed")
 
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, handler)
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", handler)
     op = host_op(site)
     outcome = {}
     first = threading.Thread(
@@ -210,10 +201,10 @@ def test_a_run_taken_over_stops_at_its_next_step_and_records_nothing(site, monke
     def handler(op):
         # Meanwhile the reconciler failed this run and a retry started attempt 2.
         Operation.objects.filter(pk=op.pk).update(attempts=2)
-        operations.operation_progress(op, "next step")
+        runner.operation_progress(op, "next step")
         raise AssertionError("a run taken over must not go on")
 
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, handler)
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", handler)
     op = operation_run(operation_id=host_op(site).pk)
     assert (op.status, op.attempts, op.progress) == ("running", 2, "")
 
@@ -248,11 +239,11 @@ def test_progress_and_steps_beat_the_heartbeat(site, monkeypatch):
 
     def handler(op):
         Operation.objects.filter(pk=op.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
-        operations.operation_progress(op, "working")
+        runner.operation_progress(op, "working")
         seen.append(Operation.objects.get(pk=op.pk).heartbeat_at)
         return "done"
 
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, handler)
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", handler)
     op = operation_run(operation_id=host_op(site).pk)
     assert op.status == "succeeded" and seen[0] > timezone.now() - timedelta(minutes=1)
 
@@ -260,9 +251,9 @@ def test_progress_and_steps_beat_the_heartbeat(site, monkeypatch):
 def test_the_heartbeat_says_whether_the_run_still_owns_the_operation(site):
     op = host_op(site, status="running", attempts=3)
     op.attempts = 3
-    assert operations.operation_heartbeat(op)
+    assert runner.operation_heartbeat(op)
     op.attempts = 2
-    assert not operations.operation_heartbeat(op)
+    assert not runner.operation_heartbeat(op)
 
 
 # ---- installs killed or timed out half-way ----
@@ -417,7 +408,7 @@ def failing(monkeypatch, error):
     def handler(op):
         raise error
 
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, handler)
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", handler)
 
 
 def test_admins_get_one_mail_at_once_then_a_digest_per_window(site, settings, monkeypatch):
@@ -434,7 +425,7 @@ def test_admins_get_one_mail_at_once_then_a_digest_per_window(site, settings, mo
     assert (first.admin_alert, second.admin_alert, third.admin_alert) == (
         "sent", "pending", "pending")
 
-    from vms.services.notify import alerts_flush
+    from operations.alerts import alerts_flush
 
     assert alerts_flush() == 0  # the window has not passed
     later = timezone.now() + timedelta(minutes=16)
@@ -450,7 +441,7 @@ def test_a_digest_that_cannot_be_sent_keeps_its_failures_for_the_next(site, monk
     def outage(*args, **kwargs):
         raise OSError("mail server down")
 
-    monkeypatch.setattr("vms.services.notify.send_mail", outage)
+    monkeypatch.setattr("operations.alerts.send_mail", outage)
     op = operation_run(operation_id=host_op(site).pk)
     op.refresh_from_db()
     assert op.status == "failed" and op.admin_alert == AdminAlert.PENDING

@@ -7,16 +7,13 @@ import socket
 import pytest
 
 from hosts.models import Host, HostStatus
+from operations.admission import WAITING_FOR_HOST, host_operations_cap, operations_start_waiting
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.runner import operation_run
 from tests import factories as f
-from vms.models import Operation, OperationKind, OperationStatus
-from vms.services import operations
-from vms.services.operations import (
-    WAITING_FOR_HOST,
-    host_operations_cap,
-    operation_run,
-    operations_start_waiting,
-)
-from vms.tasks import reconcile, run_operation
+from operations import registry, runner
+from operations.tasks import run_operation
+from vms.tasks import reconcile
 
 pytestmark = pytest.mark.django_db
 
@@ -32,8 +29,7 @@ def refresh_op(host, **kw) -> Operation:
 
 def test_an_operation_waits_while_its_host_runs_its_cap(site, cap_one, monkeypatch):
     ran = []
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH,
-                        lambda op: ran.append(op.pk) or "done")
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", lambda op: ran.append(op.pk) or "done")
     refresh_op(site.host, status=OperationStatus.RUNNING)
     waiting = operation_run(operation_id=refresh_op(site.host).pk)
     assert ran == []
@@ -44,8 +40,7 @@ def test_an_operation_waits_while_its_host_runs_its_cap(site, cap_one, monkeypat
 
 def test_other_hosts_keep_moving_while_one_host_is_full(site, cap_one, monkeypatch):
     ran = []
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH,
-                        lambda op: ran.append(op.host.name) or "done")
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", lambda op: ran.append(op.host.name) or "done")
     other = f.HostFactory(name="hv2", uri="qemu+tcp://hv2.example.org/system")
     refresh_op(site.host, status=OperationStatus.RUNNING)
     refresh_op(site.host, status=OperationStatus.RUNNING)  # e.g. over a lowered cap
@@ -75,7 +70,7 @@ def test_a_finishing_operation_starts_the_one_waiting_for_its_slot(
             assert operation_run(operation_id=second.pk).status == OperationStatus.QUEUED
         return "done"
 
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, handler)
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", handler)
     first = refresh_op(site.host)
     with django_capture_on_commit_callbacks(execute=True):
         run_operation(first.pk)  # the task the worker runs: it kicks the waiting one
@@ -86,7 +81,7 @@ def test_a_finishing_operation_starts_the_one_waiting_for_its_slot(
 
 def test_the_reconciler_starts_waiting_operations_as_a_safety_net(
         site, cap_one, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, lambda op: "done")
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", lambda op: "done")
     stranded = refresh_op(site.host, progress=WAITING_FOR_HOST)
     full = f.HostFactory(name="hv2", uri="qemu+tcp://hv2.example.org/system")
     refresh_op(full, status=OperationStatus.RUNNING)
@@ -140,7 +135,7 @@ def test_an_operation_that_cannot_reach_its_host_records_why_on_the_host(
 
 
 def test_a_success_on_the_host_clears_its_connection_error(site, monkeypatch):
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, lambda op: "done")
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", lambda op: "done")
     Host.objects.filter(pk=site.host.pk).update(
         last_error="cannot connect to host hv1 (qemu+tcp://hv1/system): no answer within 10 s")
     run_operation(refresh_op(site.host).pk)
@@ -149,7 +144,7 @@ def test_a_success_on_the_host_clears_its_connection_error(site, monkeypatch):
 
 
 def test_a_success_that_never_reached_libvirt_leaves_the_error(site, monkeypatch):
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, lambda op: "done")
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", lambda op: "done")
     error = "cannot connect to host hv2.example.org (qemu+tcp://hv2.example.org/system): refused"
     other = f.HostFactory(name="hv2", uri="qemu+tcp://hv2.example.org/system",
                           last_error=error)

@@ -2,7 +2,7 @@
 answers, and a healthy host whose operation must not wait for the hung one.
 
 Real parts: libvirt's client against a real hung TCP listener, the test driver as the healthy
-host, the real runner (`vms.tasks.run_operation`, host refresh handlers, per-host admission,
+host, the real runner (`operations.tasks.run_operation`, host refresh handlers, per-host admission,
 the kick of waiting operations) on two worker threads fed by the queue the broker would be.
 """
 
@@ -18,11 +18,11 @@ from django.db import connections
 
 from hosts.models import Host
 from hosts.virt import connection as conn_module
+from operations.models import Operation, OperationKind, OperationStatus
 from tests import factories as f
 from tests.hosts.test_connect_bounds import HungListener
-from vms.models import Operation, OperationKind, OperationStatus
-from vms.services import operations
-from vms.tasks import run_operation
+from operations import registry, runner
+from operations.tasks import run_operation
 
 TIMEOUT = 2.0
 
@@ -50,7 +50,7 @@ def test_a_hung_host_holds_at_most_its_cap_of_workers_and_the_fleet_keeps_moving
                         lambda func, *args, **kw: tasks.put((func, args)))
 
     # Count the runs under way on the hung host, as the workers see them.
-    real_refresh = operations.HANDLERS[OperationKind.HOST_REFRESH]
+    real_refresh = registry.SPECS[OperationKind.HOST_REFRESH].handler
     under_way = {"now": 0, "most": 0}
     lock = threading.Lock()
 
@@ -66,13 +66,13 @@ def test_a_hung_host_holds_at_most_its_cap_of_workers_and_the_fleet_keeps_moving
             with lock:
                 under_way["now"] -= 1
 
-    monkeypatch.setitem(operations.HANDLERS, OperationKind.HOST_REFRESH, counted)
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", counted)
 
     hung_ops = [Operation.objects.create(kind=OperationKind.HOST_REFRESH, host=stuck)
                 for _ in range(3)]
     healthy_op = Operation.objects.create(kind=OperationKind.HOST_REFRESH, host=healthy)
     for op in [*hung_ops, healthy_op]:
-        tasks.put(("vms.tasks.run_operation", (op.pk,)))
+        tasks.put(("operations.tasks.run_operation", (op.pk,)))
 
     errors: list[BaseException] = []
 
@@ -83,7 +83,7 @@ def test_a_hung_host_holds_at_most_its_cap_of_workers_and_the_fleet_keeps_moving
                     func, args = tasks.get(timeout=3 * TIMEOUT)
                 except queue.Empty:
                     return
-                assert func == "vms.tasks.run_operation"
+                assert func == "operations.tasks.run_operation"
                 run_operation(*args)
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
@@ -143,8 +143,8 @@ PORTAL = {**PORTAL, "HOST_MAX_OPERATIONS": 1}
 
 SETUP = '''
 from hosts.models import Host
-from vms.models import OperationKind
-from vms.services.operations import operation_create
+from operations.models import OperationKind
+from operations.requests import operation_create
 
 stuck = Host.objects.create(name="hung", uri=%(uri)r, vcpus=8, memory_mib=16384)
 healthy = Host.objects.create(name="healthy", uri="test:///default", vcpus=8,

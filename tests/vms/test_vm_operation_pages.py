@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from operations.models import OperationKind
 from tests.vms.test_lifecycle import act, install, run_pending
-from vms.models import OperationKind, RequestKind, Snapshot, VirtualMachine, VMRequest
+from vms.models import RequestKind, Snapshot, VirtualMachine, VMRequest
 
 pytestmark = pytest.mark.django_db
 

@@ -8,13 +8,13 @@ from django.core.exceptions import ValidationError
 from hosts.models import HostStatus, Template
 from hosts.virt import Hypervisor, VirtError
 from networking.models import PrivateIP
+from operations.models import OperationKind, OperationStatus
+from operations.runner import operation_run
 from portal.errors import PortalError
 from tests.vms.test_lifecycle import act, install, run_pending
 from vms.models import (
     DiskState,
     ExtraDisk,
-    OperationKind,
-    OperationStatus,
     RequestKind,
     Snapshot,
     SnapshotKind,
@@ -23,7 +23,6 @@ from vms.models import (
     VMState,
 )
 from vms.services.changes import disk_action_request, template_save_request
-from vms.services.operations import operation_run
 from vms.services.snapshots import (
     snapshot_delete,
     snapshot_revert,

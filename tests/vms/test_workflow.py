@@ -6,17 +6,10 @@ import pytest
 from django.core import mail
 from django.core.exceptions import ValidationError
 
+from operations.models import Operation, OperationKind
 from portal.errors import PortalError
 from tests import factories as f
-from vms.models import (
-    ApprovalStep,
-    Decision,
-    Operation,
-    OperationKind,
-    RequestStage,
-    VirtualMachine,
-    VMRequest,
-)
+from vms.models import ApprovalStep, Decision, RequestStage, VirtualMachine, VMRequest
 from vms.services.workflow import (
     vm_request_approve,
     vm_request_cancel,

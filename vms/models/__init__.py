@@ -1,14 +1,6 @@
 """Models of the VMs application."""
 
 from .machines import VirtualMachine, VMState
-from .operations import (
-    ACTIVE_STATUSES,
-    AdminAlert,
-    AlertDigest,
-    Operation,
-    OperationKind,
-    OperationStatus,
-)
 from .requests import ApprovalStep, Decision, RequestKind, RequestStage, VMRequest
 from .snapshots import (
     DiskState,
@@ -20,9 +12,6 @@ from .snapshots import (
 )
 
 __all__ = [
-    "ACTIVE_STATUSES",
-    "AdminAlert",
-    "AlertDigest",
     "DiskState",
     "ExtraDisk",
     "Snapshot",
@@ -31,9 +20,6 @@ __all__ = [
     "SnapshotState",
     "ApprovalStep",
     "Decision",
-    "Operation",
-    "OperationKind",
-    "OperationStatus",
     "RequestKind",
     "RequestStage",
     "VMRequest",

@@ -1,15 +1,10 @@
-"""Giving back what a failed operation took, in reverse order.
+"""How the steps install and clone record are given back, registered with the engine.
 
-Two forms: closures for steps that only the running worker can undo (`undo_steps`), and
-recorded steps (`Operation.steps`, plain JSON written before each step is taken) that any
-process can undo, so a worker killed half-way leaves nothing that the reconciler cannot find
-and give back (`recorded_steps_undo`).
+The engine (`operations.undo`) gives back recorded steps newest first; this module says what
+each of a VM's steps took and how to give it back, from any process.
 """
 
 from __future__ import annotations
-
-import logging
-from collections.abc import Callable
 
 from hosts.models import Host
 from hosts.virt import Hypervisor
@@ -17,22 +12,9 @@ from hosts.vnc import vnc_port_release
 from networking.allocation import ip_release
 from networking.models import PrivateIP
 from networking.services import dhcp_remove, nat_detach
+from operations.undo import Step, step_register
 
 from ..models import VirtualMachine
-
-logger = logging.getLogger(__name__)
-
-Steps = list[tuple[str, Callable[[], None]]]
-Step = dict[str, object]
-
-
-def undo_steps(owner: object, steps: Steps) -> None:
-    """Run each undo step, newest first, carrying on past failures (they are logged)."""
-    for what, step in reversed(steps):
-        try:
-            step()
-        except Exception:  # keep undoing the rest; the reconciler reports what is left
-            logger.exception("could not give back the %s of %s", what, owner)
 
 
 def _host(step: Step) -> Host:
@@ -71,44 +53,16 @@ def _detach_nat(vm: VirtualMachine, step: Step) -> None:
     nat_detach(vm=vm)
 
 
-# What gives back each kind of recorded step, and how it is named to people.
-UNDO: dict[str, tuple[Callable[[VirtualMachine, Step], None], Callable[[Step], str]]] = {
-    "host": (_forget_host, lambda s: "its place on the host"),
-    "ip": (_release_ip, lambda s: "its private IP address"),
-    "vnc_port": (_release_vnc_port, lambda s: "its VNC port"),
-    "volume": (_delete_volume,
-               lambda s: f"volume {s['volume']} in pool {s['pool']} on host {s.get('host_name')}"),
-    "dhcp": (_remove_dhcp,
-             lambda s: f"DHCP entry {s['address']} ({s['mac']}) on host {s.get('host_name')}"),
-    "domain": (_undefine_domain, lambda s: f"domain {s['name']} on host {s.get('host_name')}"),
-    "nat": (_detach_nat, lambda s: "its public IP mapping on the NAT box"),
-}
-
-
-def step_label(step: Step) -> str:
-    """Return what a recorded step took, in words."""
-    entry = UNDO.get(str(step.get("step")))
-    return entry[1](step) if entry else str(step)
-
-
-def recorded_steps_undo(vm: VirtualMachine, steps: list[Step]) -> list[Step]:
-    """Give back recorded steps newest first; return those that could not be given back.
-
-    The place on the host is kept while anything on it is left, so that deleting the VM
-    later still finds and removes it.
-    """
-    left: list[Step] = []
-    for step in reversed(steps):
-        kind = str(step.get("step"))
-        if kind == "host" and left:
-            left.insert(0, step)
-            continue
-        entry = UNDO.get(kind)
-        try:
-            if entry is None:
-                raise LookupError(f"no undo is known for step {kind!r}")
-            entry[0](vm, step)
-        except Exception:  # keep undoing the rest; what is left is recorded and shown
-            logger.exception("could not give back the %s of %s", step_label(step), vm)
-            left.insert(0, step)
-    return left
+def steps_register() -> None:
+    """Register with the engine how each step a VM's install or clone records is given back."""
+    step_register("host", _forget_host, lambda s: "its place on the host",
+                  kept_while_left=True)
+    step_register("ip", _release_ip, lambda s: "its private IP address")
+    step_register("vnc_port", _release_vnc_port, lambda s: "its VNC port")
+    step_register("volume", _delete_volume, lambda s: (
+        f"volume {s['volume']} in pool {s['pool']} on host {s.get('host_name')}"))
+    step_register("dhcp", _remove_dhcp, lambda s: (
+        f"DHCP entry {s['address']} ({s['mac']}) on host {s.get('host_name')}"))
+    step_register("domain", _undefine_domain,
+                  lambda s: f"domain {s['name']} on host {s.get('host_name')}")
+    step_register("nat", _detach_nat, lambda s: "its public IP mapping on the NAT box")

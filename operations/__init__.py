@@ -1,0 +1,1 @@
+"""The operations engine: durable intent, its runner, registry, undo and alerts."""

@@ -1,0 +1,92 @@
+"""One way to ask for an operation: permission, state, scope; parents show their children."""
+
+from __future__ import annotations
+
+import pytest
+
+from operations import registry
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.requests import operation_create, operation_request, operation_scope_busy
+from portal.errors import PortalError
+from tests import factories as f
+from vms.models import VirtualMachine, VMState
+
+pytestmark = pytest.mark.django_db
+
+
+def plain_vm(site, name: str = "plain", state: str = VMState.RUNNING) -> VirtualMachine:  # noqa: ANN001
+    """Return a VM of the student's on the site's host."""
+    return VirtualMachine.objects.create(
+        name=name, owner=site.student, organisation=site.org, host=site.host, state=state,
+        request=f.VMRequestFactory(requester=site.student, template=site.template),
+        template=site.template, vcpus=1, memory_mib=256, disk_gib=1)
+
+
+def test_active_is_queued_or_running(site):
+    ops = {status: Operation.objects.create(kind=OperationKind.NAT_RESYNC, status=status)
+           for status in OperationStatus.values}
+    assert set(Operation.objects.active()) == {ops["queued"], ops["running"]}
+
+
+def test_a_request_is_refused_without_permission_in_a_wrong_state_or_on_a_busy_vm(
+        site, django_capture_on_commit_callbacks):
+    vm = plain_vm(site)
+    with pytest.raises(PortalError, match="You may not act on plain."):
+        operation_request(kind=OperationKind.SHUTDOWN, actor=site.other_student, vm=vm)
+    with pytest.raises(PortalError, match="Cannot resume plain while it is running."):
+        operation_request(kind=OperationKind.RESUME, actor=site.student, vm=vm)
+    with django_capture_on_commit_callbacks():
+        op = operation_request(kind=OperationKind.SHUTDOWN, actor=site.student, vm=vm)
+    assert (op.status, op.requested_by, op.vm) == ("queued", site.student, vm)
+    with pytest.raises(PortalError, match="Another operation on plain is under way; wait"):
+        operation_request(kind=OperationKind.REBOOT, actor=site.student, vm=vm)
+    assert Operation.objects.count() == 1
+
+
+@pytest.fixture
+def evacuate(monkeypatch):
+    """Register, for this test, a host-holding kind (an evacuation would be one)."""
+    spec = registry.OperationSpec(kind=OperationKind.HOST_REFRESH, handler=lambda op: "",
+                                  target="host", scope=("host",))
+    monkeypatch.setitem(registry.SPECS, OperationKind.HOST_REFRESH, spec)
+    return spec
+
+
+def test_a_host_held_by_an_operation_blocks_its_vms_and_the_other_way_round(
+        site, evacuate, django_capture_on_commit_callbacks):
+    vm = plain_vm(site)
+    with django_capture_on_commit_callbacks():
+        held = operation_request(kind=OperationKind.HOST_REFRESH, actor=site.admin,
+                                 host=site.host)
+        assert operation_scope_busy(vm=vm)
+        with pytest.raises(PortalError, match="Another operation on plain is under way"):
+            operation_request(kind=OperationKind.SHUTDOWN, actor=site.student, vm=vm)
+        # Its own children are let through: the parent drives them.
+        child = operation_request(kind=OperationKind.SHUTDOWN, actor=site.admin, vm=vm,
+                                  parent=held)
+    assert child.parent == held
+    Operation.objects.filter(pk=held.pk).update(status=OperationStatus.SUCCEEDED)
+    with pytest.raises(PortalError, match=f"Another operation on {site.host.name} is under"):
+        operation_request(kind=OperationKind.HOST_REFRESH, actor=site.admin, host=site.host)
+
+
+def test_a_parent_shows_how_many_children_stand_in_each_status(site):
+    parent = operation_create(kind=OperationKind.NAT_RESYNC)
+    assert parent.children_progress() == {}
+    for name, status in (("a", "succeeded"), ("b", "succeeded"), ("c", "running"),
+                         ("d", "failed")):
+        Operation.objects.create(kind=OperationKind.START, vm=plain_vm(site, name),
+                                 parent=parent, status=status)
+    assert parent.children_progress() == {"running": 1, "succeeded": 2, "failed": 1}
+    assert parent.children_summary == "1 running, 2 done, 1 failed"
+
+
+def test_the_operations_list_shows_a_parents_progress(site):
+    from django.urls import reverse
+
+    parent = operation_create(kind=OperationKind.NAT_RESYNC, requested_by=site.admin)
+    for name, status in (("a", "succeeded"), ("b", "running")):
+        Operation.objects.create(kind=OperationKind.START, vm=plain_vm(site, name),
+                                 parent=parent, status=status)
+    page = site.client(site.admin).get(reverse("vms:operation_list"))
+    assert "Its operations: 1 running, 1 done" in page.content.decode()
