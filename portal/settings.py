@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "portal",
     "hosts",
     "networking",
+    "operations",
     "vms",
     "monitoring",
     "console",
