@@ -15,7 +15,6 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from hosts.virt import VirtError, vnc_listen_address
-from portal import permissions
 from portal.errors import PortalError
 from vms.models import VirtualMachine, VMState
 
@@ -65,7 +64,7 @@ def _check_console(vm: VirtualMachine, kind: str) -> None:
 
 def console_token_issue(*, user, vm: VirtualMachine, kind: str) -> str:  # noqa: ANN001
     """Make a single-use console token for the user and VM; return it (only its hash is kept)."""
-    if not permissions.can_operate_vm(user, vm):
+    if not user.has_perm("vms.operate_vm", vm):
         raise PortalError(f"You may not open the console of {vm.name}.")
     _check_console(vm, kind)
     token = secrets.token_urlsafe(TOKEN_BYTES)
@@ -128,7 +127,7 @@ def console_token_redeem(*, token: str, kind: str, origin: str | None,
                 _session_user_id(session_key) != str(record.user_id):
             raise ConsoleRefused("This console link belongs to another login.")
         vm, user = record.vm, record.user
-        if not user.is_active or not permissions.can_operate_vm(user, vm):
+        if not user.is_active or not user.has_perm("vms.operate_vm", vm):
             raise ConsoleRefused("You may no longer open this console.")
         if vm.host_id != record.host_id:
             raise ConsoleRefused(f"{vm.name} moved to another host; open the console again.")

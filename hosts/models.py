@@ -11,6 +11,7 @@ from django.db import models
 
 from hosts.virt.domain_xml import CPU_CUSTOM_PREFIX, CPU_HOST_MODES, check_cpu_mode
 from hosts.virt.images import datastore_path_problem, image_name_problem
+from portal.accounts.predicates import is_portal_admin
 
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z][a-z0-9-]{0,62}\Z",
@@ -53,6 +54,14 @@ class HostStatus(models.TextChoices):
     UP = "up", "Up"
     DOWN = "down", "Down"
     MAINTENANCE = "maintenance", "Maintenance"
+
+
+class HostQuerySet(models.QuerySet):
+    """Hosts, narrowed to those a user may see."""
+
+    def visible_to(self, user) -> HostQuerySet:  # noqa: ANN001
+        """Narrow to the hosts the user may see: all for admins, none otherwise."""
+        return self.all() if is_portal_admin.test(user) else self.none()
 
 
 class Host(models.Model):
@@ -114,6 +123,8 @@ class Host(models.Model):
                   "portal uses (last reconcile); nothing is deleted.",
     )
     reconciled_at = models.DateTimeField(null=True, blank=True)
+
+    objects = HostQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, Sum
+from django.db.models import Q
 
 from portal.errors import PortalError
 
 from .models import Host, HostStatus, Template
+from .selectors import host_usage
 
 
 class NoHostAvailable(PortalError):
     """No host has room for the VM."""
-
-
-def host_usage(host: Host) -> tuple[int, int]:
-    """Return the vCPUs and MiB of RAM given to the host's live VMs."""
-    from vms.models import VMState
-
-    used = host.vms.exclude(state=VMState.DELETED).aggregate(
-        vcpus=Sum("vcpus"), memory=Sum("memory_mib")
-    )
-    return used["vcpus"] or 0, used["memory"] or 0
 
 
 def host_choose(*, vcpus: int, memory_mib: int, template: Template,

@@ -20,8 +20,11 @@ class MonitoringConfig(AppConfig):
 
     def ready(self) -> None:
         """Archive a VM's usage history when vms says it was deleted."""
+        from hosts.selectors import host_load_source_set
         from vms.signals import vm_deleted
 
-        from .collector import vm_deleted_archive
+        from .collector import host_cpu_load_latest, vm_deleted_archive
 
         vm_deleted.connect(vm_deleted_archive, dispatch_uid="monitoring.vm_deleted_archive")
+        # The host list shows each host's last measured CPU load.
+        host_load_source_set(host_cpu_load_latest)

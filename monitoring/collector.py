@@ -30,6 +30,11 @@ def rrd_store() -> RRDStore:
                     daemon=conf["RRDCACHED_ADDRESS"] or None)
 
 
+def host_cpu_load_latest(host: Host) -> float | None:
+    """Return the host's CPU load (percent) at its last sample, or None."""
+    return rrd_store().latest("host", host_key(host)).get("cpu")
+
+
 def vm_key(vm: VirtualMachine) -> str:
     """Return the RRD key of a VM: its UUID, never its (user-chosen) name."""
     return vm.uuid.hex

@@ -10,7 +10,8 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
-from portal import permissions
+from hosts.models import Host
+from vms.models import VirtualMachine
 
 from .charts import METRIC_LABELS, render_png, render_svg
 from .collector import host_key, rrd_store, vm_key
@@ -42,7 +43,7 @@ def _graph(kind: str, key: str, title: str, metric: str, period: str, fmt: str) 
 @require_GET
 def vm_graph(request: HttpRequest, pk: int, metric: str, period: str, fmt: str) -> HttpResponse:
     """Draw one metric of a VM the user may see."""
-    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
+    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
     return _graph("vm", vm_key(vm), vm.name, metric, period, fmt)
 
 
@@ -52,7 +53,7 @@ def vm_graph(request: HttpRequest, pk: int, metric: str, period: str, fmt: str) 
 def host_graph(request: HttpRequest, pk: int, metric: str, period: str,
                fmt: str) -> HttpResponse:
     """Draw one metric of a host (admins)."""
-    host = get_object_or_404(permissions.hosts_visible_to(request.user), pk=pk)
+    host = get_object_or_404(Host.objects.visible_to(request.user), pk=pk)
     return _graph("host", host_key(host), host.name, metric, period, fmt)
 
 
@@ -78,7 +79,7 @@ def _usage(request: HttpRequest, kind: str, key: str, obj_pk: int) -> HttpRespon
 @require_GET
 def vm_usage(request: HttpRequest, pk: int) -> HttpResponse:
     """Render a VM's graphs and averages for the chosen period."""
-    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
+    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
     return _usage(request, "vm", vm_key(vm), vm.pk)
 
 
@@ -86,5 +87,5 @@ def vm_usage(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def host_usage(request: HttpRequest, pk: int) -> HttpResponse:
     """Render a host's graphs and averages for the chosen period (admins)."""
-    host = get_object_or_404(permissions.hosts_visible_to(request.user), pk=pk)
+    host = get_object_or_404(Host.objects.visible_to(request.user), pk=pk)
     return _usage(request, "host", host_key(host), host.pk)

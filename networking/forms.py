@@ -30,10 +30,3 @@ class PrivateRangeForm(RangeForm):
         return macs or None
 
 
-class AddressFilterForm(forms.Form):
-    """Filter a pool's addresses."""
-
-    state = forms.ChoiceField(required=False, choices=[("", "All"), ("free", "Free"),
-                                                       ("taken", "Taken")])
-    q = forms.CharField(required=False, label="Search",
-                        widget=forms.TextInput(attrs={"placeholder": "Address, MAC or VM"}))

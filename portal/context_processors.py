@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from portal import permissions
+from portal.accounts.predicates import is_portal_admin
+from vms.models import VMRequest
 
 
 def navigation(request: HttpRequest) -> dict:
@@ -16,13 +17,12 @@ def navigation(request: HttpRequest) -> dict:
     cached = getattr(request, "_portal_navigation", None)
     if cached is not None:
         return cached
-    admin = permissions.is_admin(user)
-    approver = admin or user.role in ("faculty", "org_admin")
+    approver = user.has_perm("vms.approve_requests")
     cached = {
-        "nav_is_admin": admin,
+        "nav_is_admin": is_portal_admin.test(user),
         "nav_is_approver": approver,
-        "nav_manages_people": bool(permissions.grantable_roles(user)),
-        "nav_awaiting": permissions.requests_awaiting(user).count() if approver else 0,
+        "nav_manages_people": user.has_perm("accounts.list_people"),
+        "nav_awaiting": VMRequest.objects.awaiting(user).count() if approver else 0,
     }
     request._portal_navigation = cached
     return cached

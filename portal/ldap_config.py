@@ -10,6 +10,9 @@ TRUE = {"1", "true", "yes", "on"}
 THROTTLE_BACKEND = "axes.backends.AxesStandaloneBackend"
 MODEL_BACKEND = "portal.accounts.backends.LocalAccountBackend"
 LDAP_BACKEND = "portal.auth.PortalLDAPBackend"
+# Last of every list: it logs nobody in, it answers the object permissions each application
+# declares in its rules.py (`user.has_perm("vms.operate_vm", vm)`).
+RULES_BACKEND = "rules.permissions.ObjectPermissionBackend"
 
 
 def ldap_settings(environ: Mapping[str, str]) -> dict[str, object]:
@@ -17,7 +20,7 @@ def ldap_settings(environ: Mapping[str, str]) -> dict[str, object]:
     uri = environ.get("LDAP_SERVER_URI", "").strip()
     if not uri:
         return {"AUTH_LDAP_SERVER_URI": "",
-                "AUTHENTICATION_BACKENDS": [THROTTLE_BACKEND, MODEL_BACKEND]}
+                "AUTHENTICATION_BACKENDS": [THROTTLE_BACKEND, MODEL_BACKEND, RULES_BACKEND]}
 
     import ldap
     from django_auth_ldap.config import (
@@ -66,7 +69,7 @@ def ldap_settings(environ: Mapping[str, str]) -> dict[str, object]:
             role: environ.get(f"LDAP_ROLE_GROUP_{role.upper()}", "").strip().lower()
             for role in ("admin", "org_admin", "faculty")
         },
-        "AUTHENTICATION_BACKENDS": [THROTTLE_BACKEND, LDAP_BACKEND, MODEL_BACKEND],
+        "AUTHENTICATION_BACKENDS": [THROTTLE_BACKEND, LDAP_BACKEND, MODEL_BACKEND, RULES_BACKEND],
     }
     template = environ.get("LDAP_USER_DN_TEMPLATE", "").strip()
     if template:

@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "django_q",
     "axes",
     "csp",
+    "rules",
+    "django_filters",
     "portal.accounts",
     "portal",
     "hosts",

@@ -8,8 +8,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from portal import permissions
-from vms.models import OperationStatus, VMState
+from hosts.models import Host
+from hosts.selectors import hosts_with_usage
+from operations.models import Operation, OperationStatus
+from vms.models import VirtualMachine, VMRequest, VMState
 
 
 @login_required
@@ -17,21 +19,19 @@ from vms.models import OperationStatus, VMState
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Show the user's VMs, requests, pending approvals and, for admins, the pool's health."""
     user = request.user
-    vms = permissions.vms_visible_to(user).exclude(state=VMState.DELETED)
+    vms = VirtualMachine.objects.visible_to(user).live()
     states = dict(vms.values_list("state").annotate(n=Count("id")).order_by())
     context = {
         "my_vms": vms.filter(owner=user).select_related("host").prefetch_related("private_ips")[:8],
         "vm_total": sum(states.values()),
         "vm_running": states.get(VMState.RUNNING, 0),
-        "my_requests": permissions.requests_visible_to(user).filter(requester=user)
+        "my_requests": VMRequest.objects.visible_to(user).filter(requester=user)
         .select_related("template")[:5],
-        "awaiting_count": permissions.requests_awaiting(user).count(),
-        "recent_ops": permissions.operations_visible_to(user).select_related("vm", "host")[:6],
+        "awaiting_count": VMRequest.objects.awaiting(user).count(),
+        "recent_ops": Operation.objects.visible_to(user).select_related("vm", "host")[:6],
     }
-    if permissions.is_admin(user):
-        from hosts.views import _with_usage
-
-        context["hosts"] = _with_usage(permissions.hosts_visible_to(user))
-        context["failed_ops"] = permissions.operations_visible_to(user).filter(
+    if user.has_perm("hosts.view_host"):
+        context["hosts"] = hosts_with_usage(Host.objects.visible_to(user))
+        context["failed_ops"] = Operation.objects.visible_to(user).filter(
             status=OperationStatus.FAILED, dismissed=False).count()
     return render(request, "portal/dashboard.html", context)

@@ -7,7 +7,6 @@ from django import forms
 from hosts.models import NAME_VALIDATOR, Template
 from networking.models import SecurityDomain
 from networking.services import security_domains_for
-from portal import permissions
 from portal.accounts.directory import directory_enabled, directory_user_fetch
 from portal.accounts.models import Role, SSHKey, User
 from portal.validators import FreeTextValidator
@@ -90,7 +89,7 @@ class VMRequestForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.requester = requester
         self.fields["security_domain"].queryset = security_domains_for(requester)
-        keys = permissions.ssh_keys_visible_to(requester)
+        keys = SSHKey.objects.visible_to(requester)
         self.fields["ssh_keys"].queryset = keys
         newest = keys.first()
         self.fields["ssh_keys"].initial = [newest.pk] if newest else []

@@ -1,8 +1,26 @@
 """URLs of requests, approvals, VMs and operations."""
 
-from django.urls import path
+from django.urls import path, register_converter
 
 from . import views
+from .services.lifecycle import OWNER_ACTIONS
+
+
+class OwnerActionConverter:
+    """Match only the actions an owner asks of a VM, so no later route is swallowed."""
+
+    regex = "|".join(sorted(OWNER_ACTIONS, key=len, reverse=True))
+
+    def to_python(self, value: str) -> str:
+        """Return the action as it is."""
+        return value
+
+    def to_url(self, value: str) -> str:
+        """Return the action as it is."""
+        return value
+
+
+register_converter(OwnerActionConverter, "vm_action")
 
 app_name = "vms"
 
@@ -44,7 +62,7 @@ urlpatterns = [
          name="vm_change_public_ip"),
     path("vms/<int:pk>/change/ssh-port/", views.vm_change, {"kind": "ssh_port"},
          name="vm_change_ssh_port"),
-    path("vms/<int:pk>/<str:action>/", views.vm_action, name="vm_action"),
+    path("vms/<int:pk>/<vm_action:action>/", views.vm_action, name="vm_action"),
     path("operations/", views.operation_list, name="operation_list"),
     path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},
          name="operation_retry"),

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
-from networking.allocation import ssh_ports_offered
-from portal import permissions
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.requests import operation_dismiss, operation_retry
+from portal.accounts.predicates import is_portal_admin
 from portal.errors import PortalError
 
+from .filters import OperationFilter, VirtualMachineFilter, VMRequestFilter
 from .forms import (
     DecisionForm,
     ScheduleForm,
@@ -24,15 +25,13 @@ from .forms import (
     VMRequestForm,
     text_refusals,
 )
-from .models import Operation, OperationKind, OperationStatus, RequestKind, RequestStage, VMState
-from .models.requests import PENDING_STAGES
-from .selectors import vm_ssh_access
+from .models import RequestKind, RequestStage, VirtualMachine, VMRequest
+from .rules import is_requester
+from .selectors import vm_page
 from .services.changes import disk_action_request, template_save_request
 from .services.credentials import vm_password_reveal
-from .services.lifecycle import ACTION_STATES, CHANGEABLE_STATES, vm_action_request
-from .services.operations import operation_dismiss, operation_retry, operation_retry_refusal
+from .services.lifecycle import vm_action_request
 from .services.snapshots import (
-    SNAPSHOT_STATES,
     snapshot_delete,
     snapshot_revert,
     snapshot_schedule_set,
@@ -55,16 +54,20 @@ def _table(request: HttpRequest, table: object) -> object:
     return table
 
 
+def _require(allowed: bool) -> None:
+    # Answer 404, not 403: nothing tells the user the object exists.
+    if not allowed:
+        raise Http404
+
+
 @login_required
 @require_GET
 def request_list(request: HttpRequest) -> HttpResponse:
     """List the requests the user made or may see."""
-    mine = request.GET.get("scope") != "all"
-    qs = permissions.requests_visible_to(request.user).select_related("requester", "template")
-    if mine:
-        qs = qs.filter(requester=request.user)
-    table = _table(request, VMRequestTable(qs))
-    return render(request, "vms/request_list.html", {"table": table, "mine": mine})
+    filters = VMRequestFilter(request.GET, request=request, queryset=VMRequest.objects
+                              .visible_to(request.user).select_related("requester", "template"))
+    table = _table(request, VMRequestTable(filters.qs))
+    return render(request, "vms/request_list.html", {"table": table, "mine": filters.mine})
 
 
 @login_required
@@ -103,16 +106,14 @@ def _form_errors(form: object, exc: ValidationError) -> None:
 def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a request with its approval history and the actions open to the user."""
     vm_request = get_object_or_404(
-        permissions.requests_visible_to(request.user).select_related(
+        VMRequest.objects.visible_to(request.user).select_related(
             "requester", "faculty", "template", "organisation"), pk=pk)
     steps = vm_request.steps.select_related("actor")
     context = {
         "vm_request": vm_request,
         "steps": steps,
-        "can_decide": permissions.can_decide(request.user, vm_request),
-        "can_cancel": permissions.can_cancel(request.user, vm_request),
-        "own_waits_for_admin": (vm_request.is_pending and permissions.is_admin(request.user)
-                                and permissions.is_own_request(request.user, vm_request)),
+        "own_waits_for_admin": (vm_request.is_pending and is_portal_admin.test(request.user)
+                                and is_requester.test(request.user, vm_request)),
         "decision_form": DecisionForm(initial={"seen_stage": vm_request.stage}),
         "vm": getattr(vm_request, "vm", None),
     }
@@ -123,11 +124,10 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
     """Approve or reject a request at its current stage."""
-    vm_request = get_object_or_404(permissions.requests_visible_to(request.user), pk=pk)
+    vm_request = get_object_or_404(VMRequest.objects.visible_to(request.user), pk=pk)
     # Stale and own requests reach the service, which says why nothing was changed.
-    permissions.require(permissions.can_decide(request.user, vm_request)
-                        or not vm_request.is_pending
-                        or permissions.is_own_request(request.user, vm_request))
+    _require(request.user.has_perm("vms.decide_request", vm_request)
+             or not vm_request.is_pending or is_requester.test(request.user, vm_request))
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, text_refusals(form)
@@ -163,9 +163,8 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
 @require_POST
 def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Withdraw one's own pending request."""
-    vm_request = get_object_or_404(permissions.requests_visible_to(request.user), pk=pk)
-    permissions.require(permissions.can_cancel(request.user, vm_request)
-                        or not vm_request.is_pending)
+    vm_request = get_object_or_404(VMRequest.objects.visible_to(request.user), pk=pk)
+    _require(request.user.has_perm("vms.cancel_request", vm_request) or not vm_request.is_pending)
     try:
         vm_request_cancel(request=vm_request, actor=request.user)
         messages.success(request, f"Request {vm_request.name} cancelled.")
@@ -178,7 +177,7 @@ def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def approvals(request: HttpRequest) -> HttpResponse:
     """List the requests waiting for the user's decision."""
-    qs = permissions.requests_awaiting(request.user).select_related(
+    qs = VMRequest.objects.awaiting(request.user).select_related(
         "requester", "template", "faculty").order_by("created_at")
     return render(request, "vms/approvals.html", {"pending": qs[:PER_PAGE],
                                                   "count": qs.count()})
@@ -188,71 +187,21 @@ def approvals(request: HttpRequest) -> HttpResponse:
 @require_GET
 def vm_list(request: HttpRequest) -> HttpResponse:
     """List the VMs the user may see."""
-    show_deleted = request.GET.get("deleted") == "1"
-    qs = permissions.vms_visible_to(request.user).select_related(
-        "owner", "host").prefetch_related("private_ips")
-    if not show_deleted:
-        qs = qs.exclude(state=VMState.DELETED)
-    table = _table(request, VirtualMachineTable(qs))
-    return render(request, "vms/vm_list.html", {"table": table, "show_deleted": show_deleted})
+    filters = VirtualMachineFilter(request.GET, request=request, queryset=VirtualMachine.objects
+                                   .visible_to(request.user).select_related("owner", "host")
+                                   .prefetch_related("private_ips"))
+    table = _table(request, VirtualMachineTable(filters.qs))
+    return render(request, "vms/vm_list.html", {"table": table,
+                                                "show_deleted": filters.show_deleted})
 
 
 def _vm_context(request: HttpRequest, pk: int) -> dict:
     vm = get_object_or_404(
-        permissions.vms_visible_to(request.user).select_related(
+        VirtualMachine.objects.visible_to(request.user).select_related(
             "owner", "host", "datastore", "template", "organisation", "request",
             "security_domain").prefetch_related("private_ips__vlan"), pk=pk)
-    ops = vm.operations.select_related("requested_by")[:10]
-    active = any(op.is_active for op in ops)
-    can_operate = permissions.can_operate_vm(request.user, vm)
-    ssh = vm_ssh_access(vm)
-    public_ip, ssh_port = ssh.public_ip, ssh.ssh_port
-    actions = []
-    if can_operate and not active:
-        # The SSH port's Release button sits with its ssh line, not among the power actions.
-        actions = [kind for kind, states in ACTION_STATES.items()
-                   if vm.state in states and (kind != OperationKind.PUBLIC_IP_RELEASE
-                                              or public_ip is not None)
-                   and kind != OperationKind.SSH_PORT_RELEASE]
-    pending_change = vm.change_requests.filter(stage__in=PENDING_STAGES).first()
-    snapshots = list(vm.snapshots.all())
-    # A VM whose last operation died half-way: say what is left, offer Retry and Delete.
-    attention_op = None
-    if vm.attention and not active:
-        attention_op = next((op for op in ops if op.status == OperationStatus.FAILED), None)
-    is_admin = permissions.is_admin(request.user)
-    return {
-        "attention_op": attention_op,
-        "can_retry_attention": (attention_op is not None and is_admin
-                                and operation_retry_refusal(attention_op) is None),
-        "can_delete_attention": (can_operate and not active
-                                 and vm.state in ACTION_STATES[OperationKind.DELETE]),
-        "snapshots": snapshots,
-        "manual_snapshots": sum(1 for snap in snapshots if snap.kind == "manual"),
-        "max_snapshots": settings.PORTAL["MAX_SNAPSHOTS"],
-        "disks": vm.extra_disks.select_related("datastore"),
-        "schedules": set(vm.snapshot_schedules.values_list("frequency", flat=True)),
-        "schedule_choices": ScheduleForm.base_fields["frequencies"].choices,
-        "can_snapshot": can_operate and not active and vm.state in SNAPSHOT_STATES,
-        "vm": vm,
-        "ip": vm.private_ip,
-        "public_ip": public_ip,
-        "ssh_port": ssh_port,
-        "ssh": ssh,
-        "ssh_ports_offered": ssh_ports_offered(),
-        "can_release_ssh_port": (
-            can_operate and not active and ssh_port is not None
-            and vm.state in ACTION_STATES[OperationKind.SSH_PORT_RELEASE]),
-        "pending_change": pending_change,
-        "can_change": can_operate and vm.state in CHANGEABLE_STATES and pending_change is None,
-        "operations": ops,
-        "active": active,
-        "actions": [(k.value, k.label) for k in actions],
-        "can_operate": can_operate,
-        "can_reveal_password": (bool(vm.password_once)
-                                and permissions.can_see_vm_password(request.user, vm)),
-        "is_admin": is_admin,
-    }
+    return {**vm_page(vm=vm, user=request.user),
+            "schedule_choices": ScheduleForm.base_fields["frequencies"].choices}
 
 
 @login_required
@@ -266,8 +215,8 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def vm_password(request: HttpRequest, pk: int) -> HttpResponse:
     """Show the VM's generated password to its owner, once; only its hash stays."""
-    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
-    permissions.require(permissions.can_see_vm_password(request.user, vm))
+    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
+    _require(request.user.has_perm("vms.view_vm_password", vm))
     try:
         password = vm_password_reveal(vm=vm, actor=request.user)
     except PortalError as exc:
@@ -298,15 +247,9 @@ def vm_login(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def vm_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Queue a power action or deletion on a VM."""
-    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
-    try:
-        kind = OperationKind(action)
-    except ValueError:
-        kind = None
-    if kind not in ACTION_STATES:
-        messages.error(request, f"'{action}' is not an action on a VM.")
-        return redirect("vms:vm_detail", pk=pk)
-    permissions.require(permissions.can_operate_vm(request.user, vm))
+    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
+    kind = OperationKind(action)  # the route takes only the owner's actions
+    _require(request.user.has_perm("vms.operate_vm", vm))
     try:
         vm_action_request(vm=vm, kind=kind, actor=request.user)
         messages.success(request, f"{kind.label} of {vm.name} queued.")
@@ -318,9 +261,9 @@ def vm_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 @login_required
 def vm_change(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     """Show and take the form asking for a change to a VM."""
-    vm = get_object_or_404(permissions.vms_visible_to(request.user).select_related(
+    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user).select_related(
         "request", "owner", "security_domain"), pk=pk)
-    permissions.require(permissions.can_operate_vm(request.user, vm))
+    _require(request.user.has_perm("vms.operate_vm", vm))
     change = RequestKind(kind)
     form = VMChangeForm(request.POST or None, requester=request.user, vm=vm, kind=change)
     if request.method == "POST" and form.is_valid():
@@ -347,17 +290,15 @@ def vm_change(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
 @require_GET
 def operation_list(request: HttpRequest) -> HttpResponse:
     """List operations the user may see; admins may narrow to failed ones."""
-    qs = permissions.operations_visible_to(request.user).select_related(
-        "vm", "host", "requested_by")
-    status = request.GET.get("status", "")
-    if status in OperationStatus.values:
-        qs = qs.filter(status=status)
-    if request.GET.get("attention") == "1":
-        qs = qs.filter(status=OperationStatus.FAILED, dismissed=False)
-    table = _table(request, OperationTable(qs))
+    filters = OperationFilter(request.GET, request=request, queryset=Operation.objects
+                              .visible_to(request.user).select_related("vm", "host",
+                                                                       "requested_by")
+                              .prefetch_related("children"))  # their progress, one query
+    table = _table(request, OperationTable(filters.qs))
     return render(request, "vms/operation_list.html", {
-        "table": table, "status": status, "statuses": OperationStatus.choices,
-        "attention": request.GET.get("attention") == "1",
+        "table": table, "status": filters.form.cleaned_data.get("status") or "",
+        "statuses": OperationStatus.choices,
+        "attention": filters.form.cleaned_data.get("attention") == "1",
     })
 
 
@@ -365,8 +306,8 @@ def operation_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def operation_manage(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Retry or dismiss a failed operation (admins)."""
-    permissions.require(permissions.can_manage_operations(request.user))
-    op = get_object_or_404(Operation, pk=pk)
+    op = get_object_or_404(Operation.objects.visible_to(request.user), pk=pk)
+    _require(request.user.has_perm("vms.retry_operation", op))
     try:
         if action == "retry":
             operation_retry(operation=op, actor=request.user)
@@ -382,8 +323,8 @@ def operation_manage(request: HttpRequest, pk: int, action: str) -> HttpResponse
 
 
 def _operable_vm(request: HttpRequest, pk: int):  # noqa: ANN202
-    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
-    permissions.require(permissions.can_operate_vm(request.user, vm))
+    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
+    _require(request.user.has_perm("vms.operate_vm", vm))
     return vm
 
 
@@ -469,8 +410,8 @@ def disk_action(request: HttpRequest, pk: int, did: int, action: str) -> HttpRes
 @require_POST
 def vm_save_template(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue the making of a template from a stopped VM (admins)."""
-    permissions.require(permissions.is_admin(request.user))
-    vm = get_object_or_404(permissions.vms_visible_to(request.user), pk=pk)
+    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
+    _require(request.user.has_perm("vms.make_template", vm))
     form = TemplateSaveForm(request.POST)
     name = form.cleaned_data["name"] if form.is_valid() else ""
     if refused := text_refusals(form):

@@ -9,3 +9,7 @@ class AccountsConfig(AppConfig):
     name = "portal.accounts"
     label = "accounts"
     verbose_name = "Accounts"
+
+    def ready(self) -> None:
+        """Declare the permissions on people (rules)."""
+        from . import rules  # noqa: F401

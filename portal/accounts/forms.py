@@ -29,13 +29,6 @@ class OrganisationForm(forms.Form):
     name = forms.CharField(max_length=120, validators=[FreeTextValidator("name")])
 
 
-class PeopleFilterForm(forms.Form):
-    """Filter the people list."""
-
-    q = forms.CharField(required=False, label="Search")
-    role = forms.ChoiceField(required=False, choices=[("", "Any role"), *Role.choices])
-
-
 class SSHKeyForm(forms.Form):
     """A public key to keep in one's profile."""
 

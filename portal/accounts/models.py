@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractUser
+import rules
+from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
+
+from .predicates import is_org_admin, is_portal_admin
 
 
 class Organisation(models.Model):
@@ -31,6 +34,18 @@ class Role(models.TextChoices):
 ROLE_RANK = {Role.USER: 0, Role.FACULTY: 1, Role.ORG_ADMIN: 2, Role.ADMIN: 3}
 
 
+class PeopleQuerySet(models.QuerySet):
+    """Accounts, narrowed to those a user manages."""
+
+    def visible_to(self, actor) -> PeopleQuerySet:  # noqa: ANN001
+        """Narrow to the people the actor manages: all for admins, their members for org-admins."""
+        if is_portal_admin.test(actor):
+            return self.all()
+        if is_org_admin.test(actor):
+            return self.filter(organisation_id=actor.organisation_id)
+        return self.none()
+
+
 class User(AbstractUser):
     """A person who logs in to the portal."""
 
@@ -50,6 +65,11 @@ class User(AbstractUser):
     role_granted_by = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     role_granted_at = models.DateTimeField(null=True, blank=True)
+
+    # Django's UserManager stays the default manager (declared here so that it comes first,
+    # as migrations record it); `people` narrows accounts to those a user manages.
+    objects = UserManager()
+    people = PeopleQuerySet.as_manager()
 
     class Meta:
         ordering = ["username"]
@@ -79,6 +99,27 @@ class User(AbstractUser):
         """Return whether the user administers the whole portal."""
         return self.role == Role.ADMIN or self.is_superuser
 
+    @property
+    def is_org_admin(self) -> bool:
+        """Return whether the user is the org-admin of an organisation."""
+        return self.role == Role.ORG_ADMIN and self.organisation_id is not None
+
+    def has_perm(self, perm: str, obj: object = None) -> bool:
+        """Answer the portal's rules for superusers too; Django's own permissions as before."""
+        # Django lets an active superuser do anything, but nobody decides their own request
+        # or reads another's VM password, admins included: the rules say so.
+        if rules.perm_exists(perm):
+            return rules.has_perm(perm, self, obj)
+        return super().has_perm(perm, obj)
+
+
+class SSHKeyQuerySet(models.QuerySet):
+    """SSH keys, narrowed to their owner's."""
+
+    def visible_to(self, user) -> SSHKeyQuerySet:  # noqa: ANN001
+        """Narrow to the user's own keys: nobody else sees or deletes them, not even admins."""
+        return self.filter(owner_id=user.pk) if user.is_authenticated else self.none()
+
 
 class SSHKey(models.Model):
     """An SSH public key a user keeps in their profile, to be given to their VMs."""
@@ -90,6 +131,8 @@ class SSHKey(models.Model):
     bits = models.PositiveIntegerField()
     fingerprint = models.CharField(max_length=80, help_text="SHA256, as ssh-keygen -l shows it.")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = SSHKeyQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -7,7 +7,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal import permissions
 from portal.errors import PortalError
 from portal.validators import free_text_clean, free_text_problem
 
@@ -33,9 +32,9 @@ def user_role_grant(*, user: User, role: str, actor: User) -> User:
     """Give the user a role; a directory user keeps a higher role the directory gives."""
     if role not in Role.values:
         raise ValidationError({"role": f"'{role}' is not a role."})
-    if not permissions.can_manage_person(actor, user):
+    if not actor.has_perm("accounts.manage_person", user):
         raise PortalError(f"You may not change {user.get_username()}'s role.")
-    if role not in permissions.grantable_roles(actor):
+    if not actor.has_perm("accounts.grant_role", role):
         raise PortalError(f"You may not make anyone {Role(role).label.lower()}.")
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)
@@ -53,7 +52,7 @@ def user_role_grant(*, user: User, role: str, actor: User) -> User:
 
 def user_set_active(*, user: User, active: bool, actor: User) -> User:
     """Let the user log in, or not."""
-    if not permissions.can_manage_person(actor, user):
+    if not actor.has_perm("accounts.manage_person", user):
         raise PortalError(f"You may not change {user.get_username()}.")
     if user.pk == actor.pk and not active:
         raise PortalError("You cannot deactivate your own account.")
@@ -82,7 +81,7 @@ def user_login_unlock(*, user: User, actor: User) -> int:
 
     from .backends import throttle_username
 
-    if not permissions.is_admin(actor):
+    if not actor.has_perm("accounts.unlock_person", user):
         raise PortalError(f"You may not unlock {user.get_username()}.")
     return reset(username=throttle_username(None, {"username": user.get_username()}))
 
@@ -90,7 +89,7 @@ def user_login_unlock(*, user: User, actor: User) -> int:
 def user_set_organisation(*, user: User, organisation: Organisation | None,
                           actor: User) -> User:
     """Move the user to another organisation (admins)."""
-    if not permissions.is_admin(actor):
+    if not actor.has_perm("accounts.move_person", user):
         raise PortalError("Only an admin moves people between organisations.")
     User.objects.filter(pk=user.pk).update(organisation=organisation)
     user.organisation = organisation
@@ -99,7 +98,7 @@ def user_set_organisation(*, user: User, organisation: Organisation | None,
 
 def organisation_create(*, name: str, actor: User) -> Organisation:
     """Add an organisation (admins)."""
-    if not permissions.is_admin(actor):
+    if not actor.has_perm("accounts.manage_organisations"):
         raise PortalError("Only an admin adds organisations.")
     name = name.strip()
     if problem := free_text_problem(name, what="name"):

@@ -7,17 +7,18 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
-from portal import permissions
 from portal.errors import PortalError
 
 from .directory import directory_faculty_search
-from .forms import OrganisationForm, PeopleFilterForm, PersonForm, SSHKeyForm
-from .models import Organisation, Role, User
+from .filters import PeopleFilter
+from .forms import OrganisationForm, PersonForm, SSHKeyForm
+from .models import Organisation, Role, SSHKey, User
+from .rules import grantable_roles
 from .services import (
     organisation_create,
     ssh_key_add,
@@ -31,39 +32,37 @@ from .services import (
 from .tables import PeopleTable
 
 
+def _require(allowed: bool) -> None:
+    # Answer 404, not 403: nothing tells the user the page or person exists.
+    if not allowed:
+        raise Http404
+
+
 @login_required
 @require_GET
 def people_list(request: HttpRequest) -> HttpResponse:
     """List the people the user manages, with their role and where it comes from."""
-    qs = permissions.people_visible_to(request.user)
-    permissions.require(permissions.is_admin(request.user)
-                        or permissions.grantable_roles(request.user) != [])
-    filters = PeopleFilterForm(request.GET or None)
-    if filters.is_valid():
-        q, role = filters.cleaned_data["q"].strip(), filters.cleaned_data["role"]
-        if q:
-            qs = qs.filter(Q(username__icontains=q) | Q(first_name__icontains=q)
-                           | Q(last_name__icontains=q) | Q(email__icontains=q))
-        if role:
-            qs = qs.filter(role=role)
-    table = PeopleTable(qs.select_related("organisation"))
+    _require(request.user.has_perm("accounts.list_people"))
+    filters = PeopleFilter(request.GET, queryset=User.people.visible_to(request.user))
+    table = PeopleTable(filters.qs.select_related("organisation"))
     RequestConfig(request, paginate={"per_page": 50}).configure(table)
-    return render(request, "accounts/people_list.html", {"table": table, "filters": filters})
+    return render(request, "accounts/people_list.html", {"table": table,
+                                                         "filters": filters.form})
 
 
 @login_required
 def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show one person and let an admin or their org-admin change role and access."""
-    person = get_object_or_404(permissions.people_visible_to(request.user)
+    person = get_object_or_404(User.people.visible_to(request.user)
                                .select_related("organisation", "role_granted_by"), pk=pk)
-    may_manage = permissions.can_manage_person(request.user, person)
-    may_move = permissions.is_admin(request.user)
+    may_manage = request.user.has_perm("accounts.manage_person", person)
+    may_move = request.user.has_perm("accounts.move_person", person)
     initial = {"role": person.granted_role or person.role, "is_active": person.is_active,
                "organisation": person.organisation_id}
     form = PersonForm(request.POST or None, initial=initial,
-                      roles=permissions.grantable_roles(request.user), may_move=may_move)
+                      roles=grantable_roles(request.user), may_move=may_move)
     if request.method == "POST":
-        permissions.require(may_manage)
+        _require(may_manage)
         if form.is_valid():
             data = form.cleaned_data
             try:
@@ -85,7 +84,7 @@ def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "accounts/person_detail.html", {
         "person": person, "form": form, "may_manage": may_manage,
         "vm_count": person.vms.exclude(state="deleted").count(),
-        "may_unlock": permissions.is_admin(request.user),
+        "may_unlock": request.user.has_perm("accounts.unlock_person", person),
         "login_failures": user_login_failures(user=person),
         "failure_limit": settings.AXES_FAILURE_LIMIT,
     })
@@ -95,8 +94,8 @@ def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def person_unlock(request: HttpRequest, pk: int) -> HttpResponse:
     """Let a person whose logins the throttle refuses log in again (admins)."""
-    person = get_object_or_404(permissions.people_visible_to(request.user), pk=pk)
-    permissions.require(permissions.is_admin(request.user))
+    person = get_object_or_404(User.people.visible_to(request.user), pk=pk)
+    _require(request.user.has_perm("accounts.unlock_person", person))
     user_login_unlock(user=person, actor=request.user)
     messages.success(request, f"Logins of {person.get_username()} are unlocked.")
     return redirect("accounts:person_detail", pk=pk)
@@ -105,7 +104,7 @@ def person_unlock(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def organisation_list(request: HttpRequest) -> HttpResponse:
     """List organisations with their members, and add one (admins)."""
-    permissions.require(permissions.can_manage_organisations(request.user))
+    _require(request.user.has_perm("accounts.manage_organisations"))
     form = OrganisationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -158,7 +157,7 @@ def ssh_key_list(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Added key {key.name} ({key.fingerprint}).")
             return redirect("accounts:ssh_key_list")
-    keys = permissions.ssh_keys_visible_to(request.user)
+    keys = SSHKey.objects.visible_to(request.user)
     return render(request, "accounts/ssh_keys.html", {"keys": keys, "form": form})
 
 
@@ -166,7 +165,7 @@ def ssh_key_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def ssh_key_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Delete one of the user's own SSH keys."""
-    key = get_object_or_404(permissions.ssh_keys_visible_to(request.user), pk=pk)
+    key = get_object_or_404(SSHKey.objects.visible_to(request.user), pk=pk)
     try:
         ssh_key_delete(key=key, actor=request.user)
     except PortalError as exc:

@@ -6,15 +6,8 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from vms.models import (
-    ExtraDisk,
-    Operation,
-    OperationKind,
-    OperationStatus,
-    Snapshot,
-    VirtualMachine,
-    VMState,
-)
+from operations.models import Operation, OperationKind, OperationStatus
+from vms.models import ExtraDisk, Snapshot, VirtualMachine, VMState
 from vms.services.workflow import vm_request_create
 
 ROLES = ("anon", "student", "faculty", "orgadmin", "admin", "other_student", "other_orgadmin")

@@ -7,8 +7,10 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from hosts.models import NAME_VALIDATOR
+from portal.accounts.predicates import is_org_admin, is_portal_admin
 
 
 def _vnc_password() -> str:
@@ -31,6 +33,25 @@ class VMState(models.TextChoices):
 
 
 LIVE_STATES = [s for s in VMState.values if s != VMState.DELETED]
+
+
+class VirtualMachineQuerySet(models.QuerySet):
+    """VMs, narrowed to those a user may see."""
+
+    def visible_to(self, user) -> VirtualMachineQuerySet:  # noqa: ANN001
+        """Narrow to the user's VMs, those of requests they approve, their org's as org-admin."""
+        if is_portal_admin.test(user):
+            return self.all()
+        if not user.is_authenticated:
+            return self.none()
+        q = Q(owner_id=user.pk) | Q(request__faculty_id=user.pk)
+        if is_org_admin.test(user):
+            q |= Q(organisation_id=user.organisation_id)
+        return self.filter(q)
+
+    def live(self) -> VirtualMachineQuerySet:
+        """Narrow to the VMs not deleted: those that hold room on a host and a datastore."""
+        return self.exclude(state=VMState.DELETED)
 
 
 class VirtualMachine(models.Model):
@@ -86,6 +107,8 @@ class VirtualMachine(models.Model):
                               "nothing needs an administrator's or the owner's attention.")
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = VirtualMachineQuerySet.as_manager()
 
     class Meta:
         ordering = ["name", "id"]

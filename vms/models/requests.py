@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from hosts.models import NAME_VALIDATOR
+from portal.accounts.predicates import is_org_admin, is_portal_admin
 
 
 class RequestStage(models.TextChoices):
@@ -41,6 +43,35 @@ class Decision(models.TextChoices):
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
     CANCELLED = "cancelled", "Cancelled"
+
+
+class VMRequestQuerySet(models.QuerySet):
+    """Requests, narrowed to those a user may see or must decide."""
+
+    def visible_to(self, user) -> VMRequestQuerySet:  # noqa: ANN001
+        """Narrow to the user's requests, those naming them faculty, their org's as org-admin."""
+        if is_portal_admin.test(user):
+            return self.all()
+        if not user.is_authenticated:
+            return self.none()
+        q = Q(requester_id=user.pk) | Q(faculty_id=user.pk)
+        if is_org_admin.test(user):
+            q |= Q(organisation_id=user.organisation_id)
+        return self.filter(q)
+
+    def awaiting(self, user) -> VMRequestQuerySet:  # noqa: ANN001
+        """Narrow to the requests waiting for this user's decision."""
+        if not user.is_authenticated:
+            return self.none()
+        # Never one's own request: another approver must decide it.
+        qs = self.exclude(requester_id=user.pk)
+        if is_portal_admin.test(user):
+            return qs.filter(stage__in=[RequestStage.FACULTY, RequestStage.ORG_ADMIN,
+                                        RequestStage.ADMIN])
+        q = Q(stage=RequestStage.FACULTY, faculty_id=user.pk)
+        if is_org_admin.test(user):
+            q |= Q(stage=RequestStage.ORG_ADMIN, organisation_id=user.organisation_id)
+        return qs.filter(q)
 
 
 class VMRequest(models.Model):
@@ -83,6 +114,8 @@ class VMRequest(models.Model):
     stage = models.CharField(max_length=16, choices=RequestStage.choices)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = VMRequestQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

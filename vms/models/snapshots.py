@@ -7,6 +7,20 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+from portal.accounts.predicates import is_portal_admin
+
+from .machines import VirtualMachine
+
+
+class OfVMQuerySet(models.QuerySet):
+    """Rows that belong to a VM (snapshots, schedules, disks): seen with their VM."""
+
+    def visible_to(self, user) -> OfVMQuerySet:  # noqa: ANN001
+        """Narrow to the rows of VMs the user may see."""
+        if is_portal_admin.test(user):
+            return self.all()
+        return self.filter(vm__in=VirtualMachine.objects.visible_to(user))
+
 
 class SnapshotKind(models.TextChoices):
     """Who took a snapshot: the owner, or one of the VM's schedules."""
@@ -47,6 +61,8 @@ class Snapshot(models.Model):
                                    null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = OfVMQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -67,6 +83,8 @@ class SnapshotSchedule(models.Model):
         (k.value, k.label) for k in SnapshotKind if k != SnapshotKind.MANUAL])
     last_taken_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OfVMQuerySet.as_manager()
 
     class Meta:
         ordering = ["vm", "frequency"]
@@ -106,6 +124,8 @@ class ExtraDisk(models.Model):
     state = models.CharField(max_length=16, choices=DiskState.choices,
                              default=DiskState.CREATING)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OfVMQuerySet.as_manager()
 
     class Meta:
         ordering = ["vm", "target", "id"]

@@ -23,7 +23,6 @@ from operations.registry import handles
 from operations.requests import operation_create, operation_request
 from operations.runner import operation_progress
 from operations.undo import undo_steps
-from portal import permissions
 from portal.errors import PortalError
 from portal.validators import free_text_check
 
@@ -206,7 +205,7 @@ def vm_clone(op: Operation) -> str:
 
 def template_save_request(*, vm: VirtualMachine, actor, name: str) -> Operation:  # noqa: ANN001
     """Queue the making of a template from a stopped VM's disk (admins)."""
-    if not permissions.is_admin(actor):
+    if not actor.has_perm("vms.make_template", vm):
         raise PortalError("Only an admin saves VMs as templates.")
     name = " ".join(name.split())
     if not name or len(name) > 120:

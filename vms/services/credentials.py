@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from django.db import transaction
 
 from hosts.virt import Hypervisor
-from portal import permissions
 from portal.accounts.models import SSHKey, User
 from portal.errors import PortalError
 from portal.validators import free_text_clean
@@ -100,7 +99,7 @@ def seed_upload(vm: VirtualMachine, hv: Hypervisor, pool: str, mac: str | None) 
 
 def vm_password_reveal(*, vm: VirtualMachine, actor: User) -> str:
     """Return the VM's generated password to its owner once; afterwards only the hash stays."""
-    if not permissions.can_see_vm_password(actor, vm):
+    if not actor.has_perm("vms.view_vm_password", vm):
         raise PortalError(f"Only the owner of {vm.name} sees its password.")
     with transaction.atomic():
         locked = VirtualMachine.objects.select_for_update().get(pk=vm.pk)

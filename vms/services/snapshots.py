@@ -15,7 +15,6 @@ from hosts.virt import Hypervisor, power_state
 from operations.models import Operation, OperationKind
 from operations.registry import handles
 from operations.requests import operation_create, operation_scope_check
-from portal import permissions
 from portal.errors import PortalError
 from portal.validators import free_text_problem
 
@@ -42,7 +41,7 @@ def _limit() -> int:
 def _check_vm(vm: VirtualMachine, actor, doing: str) -> VirtualMachine:  # noqa: ANN001
     locked = (VirtualMachine.objects.select_for_update(of=("self",)).select_related("host")
               .get(pk=vm.pk))
-    if not permissions.can_operate_vm(actor, locked):
+    if not actor.has_perm("vms.operate_vm", locked):
         raise PortalError(f"You may not {doing} {locked.name}.")
     if locked.state not in SNAPSHOT_STATES:
         raise PortalError(f"Cannot {doing} {locked.name} while it is "
@@ -112,7 +111,7 @@ def snapshot_delete(*, snapshot: Snapshot, actor) -> Operation:  # noqa: ANN001
 
 def snapshot_schedule_set(*, vm: VirtualMachine, actor, frequencies: set[str]) -> None:  # noqa: ANN001
     """Make the VM's snapshot schedules exactly the given frequencies."""
-    if not permissions.can_operate_vm(actor, vm):
+    if not actor.has_perm("vms.operate_vm", vm):
         raise PortalError(f"You may not change {vm.name}.")
     allowed = {k.value for k in FREQUENCY_DAYS}
     if not frequencies <= allowed:

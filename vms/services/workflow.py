@@ -11,8 +11,8 @@ from django.db import IntegrityError, transaction
 from hosts.models import Template
 from networking.models import PublicIP, SecurityDomain
 from networking.services import security_domains_for
-from portal import permissions
 from portal.accounts.models import Role, SSHKey, User
+from portal.accounts.predicates import is_portal_admin
 from portal.errors import PortalError
 from portal.validators import free_text_problem
 
@@ -24,6 +24,7 @@ from ..models import (
     VirtualMachine,
     VMRequest,
 )
+from ..rules import is_requester
 from ..selectors import faculty_choices, name_in_use, request_approver_emails
 from .changes import ssh_port_request_check
 from .credentials import key_snapshot
@@ -138,7 +139,7 @@ def vm_change_request_create(
 ) -> VMRequest:
     """Submit a change to an existing VM; it climbs the same approval chain as a new VM."""
     errors: dict[str, str] = {}
-    if not permissions.can_operate_vm(requester, vm) or not vm.is_live:
+    if not requester.has_perm("vms.operate_vm", vm) or not vm.is_live:
         raise PortalError(f"You may not ask for changes to {vm.name}.")
     stage, faculty = _first_stage(requester, faculty, errors)
     if kind == RequestKind.NETWORK:
@@ -241,9 +242,9 @@ def _lock_for_decision(request: VMRequest, actor: User, seen_stage: str | None) 
             f"Request {locked.name} has moved on to '{locked.get_stage_display()}' since you "
             "opened it; nothing was changed."
         )
-    if permissions.is_own_request(actor, locked):
+    if is_requester.test(actor, locked):
         raise PortalError(OWN_REQUEST_MESSAGE)
-    if not permissions.can_decide(actor, locked):
+    if not actor.has_perm("vms.decide_request", locked):
         raise PortalError(f"You may not decide on request {locked.name} at this stage.")
     return locked
 
@@ -262,7 +263,7 @@ def vm_request_approve(*, request: VMRequest, actor: User, reason: str = "",
         stage = RequestStage(locked.stage)
         ApprovalStep.objects.create(request=locked, actor=actor, stage=stage,
                                     decision=Decision.APPROVED, reason=reason.strip())
-        locked.stage = (RequestStage.APPROVED if permissions.is_admin(actor)
+        locked.stage = (RequestStage.APPROVED if is_portal_admin.test(actor)
                         else NEXT_STAGE[stage])
         locked.full_clean()
         locked.save(update_fields=["stage", "updated_at"])
@@ -309,7 +310,7 @@ def vm_request_cancel(*, request: VMRequest, actor: User) -> VMRequest:
     """Withdraw a pending request on its requester's behalf."""
     with transaction.atomic():
         locked = VMRequest.objects.select_for_update().get(pk=request.pk)
-        if not permissions.can_cancel(actor, locked):
+        if not actor.has_perm("vms.cancel_request", locked):
             raise PortalError(f"Request {locked.name} can no longer be cancelled.")
         ApprovalStep.objects.create(request=locked, actor=actor, stage=locked.stage,
                                     decision=Decision.CANCELLED)
