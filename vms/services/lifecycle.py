@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
@@ -49,8 +48,6 @@ from .changes import (
 from .credentials import login_name_for, password_prepare
 from .domain import vm_hypervisor, vm_observe, vm_spec
 from .notify import absolute_url, notify
-
-logger = logging.getLogger(__name__)
 
 GIB = 1024**3
 
