@@ -1,7 +1,9 @@
-# Helpers the scripts share; `source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"` after setting
-# LIB_NAME, the word that starts every message (setup, start-services, ...).
-# Sets ROOT (the repository), VAR_DIR, PYTHON (the virtualenv's when it exists), SUDO.
+# Helpers the scripts share: `source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" NAME`, where NAME
+# starts every message (setup, start-services, ...). Sets LIB_NAME, ROOT (the repository),
+# VAR_DIR, PYTHON (the virtualenv's when it exists, unless set) and SUDO.
 # shellcheck shell=bash
+
+LIB_NAME="${1:-script}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VAR_DIR="${PORTAL_VAR_DIR:-$ROOT/var}"
@@ -11,10 +13,10 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-say() { echo "${LIB_NAME:-script}: $*"; }
-warn() { echo "${LIB_NAME:-script}: $*" >&2; }
+say() { echo "$LIB_NAME: $*"; }
+warn() { echo "$LIB_NAME: $*" >&2; }
 die() {
-  echo "${LIB_NAME:-script}: ERROR: $*" >&2
+  echo "$LIB_NAME: ERROR: $*" >&2
   exit 1
 }
 

@@ -11,9 +11,7 @@
 # to serve others; PORTAL_CONSOLE_LISTEN still overrides the proxy's host:port).
 set -euo pipefail
 
-LIB_NAME=run-demo
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" run-demo
 cd "$ROOT"
 
 PORT="${PORT:-8000}"

@@ -9,9 +9,7 @@
 # JUnit reports land in artifacts/junit-tier<N>.xml; the last line reads "N passed, M failed".
 set -uo pipefail
 
-LIB_NAME=run-tests
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" run-tests
 cd "$ROOT"
 
 PY="$ROOT/.venv/bin/python"

@@ -11,9 +11,7 @@
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}" # the interpreter the virtualenv is made from
-LIB_NAME=setup
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" setup
 cd "$ROOT"
 
 PROFILE="${1:-demo}"

@@ -4,9 +4,7 @@
 # Prints "start-libvirtd: started ..." for every thing it had to start; silent when all is up.
 set -euo pipefail
 
-LIB_NAME=start-libvirtd
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" start-libvirtd
 
 URI="qemu:///system"
 WAIT_SECONDS="${LIBVIRTD_WAIT_SECONDS:-30}"

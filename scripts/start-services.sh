@@ -5,9 +5,7 @@
 # cannot be made to answer. Works with or without systemd.
 set -euo pipefail
 
-LIB_NAME=start-services
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" start-services
 
 install_service() { # package...
   apt_install "$@"
