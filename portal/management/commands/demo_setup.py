@@ -18,9 +18,9 @@ from hosts.models import Datastore, Host, Template
 from hosts.virt import Hypervisor
 from networking.models import VLAN, PublicIP, SecurityDomain
 from networking.ranges import private_range_add, public_range_add
+from operations.models import Operation, OperationKind, OperationStatus
+from operations.runner import operation_run
 from portal.accounts.models import Organisation, Role, User
-from vms.models import Operation, OperationKind, OperationStatus
-from vms.services.operations import operation_run
 
 ACCOUNTS = [
     ("student", Role.USER, "Sam", "Student"),
