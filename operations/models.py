@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from portal.accounts.predicates import is_portal_admin
+from portal.accounts.predicates import narrow_to
 
 
 class OperationKind(models.TextChoices):
@@ -68,14 +68,10 @@ class OperationQuerySet(models.QuerySet):
 
     def visible_to(self, user) -> OperationQuerySet:  # noqa: ANN001
         """Narrow to the operations on targets the user sees, or that the user asked for."""
-        if is_portal_admin.test(user):
-            return self.all()
-        if not user.is_authenticated:
-            return self.none()
         q = Q(requested_by_id=user.pk)
         for select in _VISIBLE_TARGETS:
             q |= select(user)
-        return self.filter(q)
+        return narrow_to(self, user, q, organisation=None)
 
     def active(self) -> OperationQuerySet:
         """Return the operations queued or running."""

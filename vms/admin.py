@@ -5,6 +5,7 @@ shows them: no add, no change, no delete (the portal's pages and services do tho
 """
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from operations.models import Operation
@@ -28,6 +29,14 @@ class ReadOnlyMixin:
         return False
 
 
+class VisibleMixin:
+    """List only the rows the user sees in the portal: the admin asks `visible_to` too."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """Narrow the rows to those the portal shows this user."""
+        return super().get_queryset(request).visible_to(request.user)
+
+
 class ApprovalStepInline(ReadOnlyMixin, admin.TabularInline):
     """Show a request's decisions."""
 
@@ -38,7 +47,7 @@ class ApprovalStepInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(VMRequest)
-class VMRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class VMRequestAdmin(VisibleMixin, ReadOnlyMixin, admin.ModelAdmin):
     """See requests; decisions are taken in the portal, where the chain is enforced."""
 
     list_display = ("name", "requester", "organisation", "stage", "created_at")
@@ -48,7 +57,7 @@ class VMRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(VirtualMachine)
-class VirtualMachineAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class VirtualMachineAdmin(VisibleMixin, ReadOnlyMixin, admin.ModelAdmin):
     """See VMs; power actions go through the portal's operations."""
 
     list_display = ("name", "owner", "state", "host", "vcpus", "memory_mib", "disk_gib")
@@ -57,7 +66,7 @@ class VirtualMachineAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Operation)
-class OperationAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class OperationAdmin(VisibleMixin, ReadOnlyMixin, admin.ModelAdmin):
     """See operations; retries and dismissals are on the portal's Operations page."""
 
     list_display = ("id", "kind", "vm", "host", "status", "attempts", "created_at")

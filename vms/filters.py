@@ -2,62 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import django_filters
 from django.db.models import QuerySet
 
 from operations.models import Operation, OperationStatus
 
-from .models import VirtualMachine, VMRequest, VMState
+from .models import VMState
 
 
-class VMRequestFilter(django_filters.FilterSet):
-    """Requests: the user's own, or every one they may see with `?scope=all`."""
+class WideningFilterSet(django_filters.FilterSet):
+    """A list narrowed by default (`narrow`) unless the filter `widen_by` names is chosen."""
 
-    scope = django_filters.ChoiceFilter(choices=[("all", "All I can see")],
-                                        method="filter_nothing")
+    widen_by = ""
 
-    class Meta:
-        model = VMRequest
-        fields: list[str] = []
+    def widened(self) -> bool:
+        """Return whether the query string asked for the wider list."""
+        return bool(self.form.cleaned_data.get(self.widen_by))
 
-    @property
-    def mine(self) -> bool:
-        """Return whether the list shows only the user's own requests."""
-        return self.form.cleaned_data.get("scope") != "all"
+    def narrow(self, queryset: QuerySet) -> QuerySet:
+        """Return the default, narrower list."""
+        raise NotImplementedError
 
     def filter_nothing(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        """Leave the queryset as it is: the scope is applied by `filter_queryset`."""
+        """Leave the queryset as it is: `filter_queryset` applies the choice."""
         return queryset
 
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
-        """Apply the filters, and keep the user's own requests unless all were asked for."""
+        """Apply the filters, and narrow the list unless the wider one was asked for."""
         queryset = super().filter_queryset(queryset)
-        return queryset.filter(requester_id=self.request.user.pk) if self.mine else queryset
+        return queryset if self.widened() else self.narrow(queryset)
 
 
-class VirtualMachineFilter(django_filters.FilterSet):
-    """VMs: deleted ones only with `?deleted=1`."""
+def widening_filterset(name: str, *, param: str, value: str, label: str,
+                       narrow: Callable[[WideningFilterSet, QuerySet], QuerySet],
+                       ) -> type[WideningFilterSet]:
+    """Return a FilterSet whose list `narrow` narrows unless the query string has `param=value`."""
+    choice = django_filters.ChoiceFilter(choices=[(value, label)], method="filter_nothing")
+    return type(name, (WideningFilterSet,), {
+        param: choice, "widen_by": param, "narrow": narrow,
+        "__doc__": f"{name}: narrowed unless ?{param}={value} ({label.lower()}).",
+        "__module__": __name__})
 
-    deleted = django_filters.ChoiceFilter(choices=[("1", "Show deleted")],
-                                          method="filter_nothing")
 
-    class Meta:
-        model = VirtualMachine
-        fields: list[str] = []
-
-    @property
-    def show_deleted(self) -> bool:
-        """Return whether deleted VMs are listed too."""
-        return self.form.cleaned_data.get("deleted") == "1"
-
-    def filter_nothing(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        """Leave the queryset as it is: deleted VMs are left out by `filter_queryset`."""
-        return queryset
-
-    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
-        """Apply the filters, and leave deleted VMs out unless they were asked for."""
-        queryset = super().filter_queryset(queryset)
-        return queryset if self.show_deleted else queryset.exclude(state=VMState.DELETED)
+# Requests: the user's own, or every one they may see with `?scope=all`.
+VMRequestFilter = widening_filterset(
+    "VMRequestFilter", param="scope", value="all", label="All I can see",
+    narrow=lambda filters, qs: qs.filter(requester_id=filters.request.user.pk))
+# VMs: deleted ones only with `?deleted=1`.
+VirtualMachineFilter = widening_filterset(
+    "VirtualMachineFilter", param="deleted", value="1", label="Show deleted",
+    narrow=lambda filters, qs: qs.exclude(state=VMState.DELETED))
 
 
 class OperationFilter(django_filters.FilterSet):

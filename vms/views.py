@@ -67,7 +67,8 @@ def request_list(request: HttpRequest) -> HttpResponse:
     filters = VMRequestFilter(request.GET, request=request, queryset=VMRequest.objects
                               .visible_to(request.user).select_related("requester", "template"))
     table = _table(request, VMRequestTable(filters.qs))
-    return render(request, "vms/request_list.html", {"table": table, "mine": filters.mine})
+    return render(request, "vms/request_list.html", {"table": table,
+                                                     "mine": not filters.widened()})
 
 
 @login_required
@@ -192,7 +193,7 @@ def vm_list(request: HttpRequest) -> HttpResponse:
                                    .prefetch_related("private_ips"))
     table = _table(request, VirtualMachineTable(filters.qs))
     return render(request, "vms/vm_list.html", {"table": table,
-                                                "show_deleted": filters.show_deleted})
+                                                "show_deleted": filters.widened()})
 
 
 def _vm_context(request: HttpRequest, pk: int) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters
+from django import forms
 from django.db.models import Q, QuerySet
 
 from .models import Role, User
@@ -11,7 +12,8 @@ from .models import Role, User
 class PeopleFilter(django_filters.FilterSet):
     """People by name, username or e-mail (`?q=`) and by role (`?role=`)."""
 
-    q = django_filters.CharFilter(method="filter_text", label="Search")
+    q = django_filters.CharFilter(method="filter_text", label="Search", widget=forms.TextInput(
+        attrs={"placeholder": "Name, username or e-mail"}))
     role = django_filters.ChoiceFilter(choices=Role.choices, empty_label="Any role")
 
     class Meta:

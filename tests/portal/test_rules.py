@@ -161,3 +161,16 @@ def test_list_filters_keep_their_query_parameters(site):
     assert list(hosts.context["hosts"]) == []
     hosts = site.client(site.admin).get(reverse("hosts:host_list"), {"q": "hv"})
     assert list(hosts.context["hosts"]) == [site.host]
+
+
+def test_the_filter_forms_keep_their_fields_and_the_choice_made(site):
+    client = site.client(site.admin)
+    people = client.get(reverse("accounts:people_list"), {"role": "faculty", "q": "fa"})
+    page = people.content.decode()
+    assert 'name="q" value="fa" placeholder="Name, username or e-mail"' in page
+    assert '<option value="faculty" selected>' in page
+    hosts = client.get(reverse("hosts:host_list"), {"status": "up"}).content.decode()
+    assert '<option value="up" selected>' in hosts and 'name="q"' in hosts
+    pool = client.get(reverse("networking:public_pool"), {"state": "free"}).content.decode()
+    assert '<option value="free" selected>' in pool
+    assert 'placeholder="Address, MAC or VM"' in pool

@@ -59,3 +59,21 @@ def test_approval_steps_are_shown_read_only_inside_their_request(site, rows):
     assert not inline.has_add_permission(request, rows[VMRequest])
     assert not inline.has_change_permission(request, rows[VMRequest])
     assert not inline.has_delete_permission(request, rows[VMRequest])
+
+
+def test_a_staff_member_who_is_not_an_admin_sees_in_the_admin_what_the_portal_shows(site, rows):
+    other = site.other_student
+    other.is_staff = True
+    other.save()
+    from django.contrib.auth.models import Permission
+
+    other.user_permissions.set(Permission.objects.filter(codename__in=[
+        "view_vmrequest", "view_virtualmachine", "view_operation"]))
+    client = site.client(other)
+    for model in (VMRequest, VirtualMachine, Operation):
+        meta = model._meta
+        listing = client.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+        assert listing.status_code == 200
+        assert listing.context["cl"].result_count == 0, model
+    seen = site.client(site.admin).get(reverse("admin:vms_virtualmachine_changelist"))
+    assert seen.context["cl"].result_count == 1

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from hosts.models import NAME_VALIDATOR
-from portal.accounts.predicates import is_org_admin, is_portal_admin
+from portal.accounts.predicates import narrow_to
 
 
 def _vnc_password() -> str:
@@ -40,14 +40,7 @@ class VirtualMachineQuerySet(models.QuerySet):
 
     def visible_to(self, user) -> VirtualMachineQuerySet:  # noqa: ANN001
         """Narrow to the user's VMs, those of requests they approve, their org's as org-admin."""
-        if is_portal_admin.test(user):
-            return self.all()
-        if not user.is_authenticated:
-            return self.none()
-        q = Q(owner_id=user.pk) | Q(request__faculty_id=user.pk)
-        if is_org_admin.test(user):
-            q |= Q(organisation_id=user.organisation_id)
-        return self.filter(q)
+        return narrow_to(self, user, Q(owner_id=user.pk) | Q(request__faculty_id=user.pk))
 
     def live(self) -> VirtualMachineQuerySet:
         """Narrow to the VMs not deleted: those that hold room on a host and a datastore."""

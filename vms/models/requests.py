@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from hosts.models import NAME_VALIDATOR
-from portal.accounts.predicates import is_org_admin, is_portal_admin
+from portal.accounts.predicates import is_org_admin, is_portal_admin, narrow_to
 
 
 class RequestStage(models.TextChoices):
@@ -50,14 +50,7 @@ class VMRequestQuerySet(models.QuerySet):
 
     def visible_to(self, user) -> VMRequestQuerySet:  # noqa: ANN001
         """Narrow to the user's requests, those naming them faculty, their org's as org-admin."""
-        if is_portal_admin.test(user):
-            return self.all()
-        if not user.is_authenticated:
-            return self.none()
-        q = Q(requester_id=user.pk) | Q(faculty_id=user.pk)
-        if is_org_admin.test(user):
-            q |= Q(organisation_id=user.organisation_id)
-        return self.filter(q)
+        return narrow_to(self, user, Q(requester_id=user.pk) | Q(faculty_id=user.pk))
 
     def awaiting(self, user) -> VMRequestQuerySet:  # noqa: ANN001
         """Narrow to the requests waiting for this user's decision."""
