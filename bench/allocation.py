@@ -43,9 +43,9 @@ def setup() -> list:
     """Make a VLAN with ADDRESSES free addresses and as many VMs to give them to."""
     from django.core.management import call_command
 
+    from core.accounts.models import Organisation, User
     from hosts.models import Datastore, Template
     from networking.models import VLAN, PrivateIP
-    from portal.accounts.models import Organisation, User
     from vms.models import VirtualMachine
 
     call_command("migrate", verbosity=0)

@@ -31,9 +31,9 @@ def setup() -> object:
     """Create an organisation, an admin, a host and VMS VMs with addresses."""
     from django.core.management import call_command
 
+    from core.accounts.models import Organisation, Role, User
     from hosts.models import Datastore, Host, Template
     from networking.models import VLAN, PrivateIP
-    from portal.accounts.models import Organisation, Role, User
     from vms.models import VirtualMachine
 
     call_command("migrate", verbosity=0)

@@ -50,7 +50,7 @@ def setup():  # noqa: ANN201
     django.setup()
     from django.core.management import call_command
 
-    from portal.accounts.models import User
+    from core.accounts.models import User
 
     call_command("migrate", verbosity=0)
     call_command("demo_setup", "--datastore-name", "bench", "--first-ip", free_addresses(8),
@@ -121,9 +121,9 @@ def ssh_login(address: str, user: str, key) -> str:  # noqa: ANN001
 
 def approval_to_ssh(accounts: dict) -> tuple[object, float, float]:
     """Request, approve and install a VM; return it, seconds to running and to SSH login."""
+    from core.accounts.services import ssh_key_add
     from hosts.models import Template
     from networking.models import SecurityDomain
-    from portal.accounts.services import ssh_key_add
     from vms.models import VirtualMachine
     from vms.services.workflow import vm_request_approve, vm_request_create
 

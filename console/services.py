@@ -14,8 +14,8 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from core.errors import PortalError
 from hosts.virt import VirtError, vnc_listen_address
-from portal.errors import PortalError
 from vms.models import VirtualMachine, VMState
 
 from .conf import origin_allowed

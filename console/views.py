@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from portal.errors import PortalError
+from core.errors import PortalError
 from vms.models import VirtualMachine
 from vms.selectors import vm_ssh_access
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from portal.errors import PortalError
+from core.errors import PortalError
 
 from .models import Datastore, Host, Template
 from .remote import RemoteError, RemoteHost, run

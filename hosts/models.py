@@ -9,9 +9,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from core.accounts.predicates import is_portal_admin
 from hosts.virt.domain_xml import CPU_CUSTOM_PREFIX, CPU_HOST_MODES, check_cpu_mode
 from hosts.virt.images import datastore_path_problem, image_name_problem
-from portal.accounts.predicates import is_portal_admin
 
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z][a-z0-9-]{0,62}\Z",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Q
 
-from portal.errors import PortalError
+from core.errors import PortalError
 
 from .models import Host, HostStatus, Template
 from .selectors import host_usage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import rules
 
-from portal.accounts.predicates import is_portal_admin
+from core.accounts.predicates import is_portal_admin
 
 rules.add_perm("hosts.view_host", is_portal_admin)
 # Refresh, pins, and every operation on a host (its spec names this permission).

@@ -8,11 +8,11 @@ from pathlib import PurePosixPath
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import PortalError
 from hosts.virt.domain_xml import build_probe_xml
 from operations.models import Operation, OperationKind
 from operations.registry import handles
 from operations.requests import operation_create
-from portal.errors import PortalError
 
 from .health import NO_ACCEL_ERROR, host_error_record
 from .images import template_image_check

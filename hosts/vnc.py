@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from portal.errors import PoolExhausted, PortalError
+from core.errors import PoolExhausted, PortalError
 
 from .models import Host
 

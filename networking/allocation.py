@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from portal.errors import PoolExhausted, PortalError
+from core.errors import PoolExhausted, PortalError
 
 from .models import VLAN, PrivateIP, PublicIP, SSHPort
 

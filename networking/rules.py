@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import rules
 
-from portal.accounts.predicates import is_portal_admin
+from core.accounts.predicates import is_portal_admin
 
 # VLANs, security domains, the private and public pools and their ranges.
 rules.add_perm("networking.manage_pools", is_portal_admin)

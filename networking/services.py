@@ -24,7 +24,7 @@ from .allocation import (
 from .models import NATMapping, PrivateIP, PublicIP, SecurityDomain, SSHPort
 
 if TYPE_CHECKING:
-    from portal.accounts.models import User
+    from core.accounts.models import User
     from vms.models import VirtualMachine
 
 logger = logging.getLogger(__name__)

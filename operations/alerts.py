@@ -22,7 +22,7 @@ DIGEST_MOST = 50  # operations listed one by one in a digest; the rest are count
 
 
 def _admin_emails() -> list[str]:
-    from portal.accounts.models import Role
+    from core.accounts.models import Role
 
     return list(get_user_model().objects.filter(
         Q(role=Role.ADMIN) | Q(is_superuser=True), is_active=True,

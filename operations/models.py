@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from portal.accounts.predicates import narrow_to
+from core.accounts.predicates import narrow_to
 
 
 class OperationKind(models.TextChoices):

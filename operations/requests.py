@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Model, Q
 from django.utils import timezone
 
-from portal.errors import PortalError
+from core.errors import PortalError
 
 from .models import Operation, OperationKind, OperationStatus
 from .registry import SPECS, spec_for, target_hooks

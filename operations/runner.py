@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
-from portal.errors import HostFailure, PortalError
+from core.errors import HostFailure, PortalError
 
 from .admission import operation_admit
 from .alerts import alerts_flush_quietly

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from portal.accounts.predicates import is_portal_admin
+from core.accounts.predicates import is_portal_admin
 from vms.models import VMRequest
 
 

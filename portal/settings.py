@@ -10,7 +10,7 @@ import environ
 from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.ldap_config import ldap_settings
+from core.ldap_config import ldap_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -50,7 +50,7 @@ INSTALLED_APPS = [
     "csp",
     "rules",
     "django_filters",
-    "portal.accounts",
+    "core.accounts",
     "portal",
     "hosts",
     "networking",
@@ -132,12 +132,12 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("PORTAL_LOGIN_COOLOFF_MINUTES", de
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 # A success clears nothing: it would also clear the address's failures against other accounts.
 AXES_RESET_ON_SUCCESS = False
-AXES_LOCKOUT_CALLABLE = "portal.auth.lockout_response"
-AXES_USERNAME_CALLABLE = "portal.accounts.backends.throttle_username"
+AXES_LOCKOUT_CALLABLE = "core.auth.lockout_response"
+AXES_USERNAME_CALLABLE = "core.accounts.backends.throttle_username"
 # Behind reverse proxies the client's address is the PORTAL_PROXY_COUNT-th from the right of
 # X-Forwarded-For; 0 (the demo, served directly) takes the connection's address.
 PORTAL_PROXY_COUNT = env.int("PORTAL_PROXY_COUNT", default=0)
-AXES_CLIENT_IP_CALLABLE = "portal.auth.client_address"
+AXES_CLIENT_IP_CALLABLE = "core.auth.client_address"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 
 LANGUAGE_CODE = "en-gb"
@@ -228,7 +228,7 @@ else:
     Q_CLUSTER["poll"] = 1
     # The ORM broker redelivers a task whose worker was killed (timeout guard) every `retry`
     # seconds, forever; this one counts deliveries and gives a task up after the limit.
-    Q_CLUSTER["broker_class"] = "portal.broker.BoundedORM"
+    Q_CLUSTER["broker_class"] = "core.broker.BoundedORM"
 # How many times a task is handed to a worker at most (the ORM broker's redeliveries).
 TASK_MAX_DELIVERIES = env.int("PORTAL_TASK_MAX_DELIVERIES", default=3)
 

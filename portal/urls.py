@@ -4,8 +4,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from core.auth import PortalAuthenticationForm
+
 from . import views
-from .auth import PortalAuthenticationForm
 
 admin.site.site_header = "VM portal administration"
 admin.site.site_title = "VM portal"
@@ -18,7 +19,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("hosts/", include("hosts.urls")),
     path("network/", include("networking.urls")),
-    path("people/", include("portal.accounts.urls")),
+    path("people/", include("core.accounts.urls")),
     path("", include("monitoring.urls")),
     path("admin/", admin.site.urls),
     path("", include("console.urls")),  # before vms: its vms/<pk>/<action>/ is wider

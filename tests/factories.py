@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import factory
 
+from core.accounts.models import Organisation, Role, User
 from hosts.models import Datastore, Host, Template
 from networking.models import VLAN, PrivateIP, PublicIP, SecurityDomain
-from portal.accounts.models import Organisation, Role, User
 from vms.models import RequestStage, VMRequest
 
 

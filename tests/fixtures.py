@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import pytest
 from django.test import Client
 
+from core.accounts.models import Organisation, Role, User
 from hosts.models import Datastore, Host, Template
 from networking.models import VLAN, SecurityDomain
-from portal.accounts.models import Organisation, Role, User
 from tests import factories as f
 
 PRIVATE_NETWORK_XML = (

@@ -34,7 +34,7 @@ RESERVED_USER_NAMES = frozenset({
     "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "sshd", "messagebus",
     "_apt", "systemd-network", "systemd-resolve", "systemd-timesync", "polkitd",
 })  # fmt: skip
-# The key's policy (types, sizes) is the profile's, in portal.accounts.keys; the seed only
+# The key's policy (types, sizes) is the profile's, in core.accounts.keys; the seed only
 # makes sure each key stays one well-formed authorized_keys line.
 SSH_KEY_TYPE_RE = re.compile(r"^[a-z][a-z0-9.@-]{2,63}$")
 MAX_SSH_KEYS = 32

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django import forms
 
+from core.accounts.directory import directory_enabled, directory_user_fetch
+from core.accounts.models import Role, SSHKey, User
+from core.validators import FreeTextValidator
 from hosts.models import NAME_VALIDATOR, Template
 from networking.models import SecurityDomain
 from networking.services import security_domains_for
-from portal.accounts.directory import directory_enabled, directory_user_fetch
-from portal.accounts.models import Role, SSHKey, User
-from portal.validators import FreeTextValidator
 
 from .models import RequestKind, RequestStage, VirtualMachine
 from .selectors import faculty_choices

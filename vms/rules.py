@@ -5,9 +5,9 @@ from __future__ import annotations
 import rules
 from django.db.models import Q
 
+from core.accounts.models import Role
+from core.accounts.predicates import in_own_organisation, is_portal_admin
 from operations.models import Operation, visible_targets_register
-from portal.accounts.models import Role
-from portal.accounts.predicates import in_own_organisation, is_portal_admin
 
 from .models import RequestStage, VirtualMachine, VMRequest
 

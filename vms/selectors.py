@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core.accounts.models import Role, User
+from core.accounts.predicates import is_portal_admin
+from core.errors import PortalError
 from hosts.models import Datastore
 from hosts.selectors import datastore_usage
 from networking.allocation import ssh_ports_offered
@@ -13,9 +16,6 @@ from networking.models import PublicIP, SSHPort
 from operations.models import OperationKind, OperationStatus
 from operations.registry import spec_for
 from operations.requests import operation_retry_refusal
-from portal.accounts.models import Role, User
-from portal.accounts.predicates import is_portal_admin
-from portal.errors import PortalError
 
 from .models import (
     ExtraDisk,

@@ -10,10 +10,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
+from core.accounts.predicates import is_portal_admin
+from core.errors import PortalError
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.requests import operation_dismiss, operation_retry
-from portal.accounts.predicates import is_portal_admin
-from portal.errors import PortalError
 
 from .filters import OperationFilter, VirtualMachineFilter, VMRequestFilter
 from .forms import (

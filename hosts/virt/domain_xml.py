@@ -8,7 +8,7 @@ import uuid as uuid_mod
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from portal.validators import free_text_check
+from core.validators import free_text_check
 
 from .checks import (
     MAC_RE,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal.errors import HostFailure
+from core.errors import HostFailure
 
 
 class VirtError(HostFailure):

@@ -20,9 +20,9 @@ from console.services import (
     console_token_issue,
     console_token_redeem,
 )
+from core.errors import PortalError
 from hosts.virt import VirtError, vnc_listen_address
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml
-from portal.errors import PortalError
 from tests.vms.test_lifecycle import run_pending
 from vms.models import VirtualMachine, VMState
 from vms.services.workflow import vm_request_approve, vm_request_create

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from core.errors import PortalError
 from hosts.images import disk_image_check, host_runner, template_image_check
 from hosts.virt import VirtError
 from hosts.virt.images import (
@@ -18,7 +19,6 @@ from hosts.virt.images import (
     parse_qemu_img_info,
     run_local,
 )
-from portal.errors import PortalError
 
 STORE = "/srv/portal/local"
 

@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.urls import reverse
 
+from core.accounts.services import ssh_key_add
 from hosts.models import Host
 from hosts.virt import close_all
 from networking.models import PrivateIP
 from networking.ranges import private_range_add
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.runner import operation_run
-from portal.accounts.services import ssh_key_add
 from tests.integration.guest import ssh_connect, ssh_run
 from tests.integration.qemu import make_network
 from vms.models import DiskState, ExtraDisk, RequestKind, VirtualMachine, VMState

@@ -1,6 +1,6 @@
 """LDAP-tier tests of directory login against a real slapd (see tests/ldap_server.py).
 
-Every test goes through the real login page with the settings `portal.ldap_config.ldap_settings`
+Every test goes through the real login page with the settings `core.ldap_config.ldap_settings`
 makes from the LDAP_* environment of the session's throw-away server. The `directory` fixture
 brings back the seed directory (and a running slapd) before each test.
 """
@@ -14,7 +14,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from portal.accounts.models import Organisation, User
+from core.accounts.models import Organisation, User
 from tests.ldap_server import SlapdServer, slapd  # noqa: F401
 
 pytestmark = [pytest.mark.ldap, pytest.mark.django_db]
@@ -26,7 +26,7 @@ NULL_CHARACTERS = "Null characters are not allowed"
 
 def apply_ldap(settings, env: dict[str, str]) -> None:
     """Apply the portal's directory settings for this environment to the test's settings."""
-    from portal.ldap_config import ldap_settings
+    from core.ldap_config import ldap_settings
 
     for key, value in ldap_settings(env).items():
         setattr(settings, key, value)
@@ -173,7 +173,7 @@ def test_losing_the_admin_group_takes_admin_and_staff_away(directory):
 
 
 def test_role_granted_in_the_portal_survives_login_unless_the_directory_grants_more(directory):
-    from portal.accounts.services import user_role_grant
+    from core.accounts.services import user_role_grant
 
     admin = User.objects.create_user("portal-root", password="Local-Admin-Pw-1", role="admin")
     alice = login_as(directory, "alice")

@@ -32,11 +32,11 @@ def _setup(workdir: str, network: str, subnet: str, suffix: str) -> dict:
     # process started next runs it.
     django_q.tasks.async_task = lambda *args, **kwargs: None
 
+    from core.accounts.models import Role
     from hosts.demo_image import build_template_image
     from networking.ranges import private_range_add
     from operations.models import Operation, OperationKind
     from operations.runner import operation_run
-    from portal.accounts.models import Role
     from tests import factories as f
     from vms.models import VirtualMachine
     from vms.services.workflow import vm_request_approve, vm_request_create
@@ -100,10 +100,10 @@ def _reconcile(op_id: int, vm_id: int) -> dict:
     from django.urls import reverse
     from django.utils import timezone
 
+    from core.accounts.models import User
     from networking.models import PrivateIP
     from operations.models import Operation
     from operations.reconcile import operations_reconcile
-    from portal.accounts.models import User
     from vms.models import VirtualMachine
 
     stale_after = settings.PORTAL["HEARTBEAT_STALE_AFTER"]

@@ -9,9 +9,9 @@ from contextlib import nullcontext
 import pytest
 from django.db import IntegrityError, connection, transaction
 
+from core.errors import PoolExhausted
 from networking.allocation import ip_allocate, ip_release
 from networking.models import PrivateIP
-from portal.errors import PoolExhausted
 from tests import factories as f
 from vms.models import VirtualMachine
 

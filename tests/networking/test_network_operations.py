@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
+from core.errors import PoolExhausted, PortalError
 from hosts.virt import Hypervisor
 from hosts.vnc import vnc_port_allocate
 from networking import nat
@@ -12,7 +13,6 @@ from networking.models import NATMapping, PrivateIP, PublicIP
 from operations.models import OperationKind, OperationStatus
 from operations.requests import operation_create
 from operations.runner import operation_run
-from portal.errors import PoolExhausted, PortalError
 from tests import factories as f
 from tests.vms.test_lifecycle import act, install, run_pending
 from vms.models import RequestKind, VirtualMachine, VMState

@@ -7,6 +7,7 @@ import threading
 import pytest
 from django.core.checks import run_checks
 
+from core.errors import PoolExhausted, PortalError
 from hosts.remote import RemoteError, RemoteHost, Result
 from networking import nat
 from networking.allocation import (
@@ -22,7 +23,6 @@ from networking.models import PublicIP, SSHPort
 from operations.models import OperationKind, OperationStatus
 from operations.requests import operation_create
 from operations.runner import operation_run
-from portal.errors import PoolExhausted, PortalError
 from tests import factories as f
 from tests.networking.test_allocation import make_vms, race
 from tests.vms.test_lifecycle import act, install, run_pending

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import PortalError
 from operations import registry
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.requests import operation_create, operation_request, operation_scope_busy
-from portal.errors import PortalError
 from tests import factories as f
 from vms.models import VirtualMachine, VMState
 

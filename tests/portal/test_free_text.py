@@ -11,20 +11,20 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from hosts.virt import Hypervisor
-from hosts.virt.domain_xml import DomainSpec, build_domain_xml
-from operations.models import OperationStatus
-from portal.accounts.forms import OrganisationForm
-from portal.accounts.models import Organisation
-from portal.accounts.services import organisation_create, organisation_for_directory
-from portal.errors import PortalError
-from portal.validators import (
+from core.accounts.forms import OrganisationForm
+from core.accounts.models import Organisation
+from core.accounts.services import organisation_create, organisation_for_directory
+from core.errors import PortalError
+from core.validators import (
     FreeTextError,
     FreeTextValidator,
     free_text_check,
     free_text_clean,
     free_text_problem,
 )
+from hosts.virt import Hypervisor
+from hosts.virt.domain_xml import DomainSpec, build_domain_xml
+from operations.models import OperationStatus
 from tests.vms.test_credentials import installed, read_seed
 from tests.vms.test_lifecycle import approved_vm, install, run_pending
 from vms.forms import DecisionForm, SnapshotForm, TemplateSaveForm, VMChangeForm, VMRequestForm
@@ -117,13 +117,13 @@ def test_the_django_validator_refuses_with_the_same_sentence_and_deconstructs() 
     validator("two\nlines")
     with pytest.raises(ValidationError):
         FreeTextValidator("name")("two\nlines")
-    assert validator.deconstruct() == ("portal.validators.FreeTextValidator", ("purpose",),
+    assert validator.deconstruct() == ("core.validators.FreeTextValidator", ("purpose",),
                                        {"multiline": True})
     assert validator == FreeTextValidator("purpose", multiline=True) != FreeTextValidator("x")
 
 
 def test_the_xml_builder_and_the_check_import_no_django() -> None:
-    code = ("import sys, hosts.virt.domain_xml, portal.validators; "
+    code = ("import sys, hosts.virt.domain_xml, core.validators; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=60, check=True).stdout.strip()

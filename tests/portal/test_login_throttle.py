@@ -8,8 +8,8 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from portal.accounts.services import user_login_failures
-from portal.auth import client_address
+from core.accounts.services import user_login_failures
+from core.auth import client_address
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def signed_in(client: Client) -> bool:
 def test_the_throttle_is_the_first_backend_of_every_login():
     assert settings.AUTHENTICATION_BACKENDS[0] == "axes.backends.AxesStandaloneBackend"
     assert settings.AXES_ENABLED
-    from portal.ldap_config import ldap_settings
+    from core.ldap_config import ldap_settings
 
     directory = ldap_settings({"LDAP_SERVER_URI": "ldap://127.0.0.1:1",
                                "LDAP_USER_DN_TEMPLATE": "uid=%(user)s,dc=x"})

@@ -7,14 +7,14 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.urls import reverse
 
-from portal.accounts.models import Organisation, Role, User
-from portal.accounts.services import (
+from core.accounts.models import Organisation, Role, User
+from core.accounts.services import (
     directory_profile_apply,
     organisation_create,
     user_role_grant,
     user_set_active,
 )
-from portal.errors import PortalError
+from core.errors import PortalError
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

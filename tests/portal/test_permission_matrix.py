@@ -144,7 +144,7 @@ def _student_key(site):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from portal.accounts.services import ssh_key_add
+    from core.accounts.services import ssh_key_add
 
     line = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()

@@ -7,9 +7,9 @@ import rules
 from django.conf import settings
 from django.urls import reverse
 
+from core.accounts.models import Role, User
+from core.accounts.rules import grantable_roles
 from operations.models import Operation, OperationKind, OperationStatus
-from portal.accounts.models import Role, User
-from portal.accounts.rules import grantable_roles
 from vms.models import VirtualMachine, VMRequest, VMState
 from vms.services.workflow import vm_request_create
 

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from portal.accounts.keys import parse_public_key
-from portal.accounts.models import SSHKey
-from portal.accounts.services import ssh_key_add
+from core.accounts.keys import parse_public_key
+from core.accounts.models import SSHKey
+from core.accounts.services import ssh_key_add
 
 
 def openssh_line(private_key, comment: str = "") -> str:

@@ -22,7 +22,7 @@ from django_q.models import OrmQ, Task
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from portal.broker import DELIVERIES, BoundedORM
+from core.broker import DELIVERIES, BoundedORM
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.django_db
@@ -90,7 +90,7 @@ from tests.settings import Q_CLUSTER
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": %(db)r,
                          "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20}}}
 Q_CLUSTER = {**Q_CLUSTER, "sync": False, "workers": 1, "timeout": 1, "retry": 3,
-             "poll": 0.2, "orm": "default", "broker_class": "portal.broker.BoundedORM"}
+             "poll": 0.2, "orm": "default", "broker_class": "core.broker.BoundedORM"}
 Q_CLUSTER.pop("redis", None)
 TASK_MAX_DELIVERIES = 2
 '''

@@ -9,10 +9,10 @@ import pytest
 from django.utils import timezone
 from django_q.signing import SignedPackage
 
+from operations import registry
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.reconcile import operations_reconcile
 from operations.requests import operation_enqueue
-from operations import registry, runner
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
 

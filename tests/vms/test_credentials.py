@@ -14,12 +14,12 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from passlib.hash import sha512_crypt
 
+from core.accounts.services import ssh_key_add
 from hosts.virt import Hypervisor, VirtError
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml
 from networking.models import PrivateIP
 from operations.models import OperationKind, OperationStatus
 from operations.runner import operation_run
-from portal.accounts.services import ssh_key_add
 from tests import factories as f
 from tests.vms.test_lifecycle import act, run_pending
 from vms.forms import VMRequestForm

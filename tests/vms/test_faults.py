@@ -11,16 +11,16 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
+from core.errors import PortalError
 from hosts.virt import Hypervisor, VirtError
 from networking.models import PrivateIP
+from operations import registry, runner
 from operations.models import AdminAlert, Operation, OperationKind, OperationStatus
 from operations.reconcile import operations_reconcile
 from operations.requests import operation_retry
 from operations.runner import RunFenced, operation_run
-from portal.errors import PortalError
 from tests import factories as f
 from vms.models import Snapshot, VirtualMachine, VMState
-from operations import registry, runner
 from vms.services import lifecycle
 from vms.services.snapshots import snapshot_revert, snapshot_take
 from vms.services.workflow import vm_request_approve, vm_request_create

@@ -7,12 +7,12 @@ import socket
 import pytest
 
 from hosts.models import Host, HostStatus
+from operations import registry
 from operations.admission import WAITING_FOR_HOST, host_operations_cap, operations_start_waiting
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.runner import operation_run
-from tests import factories as f
-from operations import registry, runner
 from operations.tasks import run_operation
+from tests import factories as f
 from vms.tasks import reconcile
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +29,8 @@ def refresh_op(host, **kw) -> Operation:
 
 def test_an_operation_waits_while_its_host_runs_its_cap(site, cap_one, monkeypatch):
     ran = []
-    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", lambda op: ran.append(op.pk) or "done")
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler",
+                        lambda op: ran.append(op.pk) or "done")
     refresh_op(site.host, status=OperationStatus.RUNNING)
     waiting = operation_run(operation_id=refresh_op(site.host).pk)
     assert ran == []
@@ -40,7 +41,8 @@ def test_an_operation_waits_while_its_host_runs_its_cap(site, cap_one, monkeypat
 
 def test_other_hosts_keep_moving_while_one_host_is_full(site, cap_one, monkeypatch):
     ran = []
-    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler", lambda op: ran.append(op.host.name) or "done")
+    monkeypatch.setattr(registry.SPECS[OperationKind.HOST_REFRESH], "handler",
+                        lambda op: ran.append(op.host.name) or "done")
     other = f.HostFactory(name="hv2", uri="qemu+tcp://hv2.example.org/system")
     refresh_op(site.host, status=OperationStatus.RUNNING)
     refresh_op(site.host, status=OperationStatus.RUNNING)  # e.g. over a lowered cap

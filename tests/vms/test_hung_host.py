@@ -18,11 +18,11 @@ from django.db import connections
 
 from hosts.models import Host
 from hosts.virt import connection as conn_module
+from operations import registry
 from operations.models import Operation, OperationKind, OperationStatus
+from operations.tasks import run_operation
 from tests import factories as f
 from tests.hosts.test_connect_bounds import HungListener
-from operations import registry, runner
-from operations.tasks import run_operation
 
 TIMEOUT = 2.0
 
@@ -136,7 +136,7 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": %(db)r,
                          "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20,
                                      "init_command": "PRAGMA journal_mode=WAL;"}}}
 Q_CLUSTER = {**Q_CLUSTER, "sync": False, "workers": 2, "timeout": 60, "retry": 120,
-             "poll": 0.2, "orm": "default", "broker_class": "portal.broker.BoundedORM"}
+             "poll": 0.2, "orm": "default", "broker_class": "core.broker.BoundedORM"}
 Q_CLUSTER.pop("redis", None)
 PORTAL = {**PORTAL, "HOST_MAX_OPERATIONS": 1}
 '''

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import PortalError
 from hosts.virt import Hypervisor, VirtError
 from networking.models import NATMapping, PrivateIP, PublicIP
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.runner import operation_run
-from portal.errors import PortalError
 from tests import factories as f
 from vms.models import VirtualMachine, VMState
 from vms.services import lifecycle, steps

@@ -7,14 +7,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.errors import PortalError
 from hosts.models import Host
 from hosts.virt import Hypervisor
-from operations import registry, runner
+from operations import registry
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.reconcile import operations_reconcile
 from operations.requests import operation_dismiss, operation_retry
 from operations.runner import operation_run
-from portal.errors import PortalError
 from vms.models import VirtualMachine, VMState
 from vms.services.reconcile import host_reconcile
 

@@ -6,8 +6,8 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from portal.accounts.models import Role
-from portal.errors import PortalError
+from core.accounts.models import Role
+from core.errors import PortalError
 from vms.models import Decision, RequestKind, RequestStage, VirtualMachine, VMRequest
 from vms.services.workflow import (
     OWN_REQUEST_MESSAGE,

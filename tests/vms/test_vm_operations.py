@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
+from core.errors import PortalError
 from hosts.models import HostStatus, Template
 from hosts.virt import Hypervisor, VirtError
 from networking.models import PrivateIP
 from operations.models import OperationKind, OperationStatus
 from operations.runner import operation_run
-from portal.errors import PortalError
 from tests.vms.test_lifecycle import act, install, run_pending
 from vms.models import (
     DiskState,

@@ -6,8 +6,8 @@ import pytest
 from django.core import mail
 from django.core.exceptions import ValidationError
 
+from core.errors import PortalError
 from operations.models import Operation, OperationKind
-from portal.errors import PortalError
 from tests import factories as f
 from vms.models import ApprovalStep, Decision, RequestStage, VirtualMachine, VMRequest
 from vms.services.workflow import (

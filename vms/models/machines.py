@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from core.accounts.predicates import narrow_to
 from hosts.models import NAME_VALIDATOR
-from portal.accounts.predicates import narrow_to
 
 
 def _vnc_password() -> str:

@@ -6,8 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from core.accounts.predicates import is_org_admin, is_portal_admin, narrow_to
 from hosts.models import NAME_VALIDATOR
-from portal.accounts.predicates import is_org_admin, is_portal_admin, narrow_to
 
 
 class RequestStage(models.TextChoices):

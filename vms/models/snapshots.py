@@ -7,7 +7,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 
-from portal.accounts.predicates import is_portal_admin
+from core.accounts.predicates import is_portal_admin
 
 from .machines import VirtualMachine
 

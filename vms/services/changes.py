@@ -9,6 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from core.errors import PortalError
+from core.validators import free_text_check
 from hosts.images import disk_image_check
 from hosts.models import Template
 from hosts.selectors import host_usage
@@ -23,8 +25,6 @@ from operations.registry import handles
 from operations.requests import operation_create, operation_request
 from operations.runner import operation_progress
 from operations.undo import undo_steps
-from portal.errors import PortalError
-from portal.validators import free_text_check
 
 from ..models import DiskState, ExtraDisk, VirtualMachine, VMRequest, VMState
 from ..selectors import datastore_with_room, name_in_use

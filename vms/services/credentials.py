@@ -13,10 +13,10 @@ from collections.abc import Iterable
 
 from django.db import transaction
 
+from core.accounts.models import SSHKey, User
+from core.errors import PortalError
+from core.validators import free_text_clean
 from hosts.virt import Hypervisor
-from portal.accounts.models import SSHKey, User
-from portal.errors import PortalError
-from portal.validators import free_text_clean
 
 from ..cloudinit import RESERVED_USER_NAMES, USER_NAME_RE, SeedUser, build_seed_iso, hash_password
 from ..models import VirtualMachine

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from core.errors import PortalError
 from hosts.virt import DomainFacts, Hypervisor, power_state, vnc_listen_address
 from hosts.virt.domain_xml import DomainSpec
 from networking.models import AttachMode, PrivateIP
-from portal.errors import PortalError
 
 from ..models import VirtualMachine, VMState
 

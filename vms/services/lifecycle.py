@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.errors import PortalError
 from hosts.remote import RemoteError
 from hosts.virt import DomainFacts, Hypervisor, VirtError
 from hosts.virt.domain_xml import build_interface_xml
@@ -33,7 +34,6 @@ from operations.registry import handles
 from operations.requests import operation_create, operation_request, operation_scope_check
 from operations.runner import operation_progress
 from operations.undo import undo_steps
-from portal.errors import PortalError
 
 from ..models import RequestKind, VirtualMachine, VMRequest, VMState
 from ..signals import vm_deleted

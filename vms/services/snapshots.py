@@ -10,13 +10,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.errors import PortalError
+from core.validators import free_text_problem
 from hosts.models import HostStatus
 from hosts.virt import Hypervisor, power_state
 from operations.models import Operation, OperationKind
 from operations.registry import handles
 from operations.requests import operation_create, operation_scope_check
-from portal.errors import PortalError
-from portal.validators import free_text_problem
 
 from ..models import (
     Snapshot,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
+from core.errors import PortalError
 from hosts.images import disk_image_check, template_image_check
 from hosts.models import Datastore
 from hosts.placement import host_choose
@@ -26,7 +27,6 @@ from networking.services import dhcp_add, nat_attach
 from operations.models import Operation
 from operations.runner import RunFenced, operation_progress, operation_step, operation_steps_undo
 from operations.undo import Step
-from portal.errors import PortalError
 
 from ..models import VirtualMachine, VMState
 from .credentials import seed_upload, takes_credentials

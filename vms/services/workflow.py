@@ -8,13 +8,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from core.accounts.models import Role, SSHKey, User
+from core.accounts.predicates import is_portal_admin
+from core.errors import PortalError
+from core.validators import free_text_problem
 from hosts.models import Template
 from networking.models import PublicIP, SecurityDomain
 from networking.services import security_domains_for
-from portal.accounts.models import Role, SSHKey, User
-from portal.accounts.predicates import is_portal_admin
-from portal.errors import PortalError
-from portal.validators import free_text_problem
 
 from ..models import (
     ApprovalStep,

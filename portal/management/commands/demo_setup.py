@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from core.accounts.models import Organisation, Role, User
 from hosts.guest_image import GuestImageError, ensure_guest_image
 from hosts.models import Datastore, Host, Template
 from hosts.virt import Hypervisor
@@ -20,7 +21,6 @@ from networking.models import VLAN, PublicIP, SecurityDomain
 from networking.ranges import private_range_add, public_range_add
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.runner import operation_run
-from portal.accounts.models import Organisation, Role, User
 
 ACCOUNTS = [
     ("student", Role.USER, "Sam", "Student"),

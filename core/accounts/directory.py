@@ -81,7 +81,7 @@ def directory_user_fetch(username: str) -> User | None:
     """Create or update a person's account from the directory, without their password."""
     if not directory_enabled() or not username or "\x00" in username:
         return None
-    from portal.auth import PortalLDAPBackend
+    from core.auth import PortalLDAPBackend
 
     try:
         return PortalLDAPBackend().populate_user(username)

@@ -8,8 +8,8 @@ TRUE = {"1", "true", "yes", "on"}
 # First of every list: the login throttle refuses a locked-out account or address before any
 # password is checked, and counts the failures of the backends after it.
 THROTTLE_BACKEND = "axes.backends.AxesStandaloneBackend"
-MODEL_BACKEND = "portal.accounts.backends.LocalAccountBackend"
-LDAP_BACKEND = "portal.auth.PortalLDAPBackend"
+MODEL_BACKEND = "core.accounts.backends.LocalAccountBackend"
+LDAP_BACKEND = "core.auth.PortalLDAPBackend"
 # Last of every list: it logs nobody in, it answers the object permissions each application
 # declares in its rules.py (`user.has_perm("vms.operate_vm", vm)`).
 RULES_BACKEND = "rules.permissions.ObjectPermissionBackend"

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
-from portal.errors import PortalError
+from core.errors import PortalError
 
 from .directory import directory_faculty_search
 from .filters import PeopleFilter

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from portal.errors import PortalError
+from core.errors import PortalError
 
 # Refused in every field: C0 controls other than the three line characters, DEL and the C1
 # controls (NEL among them), surrogates (a str can hold one alone; UTF-8 and XML cannot),
@@ -111,5 +111,5 @@ class FreeTextValidator:
 
     def deconstruct(self) -> tuple[str, tuple[str], dict[str, bool]]:
         """Return how a migration writes this validator (what Django's @deconstructible does)."""
-        return ("portal.validators.FreeTextValidator", (self.what,),
+        return ("core.validators.FreeTextValidator", (self.what,),
                 {"multiline": self.multiline} if self.multiline else {})

@@ -7,8 +7,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal.errors import PortalError
-from portal.validators import free_text_clean, free_text_problem
+from core.errors import PortalError
+from core.validators import free_text_clean, free_text_problem
 
 from .keys import parse_public_key
 from .models import ROLE_RANK, Organisation, Role, SSHKey, User

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from portal.validators import FreeTextValidator
+from core.validators import FreeTextValidator
 
 from .models import Organisation, Role
 

@@ -1,7 +1,7 @@
 """Who may see and manage people and organisations; imported by `AccountsConfig.ready()`.
 
 Each application declares its own permissions in its `rules.py` with the role predicates of
-`portal.accounts.predicates`; `user.has_perm("accounts.manage_person", person)` then
+`core.accounts.predicates`; `user.has_perm("accounts.manage_person", person)` then
 answers the same in views, templates (`{% load rules %}`), the admin and an API.
 """
 

@@ -6,7 +6,7 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     """Register the accounts application."""
 
-    name = "portal.accounts"
+    name = "core.accounts"
     label = "accounts"
     verbose_name = "Accounts"
 

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django_auth_ldap.backend import LDAPBackend, ldap_error, populate_user
 
-from portal.accounts.services import directory_profile_apply
+from core.accounts.services import directory_profile_apply
 
 logger = logging.getLogger(__name__)
 

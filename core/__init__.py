@@ -1,0 +1,1 @@
+"""The bottom layer: accounts and organisations, errors, validators, settings helpers."""
