@@ -23,53 +23,31 @@ import statistics
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hosts.virt import DomainSample, Hypervisor, VirtError, close_all  # noqa: E402
+from tests.virt_host import domain_xml, write_node_file  # noqa: E402
 
 DOMAINS = int(os.environ.get("BENCH_DOMAINS", "1000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 BUDGET = 8.0
 
 
-def write_node_file(path: Path) -> None:
-    """Write an empty test-driver host big enough for DOMAINS small domains."""
-    node = ET.Element("node")
-    cpu = ET.SubElement(node, "cpu")
-    for tag, value in (("mhz", "2000"), ("active", "64"), ("nodes", "1"), ("sockets", "2"),
-                       ("cores", "16"), ("threads", "2")):
-        ET.SubElement(cpu, tag).text = value
-    ET.SubElement(node, "memory").text = str(1024 * 1024 * 1024)  # KiB: 1 TiB
-    path.write_text(ET.tostring(node, encoding="unicode"))
-
-
-def domain_xml(index: int) -> str:
-    """Build a small domain with one disk and one interface."""
-    root = ET.Element("domain", type="test")
-    ET.SubElement(root, "name").text = f"bench-{index:04d}"
-    ET.SubElement(root, "memory", unit="MiB").text = "256"
-    ET.SubElement(root, "vcpu").text = "1"
-    ET.SubElement(ET.SubElement(root, "os"), "type", arch="x86_64").text = "hvm"
-    devices = ET.SubElement(root, "devices")
-    disk = ET.SubElement(devices, "disk", type="file", device="disk")
-    ET.SubElement(disk, "source", file=f"/srv/bench/bench-{index:04d}.qcow2")
-    ET.SubElement(disk, "target", dev="vda", bus="virtio")
-    nic = ET.SubElement(devices, "interface", type="network")
-    ET.SubElement(nic, "mac", address=f"52:54:00:be:{index // 256:02x}:{index % 256:02x}")
-    ET.SubElement(nic, "source", network="default")
-    ET.SubElement(devices, "memballoon", model="virtio")
-    return ET.tostring(root, encoding="unicode")
+def bench_domain_xml(index: int) -> str:
+    """Build a small domain with one disk, one interface and a memory balloon."""
+    name = f"bench-{index:04d}"
+    return domain_xml(name, memory_mib=256, vcpus=1, disk=f"/srv/bench/{name}.qcow2",
+                      mac=f"52:54:00:be:{index // 256:02x}:{index % 256:02x}", balloon=True)
 
 
 def populate(hv: Hypervisor) -> float:
     """Define and start DOMAINS domains; return the seconds it took."""
     start = time.perf_counter()
     for index in range(DOMAINS):
-        hv.define_domain(domain_xml(index))
+        hv.define_domain(bench_domain_xml(index))
         hv.start(f"bench-{index:04d}")
     return time.perf_counter() - start
 
@@ -118,7 +96,7 @@ def main() -> None:
     """Measure through libvirtd and in-process; exit 1 if the budget figure misses 8x."""
     with tempfile.TemporaryDirectory(prefix="portal-bench-") as tmp:
         node = Path(tmp) / "node.xml"
-        write_node_file(node)
+        write_node_file(node, sockets=2, cores=16, threads=2, memory_kib=1024**3)  # 1 TiB
         Path(tmp).chmod(0o755)
         node.chmod(0o644)  # libvirtd may run as another user
         try:

@@ -5,6 +5,13 @@ from __future__ import annotations
 import django_tables2 as tables
 
 
+def _free_of(free: str, capacity: str, unit: str, label: str) -> tables.TemplateColumn:
+    """A column of what is free of a capacity: '3 MiB of 8'."""
+    return tables.TemplateColumn(
+        f'{{{{ record.{free} }}}}{unit} <span class="small text-body-secondary">of '
+        f'{{{{ record.{capacity} }}}}</span>', verbose_name=label)
+
+
 class HostOverviewTable(tables.Table):
     """One row per host; sorting happens on the computed figures."""
 
@@ -23,12 +30,8 @@ class HostOverviewTable(tables.Table):
     cpu_load = tables.TemplateColumn(
         '{% if record.cpu_load is None %}—{% else %}{{ record.cpu_load|floatformat:1 }} %'
         '{% endif %}', verbose_name="CPU load")
-    vcpus_free = tables.TemplateColumn(
-        '{{ record.vcpus_free }} <span class="small text-body-secondary">of '
-        '{{ record.vcpu_capacity }}</span>', verbose_name="vCPUs free")
-    memory_free = tables.TemplateColumn(
-        '{{ record.memory_free }} MiB <span class="small text-body-secondary">of '
-        '{{ record.memory_capacity }}</span>', verbose_name="RAM free")
+    vcpus_free = _free_of("vcpus_free", "vcpu_capacity", "", "vCPUs free")
+    memory_free = _free_of("memory_free", "memory_capacity", " MiB", "RAM free")
     last_seen = tables.TemplateColumn(
         '{% load humanize %}{% if record.last_seen %}{{ record.last_seen|naturaltime }}'
         '{% else %}never{% endif %}', verbose_name="Last seen")

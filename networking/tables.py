@@ -13,36 +13,38 @@ HOLDER = (
 )
 
 
-class PrivateIPTable(tables.Table):
-    """Private addresses and who holds them."""
+class _AddressTable(tables.Table):
+    """What both pools' tables show: the address, who holds it and since when."""
 
     address = tables.Column(attrs={"td": {"class": "font-monospace"}})
-    mac = tables.Column(verbose_name="MAC", attrs={"td": {"class": "font-monospace"}})
     holder = tables.TemplateColumn(HOLDER, verbose_name="Held by", orderable=False)
     allocated_at = tables.DateTimeColumn(verbose_name="Since", format="Y-m-d H:i")
 
     class Meta:
-        model = PrivateIP
-        fields = ("address", "mac", "holder", "allocated_at")
         attrs = {"class": "table table-sm table-hover align-middle"}
         empty_text = "No address matches."
 
 
-class PublicIPTable(tables.Table):
+class PrivateIPTable(_AddressTable):
+    """Private addresses and who holds them."""
+
+    mac = tables.Column(verbose_name="MAC", attrs={"td": {"class": "font-monospace"}})
+
+    class Meta(_AddressTable.Meta):
+        model = PrivateIP
+        fields = sequence = ("address", "mac", "holder", "allocated_at")
+
+
+class PublicIPTable(_AddressTable):
     """Public addresses and the VM each forwards to."""
 
-    address = tables.Column(attrs={"td": {"class": "font-monospace"}})
-    holder = tables.TemplateColumn(HOLDER, verbose_name="Held by", orderable=False)
     mapping = tables.TemplateColumn(
         '{% if record.mapping %}<span class="font-monospace">{{ record.mapping.private_address }}'
         '</span>{% if not record.mapping.applied_at %} <span class="badge text-bg-warning">'
         'not applied</span>{% endif %}{% endif %}',
         verbose_name="NAT to", orderable=False,
     )
-    allocated_at = tables.DateTimeColumn(verbose_name="Since", format="Y-m-d H:i")
 
-    class Meta:
+    class Meta(_AddressTable.Meta):
         model = PublicIP
-        fields = ("address", "holder", "mapping", "allocated_at")
-        attrs = {"class": "table table-sm table-hover align-middle"}
-        empty_text = "No address matches."
+        fields = sequence = ("address", "holder", "mapping", "allocated_at")

@@ -7,10 +7,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
+
+from core.views import form_errors, require
 
 from .allocation import SSHPortSettingsError, ssh_port_config
 from .filters import AddressFilter
@@ -24,9 +26,7 @@ SSH_PORTS_LISTED = 50
 
 
 def _admin(request: HttpRequest) -> None:
-    # Answer 404, not 403: nothing tells the user the page exists.
-    if not request.user.has_perm("networking.manage_pools"):
-        raise Http404
+    require(request.user.has_perm("networking.manage_pools"))
 
 
 @login_required
@@ -70,8 +70,7 @@ def vlan_detail(request: HttpRequest, pk: int) -> HttpResponse:
                                       last=range_form.cleaned_data["last"],
                                       macs=range_form.mac_list())
         except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                range_form.add_error(field if field in range_form.fields else None, errors)
+            form_errors(range_form, exc)
         else:
             messages.success(request, f"Added {len(added)} address(es) to {vlan.name}: "
                              f"{added[0].address} to {added[-1].address}.")
@@ -96,8 +95,7 @@ def public_pool(request: HttpRequest) -> HttpResponse:
             added = public_range_add(first=range_form.cleaned_data["first"],
                                      last=range_form.cleaned_data["last"])
         except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                range_form.add_error(field if field in range_form.fields else None, errors)
+            form_errors(range_form, exc)
         else:
             messages.success(request, f"Added {len(added)} public address(es).")
             return redirect("networking:public_pool")

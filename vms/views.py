@@ -5,13 +5,14 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from core.accounts.predicates import is_portal_admin
 from core.errors import PortalError
+from core.views import form_errors, require
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.requests import operation_dismiss, operation_retry
 
@@ -54,12 +55,6 @@ def _table(request: HttpRequest, table: object) -> object:
     return table
 
 
-def _require(allowed: bool) -> None:
-    # Answer 404, not 403: nothing tells the user the object exists.
-    if not allowed:
-        raise Http404
-
-
 @login_required
 @require_GET
 def request_list(request: HttpRequest) -> HttpResponse:
@@ -86,20 +81,12 @@ def request_create(request: HttpRequest) -> HttpResponse:
                 ssh_keys=list(data["ssh_keys"]), generate_password=data["generate_password"],
             )
         except ValidationError as exc:
-            _form_errors(form, exc)
+            form_errors(form, exc)
         else:
             waits = vm_request.get_stage_display().lower().replace("awaiting", "awaits")
             messages.success(request, f"Request {vm_request.name} submitted; it now {waits}.")
             return redirect("vms:request_detail", pk=vm_request.pk)
     return render(request, "vms/request_form.html", {"form": form})
-
-
-def _form_errors(form: object, exc: ValidationError) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc.messages)
 
 
 @login_required
@@ -127,7 +114,7 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
     """Approve or reject a request at its current stage."""
     vm_request = get_object_or_404(VMRequest.objects.visible_to(request.user), pk=pk)
     # Stale and own requests reach the service, which says why nothing was changed.
-    _require(request.user.has_perm("vms.decide_request", vm_request)
+    require(request.user.has_perm("vms.decide_request", vm_request)
              or not vm_request.is_pending or is_requester.test(request.user, vm_request))
     form = DecisionForm(request.POST)
     if not form.is_valid():
@@ -165,7 +152,7 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
 def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Withdraw one's own pending request."""
     vm_request = get_object_or_404(VMRequest.objects.visible_to(request.user), pk=pk)
-    _require(request.user.has_perm("vms.cancel_request", vm_request) or not vm_request.is_pending)
+    require(request.user.has_perm("vms.cancel_request", vm_request) or not vm_request.is_pending)
     try:
         vm_request_cancel(request=vm_request, actor=request.user)
         messages.success(request, f"Request {vm_request.name} cancelled.")
@@ -207,9 +194,13 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
 
 @login_required
 @require_GET
-def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """Show a VM with its state, placement, address and operations."""
-    return render(request, "vms/vm_detail.html", _vm_context(request, pk))
+def vm_detail(request: HttpRequest, pk: int, template: str = "vms/vm_detail.html") -> HttpResponse:
+    """Show a VM with its state, placement, address and operations.
+
+    The URLs the page polls render a part of it the same way: its live part (state, actions,
+    operations) and its "How to log in" panel, which it polls until the install has ended.
+    """
+    return render(request, template, _vm_context(request, pk))
 
 
 @login_required
@@ -217,7 +208,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def vm_password(request: HttpRequest, pk: int) -> HttpResponse:
     """Show the VM's generated password to its owner, once; only its hash stays."""
     vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
-    _require(request.user.has_perm("vms.view_vm_password", vm))
+    require(request.user.has_perm("vms.view_vm_password", vm))
     try:
         password = vm_password_reveal(vm=vm, actor=request.user)
     except PortalError as exc:
@@ -231,26 +222,12 @@ def vm_password(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_GET
-def vm_status(request: HttpRequest, pk: int) -> HttpResponse:
-    """Render the VM's live part (state, actions, operations) for polling."""
-    return render(request, "vms/_vm_live.html", _vm_context(request, pk))
-
-
-@login_required
-@require_GET
-def vm_login(request: HttpRequest, pk: int) -> HttpResponse:
-    """Render the VM's "How to log in" panel, which it polls until the install has ended."""
-    return render(request, "vms/_vm_login.html", _vm_context(request, pk))
-
-
-@login_required
 @require_POST
 def vm_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Queue a power action or deletion on a VM."""
     vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
     kind = OperationKind(action)  # the route takes only the owner's actions
-    _require(request.user.has_perm("vms.operate_vm", vm))
+    require(request.user.has_perm("vms.operate_vm", vm))
     try:
         vm_action_request(vm=vm, kind=kind, actor=request.user)
         messages.success(request, f"{kind.label} of {vm.name} queued.")
@@ -264,7 +241,7 @@ def vm_change(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     """Show and take the form asking for a change to a VM."""
     vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user).select_related(
         "request", "owner", "security_domain"), pk=pk)
-    _require(request.user.has_perm("vms.operate_vm", vm))
+    require(request.user.has_perm("vms.operate_vm", vm))
     change = RequestKind(kind)
     form = VMChangeForm(request.POST or None, requester=request.user, vm=vm, kind=change)
     if request.method == "POST" and form.is_valid():
@@ -277,7 +254,7 @@ def vm_change(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
                 security_domain=data.get("security_domain"), faculty=data.get("faculty"),
                 params=params)
         except ValidationError as exc:
-            _form_errors(form, exc)
+            form_errors(form, exc)
         except PortalError as exc:
             messages.error(request, str(exc))
             return redirect("vms:vm_detail", pk=pk)
@@ -308,7 +285,7 @@ def operation_list(request: HttpRequest) -> HttpResponse:
 def operation_manage(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Retry or dismiss a failed operation (admins)."""
     op = get_object_or_404(Operation.objects.visible_to(request.user), pk=pk)
-    _require(request.user.has_perm("vms.retry_operation", op))
+    require(request.user.has_perm("vms.retry_operation", op))
     try:
         if action == "retry":
             operation_retry(operation=op, actor=request.user)
@@ -325,7 +302,7 @@ def operation_manage(request: HttpRequest, pk: int, action: str) -> HttpResponse
 
 def _operable_vm(request: HttpRequest, pk: int):  # noqa: ANN202
     vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
-    _require(request.user.has_perm("vms.operate_vm", vm))
+    require(request.user.has_perm("vms.operate_vm", vm))
     return vm
 
 
@@ -357,25 +334,15 @@ def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
         f"Snapshot '{form.cleaned_data['name']}' of {vm.name} queued.")
 
 
-def _snapshot(request: HttpRequest, pk: int, sid: int):  # noqa: ANN202
+@login_required
+@require_POST
+def snapshot_action(request: HttpRequest, pk: int, sid: int, action: str) -> HttpResponse:
+    """Queue the return of the VM to a snapshot, or the deletion of the snapshot."""
     vm = _operable_vm(request, pk)
-    return vm, get_object_or_404(vm.snapshots, pk=sid)
-
-
-@login_required
-@require_POST
-def snapshot_revert_view(request: HttpRequest, pk: int, sid: int) -> HttpResponse:
-    """Queue the return of the VM to a snapshot."""
-    vm, snap = _snapshot(request, pk, sid)
-    return _done(request, pk, lambda: snapshot_revert(snapshot=snap, actor=request.user),
-                 f"Revert of {vm.name} to '{snap.name}' queued.")
-
-
-@login_required
-@require_POST
-def snapshot_delete_view(request: HttpRequest, pk: int, sid: int) -> HttpResponse:
-    """Queue the deletion of a snapshot."""
-    vm, snap = _snapshot(request, pk, sid)
+    snap = get_object_or_404(vm.snapshots, pk=sid)
+    if action == "revert":
+        return _done(request, pk, lambda: snapshot_revert(snapshot=snap, actor=request.user),
+                     f"Revert of {vm.name} to '{snap.name}' queued.")
     return _done(request, pk, lambda: snapshot_delete(snapshot=snap, actor=request.user),
                  f"Deletion of snapshot '{snap.name}' queued.")
 
@@ -412,7 +379,7 @@ def disk_action(request: HttpRequest, pk: int, did: int, action: str) -> HttpRes
 def vm_save_template(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue the making of a template from a stopped VM (admins)."""
     vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
-    _require(request.user.has_perm("vms.make_template", vm))
+    require(request.user.has_perm("vms.make_template", vm))
     form = TemplateSaveForm(request.POST)
     name = form.cleaned_data["name"] if form.is_valid() else ""
     if refused := text_refusals(form):

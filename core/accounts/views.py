@@ -7,12 +7,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from core.errors import PortalError
+from core.views import form_errors, require
 
 from .directory import directory_faculty_search
 from .filters import PeopleFilter
@@ -32,17 +33,11 @@ from .services import (
 from .tables import PeopleTable
 
 
-def _require(allowed: bool) -> None:
-    # Answer 404, not 403: nothing tells the user the page or person exists.
-    if not allowed:
-        raise Http404
-
-
 @login_required
 @require_GET
 def people_list(request: HttpRequest) -> HttpResponse:
     """List the people the user manages, with their role and where it comes from."""
-    _require(request.user.has_perm("accounts.list_people"))
+    require(request.user.has_perm("accounts.list_people"))
     filters = PeopleFilter(request.GET, queryset=User.people.visible_to(request.user))
     table = PeopleTable(filters.qs.select_related("organisation"))
     RequestConfig(request, paginate={"per_page": 50}).configure(table)
@@ -62,7 +57,7 @@ def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
     form = PersonForm(request.POST or None, initial=initial,
                       roles=grantable_roles(request.user), may_move=may_move)
     if request.method == "POST":
-        _require(may_manage)
+        require(may_manage)
         if form.is_valid():
             data = form.cleaned_data
             try:
@@ -95,7 +90,7 @@ def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def person_unlock(request: HttpRequest, pk: int) -> HttpResponse:
     """Let a person whose logins the throttle refuses log in again (admins)."""
     person = get_object_or_404(User.people.visible_to(request.user), pk=pk)
-    _require(request.user.has_perm("accounts.unlock_person", person))
+    require(request.user.has_perm("accounts.unlock_person", person))
     user_login_unlock(user=person, actor=request.user)
     messages.success(request, f"Logins of {person.get_username()} are unlocked.")
     return redirect("accounts:person_detail", pk=pk)
@@ -104,14 +99,13 @@ def person_unlock(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def organisation_list(request: HttpRequest) -> HttpResponse:
     """List organisations with their members, and add one (admins)."""
-    _require(request.user.has_perm("accounts.manage_organisations"))
+    require(request.user.has_perm("accounts.manage_organisations"))
     form = OrganisationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             org = organisation_create(name=form.cleaned_data["name"], actor=request.user)
         except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, errors)
+            form_errors(form, exc)
         else:
             messages.success(request, f"Added {org.name}.")
             return redirect("accounts:organisation_list")
@@ -152,8 +146,7 @@ def ssh_key_list(request: HttpRequest) -> HttpResponse:
             key = ssh_key_add(owner=request.user, name=form.cleaned_data["name"],
                               public_key=form.cleaned_data["public_key"])
         except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, errors)
+            form_errors(form, exc)
         else:
             messages.success(request, f"Added key {key.name} ({key.fingerprint}).")
             return redirect("accounts:ssh_key_list")

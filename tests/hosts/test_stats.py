@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from hosts.virt.stats import (
     domain_sample_from_record,
     host_sample_from_stats,
 )
+from tests.virt_host import domain_xml, write_node_file
 
 KIB = 1024
 UUID = "4d3c2b1a-0000-4000-8000-000000000001"
@@ -199,33 +199,10 @@ def test_host_stats_sum_busy_and_total_cpu_time_and_free_memory() -> None:
 # -- the test driver -----------------------------------------------------------------------
 
 
-def write_node_file(path: Path) -> str:
-    """Write a test-driver host with 4 CPUs and 2 GiB and return its URI."""
-    node = ET.Element("node")
-    cpu = ET.SubElement(node, "cpu")
-    for tag, value in (("mhz", "2000"), ("active", "4"), ("nodes", "1"), ("sockets", "1"),
-                       ("cores", "4"), ("threads", "1")):
-        ET.SubElement(cpu, tag).text = value
-    ET.SubElement(node, "memory").text = str(2 * 1024 * 1024)  # KiB
-    path.write_text(ET.tostring(node, encoding="unicode"))
-    return f"test://{path}"
-
-
-def domain_xml(name: str, index: int) -> str:
+def stats_domain_xml(name: str, index: int) -> str:
     """Build a test-driver domain with one disk and one interface."""
-    root = ET.Element("domain", type="test")
-    ET.SubElement(root, "name").text = name
-    ET.SubElement(root, "memory", unit="MiB").text = "128"
-    ET.SubElement(root, "vcpu").text = "2"
-    ET.SubElement(ET.SubElement(root, "os"), "type", arch="x86_64").text = "hvm"
-    devices = ET.SubElement(root, "devices")
-    disk = ET.SubElement(devices, "disk", type="file", device="disk")
-    ET.SubElement(disk, "source", file=f"/srv/portal/{name}.qcow2")
-    ET.SubElement(disk, "target", dev="vda", bus="virtio")
-    nic = ET.SubElement(devices, "interface", type="network")
-    ET.SubElement(nic, "mac", address=f"52:54:00:00:00:{index:02x}")
-    ET.SubElement(nic, "source", network="default")
-    return ET.tostring(root, encoding="unicode")
+    return domain_xml(name, memory_mib=128, vcpus=2, disk=f"/srv/portal/{name}.qcow2",
+                      mac=f"52:54:00:00:00:{index:02x}")
 
 
 @pytest.fixture
@@ -240,7 +217,7 @@ def hv(uri: str) -> Hypervisor:
     """Return a host with web1 and web2 running and web3 shut off."""
     hv = Hypervisor(uri)
     for index, name in enumerate(("web2", "web1", "web3"), start=1):
-        hv.define_domain(domain_xml(name, index))
+        hv.define_domain(stats_domain_xml(name, index))
         if name != "web3":
             hv.start(name)
     return hv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -30,6 +31,8 @@ from ..models import DiskState, ExtraDisk, VirtualMachine, VMRequest, VMState
 from ..selectors import datastore_with_room, name_in_use
 from . import steps
 from .domain import vm_hypervisor, vm_observe
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 GIB = 1024**3
@@ -260,6 +263,24 @@ def template_save(op: Operation) -> str:
 
 # --- forwarded SSH ports ---------------------------------------------------------------------
 
+def forward_target(vm: VirtualMachine, what: str) -> PrivateIP:
+    """Return the private IP a forward to the VM (an SSH port, a public IP) goes to."""
+    ip = vm.private_ip
+    if ip is None:
+        raise PortalError(f"{vm.name} has no private IP to forward {what} to.")
+    return ip
+
+
+def forward_or_undo(vm: VirtualMachine, label: str, attach: Callable[[], T],
+                    detach: Callable[[], object]) -> T:
+    """Set up a forward to the VM; when that fails, take back what it left (named `label`)."""
+    try:
+        return attach()
+    except Exception:
+        undo_steps(vm, [(label, detach)])
+        raise
+
+
 def ssh_port_request_check(vm: VirtualMachine) -> None:
     """Refuse an SSH port for a VM with a public IP or a port already, or with no private IP."""
     if ssh_port_config() is None:
@@ -288,16 +309,11 @@ def vm_ssh_port_attach(op: Operation) -> str:
     handed to another VM while a stale rule may still point here; a retry keeps it.
     """
     vm = VirtualMachine.objects.get(pk=op.vm_id)
-    ip = vm.private_ip
-    if ip is None:
-        raise PortalError(f"{vm.name} has no private IP to forward an SSH port to.")
+    ip = forward_target(vm, "an SSH port")
     if PublicIP.objects.filter(vm=vm).exists():
         raise PortalError(f"{vm.name} has a public IP: reach it by SSH at that address.")
-    try:
-        row = ssh_port_attach(vm=vm, private_ip=ip)
-    except Exception:
-        undo_steps(vm, [("SSH port", lambda: ssh_port_detach(vm=vm))])
-        raise
+    row = forward_or_undo(vm, "SSH port", lambda: ssh_port_attach(vm=vm, private_ip=ip),
+                          lambda: ssh_port_detach(vm=vm))
     return (f"{vm.name} answers SSH on {row.address} port {row.port} "
             f"(forwarded to {ip.address} port 22).")
 

@@ -44,6 +44,8 @@ from .changes import (
     change_resize_apply,
     change_ssh_port_apply,
     extra_disks_remove,
+    forward_or_undo,
+    forward_target,
 )
 from .credentials import login_name_for, password_prepare
 from .domain import vm_hypervisor, vm_observe, vm_spec
@@ -306,14 +308,9 @@ def vm_network_move(op: Operation) -> str:
 def vm_public_ip_attach(op: Operation) -> str:
     """Give the VM a public IP and map it to its private one on the NAT box."""
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
-    ip = vm.private_ip
-    if ip is None:
-        raise PortalError(f"{vm.name} has no private IP to forward a public one to.")
-    try:
-        public = nat_attach(vm=vm, private_ip=ip)
-    except Exception:
-        undo_steps(vm, [("public IP", lambda: nat_detach(vm=vm))])
-        raise
+    ip = forward_target(vm, "a public one")
+    public = forward_or_undo(vm, "public IP", lambda: nat_attach(vm=vm, private_ip=ip),
+                             lambda: nat_detach(vm=vm))
     return f"{vm.name} is reachable at {public.address} (NAT to {ip.address})."
 
 
