@@ -10,7 +10,7 @@ from django.urls import reverse
 from networking.models import PublicIP, SSHPort
 from operations.models import OperationKind, OperationStatus
 from tests import factories as f
-from tests.networking.test_ssh_port import BOX, ask, box  # noqa: F401 - the box fixture
+from tests.networking.ssh_port_helpers import BOX, ask, box  # noqa: F401 - the box fixture
 from tests.vms.test_lifecycle import install, run_pending
 from vms.models import RequestKind, VirtualMachine, VMRequest
 
