@@ -1,7 +1,7 @@
 """Fast tests of utilisation sampling: record parsing and libvirt's in-process test driver.
 
 Each driver test gets its own host, a node file in tmp_path opened as `test://<path>`, so no
-domain leaks from one test into the next (see tests/hosts/test_virt.py).
+domain leaks from one test into the next (see tests/hosts/conftest.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LDAP-tier tests of directory login against a real slapd (see tests/ldap_server.py).
+"""LDAP-tier tests of directory login against a real slapd (see tests/ldap_server/).
 
 Every test goes through the real login page with the settings `core.ldap_config.ldap_settings`
 makes from the LDAP_* environment of the session's throw-away server. The `directory` fixture
