@@ -11,6 +11,9 @@ from networking.models import AttachMode, PrivateIP
 
 from ..models import VirtualMachine, VMState
 
+# The permission an owner's action on a VM needs (vms/rules.py declares it).
+OPERATE = "vms.operate_vm"
+
 
 def vm_hypervisor(vm: VirtualMachine) -> Hypervisor:
     """Return the adapter of the VM's host; refuse a VM that is on no host."""

@@ -48,7 +48,7 @@ from .changes import (
     forward_target,
 )
 from .credentials import login_name_for, password_prepare
-from .domain import vm_hypervisor, vm_observe, vm_spec
+from .domain import OPERATE, vm_hypervisor, vm_observe, vm_spec
 from .notify import absolute_url, notify
 
 GIB = 1024**3
@@ -71,11 +71,10 @@ ACTION_STATES: dict[OperationKind, tuple[str, ...]] = {
     OperationKind.SSH_PORT_RELEASE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF,
                                      VMState.CRASHED, VMState.UNKNOWN),
 }
-# The permission an owner's action on a VM needs (`vms.rules`).
-OPERATE = "vms.operate_vm"
 # States in which a VM may be changed through a request (network move, public IP).
 CHANGEABLE_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED)
 OWNER_ACTIONS = tuple(ACTION_STATES)
+
 
 def vm_create_from_request(*, request: VMRequest, actor) -> VirtualMachine:  # noqa: ANN001
     """Record the VM of an approved request and queue its install."""

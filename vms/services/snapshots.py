@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from core.errors import PortalError
@@ -16,7 +17,7 @@ from hosts.models import HostStatus
 from hosts.virt import Hypervisor, power_state
 from operations.models import Operation, OperationKind
 from operations.registry import handles
-from operations.requests import operation_create, operation_scope_check
+from operations.requests import operation_request
 
 from ..models import (
     Snapshot,
@@ -26,7 +27,7 @@ from ..models import (
     VirtualMachine,
     VMState,
 )
-from .domain import vm_hypervisor, vm_observe
+from .domain import OPERATE, vm_hypervisor, vm_observe
 
 logger = logging.getLogger(__name__)
 
@@ -38,26 +39,19 @@ def _limit() -> int:
     return settings.PORTAL["MAX_SNAPSHOTS"]
 
 
-def _check_vm(vm: VirtualMachine, actor, doing: str) -> VirtualMachine:  # noqa: ANN001
-    locked = (VirtualMachine.objects.select_for_update(of=("self",)).select_related("host")
-              .get(pk=vm.pk))
-    if not actor.has_perm("vms.operate_vm", locked):
-        raise PortalError(f"You may not {doing} {locked.name}.")
-    if locked.state not in SNAPSHOT_STATES:
-        raise PortalError(f"Cannot {doing} {locked.name} while it is "
-                          f"{locked.get_state_display().lower()}.")
-    if locked.host is None or locked.host.status != HostStatus.UP:
-        raise PortalError(f"Cannot {doing} {locked.name}: its host is down.")
-    operation_scope_check(vm=locked)
-    return locked
+def _host_up(doing: str) -> Callable[[VirtualMachine], None]:
+    """Return the check that refuses a snapshot operation of a VM whose host is down."""
+
+    def check(vm: VirtualMachine) -> None:
+        if vm.host is None or vm.host.status != HostStatus.UP:
+            raise PortalError(f"Cannot {doing} {vm.name}: its host is down.")
+
+    return check
 
 
-def _enqueue(kind: OperationKind, vm: VirtualMachine, actor, **arguments) -> Operation:  # noqa: ANN001
-    try:
-        with transaction.atomic():
-            return operation_create(kind=kind, vm=vm, requested_by=actor, arguments=arguments)
-    except IntegrityError as exc:
-        raise PortalError(f"Another operation on {vm.name} is under way.") from exc
+def _ready(snapshot: Snapshot) -> None:
+    if snapshot.state != SnapshotState.READY:
+        raise PortalError(f"Snapshot {snapshot.name} is {snapshot.get_state_display()}.")
 
 
 def snapshot_take(*, vm: VirtualMachine, actor, name: str, description: str = "",  # noqa: ANN001
@@ -75,38 +69,45 @@ def snapshot_take(*, vm: VirtualMachine, actor, name: str, description: str = ""
     ) if problem}
     if errors:
         raise ValidationError(errors)
-    with transaction.atomic():
-        locked = _check_vm(vm, actor, "snapshot")
+
+    def room(locked: VirtualMachine) -> None:
+        _host_up("snapshot")(locked)
         if kind == SnapshotKind.MANUAL and locked.snapshots.filter(
                 kind=SnapshotKind.MANUAL).count() >= _limit():
             raise PortalError(f"{locked.name} already has {_limit()} snapshots, the most a VM "
                               "may keep; delete one first.")
-        snap = Snapshot(vm=locked, name=name, description=description.strip(), kind=kind,
+
+    with transaction.atomic():
+        # The VM row stays locked until commit, so the snapshot row joins its operation.
+        op = operation_request(kind=OperationKind.SNAPSHOT_CREATE, actor=actor, vm=vm,
+                               doing="snapshot", check=room)
+        snap = Snapshot(vm=op.vm, name=name, description=description.strip(), kind=kind,
                         created_by=actor if actor and actor.is_authenticated else None,
-                        vm_state=locked.state)
+                        vm_state=op.vm.state)
         snap.full_clean()
         snap.save()
-        _enqueue(OperationKind.SNAPSHOT_CREATE, locked, actor, snapshot=snap.pk)
+        op.arguments = {"snapshot": snap.pk}
+        Operation.objects.filter(pk=op.pk).update(arguments=op.arguments)
     return snap
 
 
 def snapshot_revert(*, snapshot: Snapshot, actor) -> Operation:  # noqa: ANN001
     """Queue the return of the VM to a snapshot."""
-    with transaction.atomic():
-        locked = _check_vm(snapshot.vm, actor, "revert")
-        if snapshot.state != SnapshotState.READY:
-            raise PortalError(f"Snapshot {snapshot.name} is {snapshot.get_state_display()}.")
-        return _enqueue(OperationKind.SNAPSHOT_REVERT, locked, actor, snapshot=snapshot.pk)
+    return operation_request(
+        kind=OperationKind.SNAPSHOT_REVERT, actor=actor, vm=snapshot.vm, doing="revert",
+        arguments={"snapshot": snapshot.pk},
+        check=lambda vm: (_host_up("revert")(vm), _ready(snapshot)))
 
 
 def snapshot_delete(*, snapshot: Snapshot, actor) -> Operation:  # noqa: ANN001
     """Queue the deletion of a snapshot."""
     with transaction.atomic():
-        locked = _check_vm(snapshot.vm, actor, "delete a snapshot of")
-        if snapshot.state != SnapshotState.READY:
-            raise PortalError(f"Snapshot {snapshot.name} is {snapshot.get_state_display()}.")
+        op = operation_request(
+            kind=OperationKind.SNAPSHOT_DELETE, actor=actor, vm=snapshot.vm,
+            doing="delete a snapshot of", arguments={"snapshot": snapshot.pk},
+            check=lambda vm: (_host_up("delete a snapshot of")(vm), _ready(snapshot)))
         Snapshot.objects.filter(pk=snapshot.pk).update(state=SnapshotState.DELETING)
-        return _enqueue(OperationKind.SNAPSHOT_DELETE, locked, actor, snapshot=snapshot.pk)
+    return op
 
 
 def snapshot_schedule_set(*, vm: VirtualMachine, actor, frequencies: set[str]) -> None:  # noqa: ANN001
@@ -135,7 +136,8 @@ def _snapshot_gone(op: Operation) -> str | None:
     return None
 
 
-@handles(OperationKind.SNAPSHOT_CREATE, states=SNAPSHOT_STATES, retry_check=_snapshot_gone)
+@handles(OperationKind.SNAPSHOT_CREATE, states=SNAPSHOT_STATES, retry_check=_snapshot_gone,
+         permission=OPERATE)
 def snapshot_create_run(op: Operation) -> str:
     """Take the snapshot; a failure leaves no snapshot behind, here or on the host."""
     vm, snap, hv = _vm_and_snapshot(op)
@@ -166,7 +168,8 @@ def _keep_newest(vm: VirtualMachine, hv: Hypervisor, kind: SnapshotKind) -> str:
     return ", ".join(s.name for s in old)
 
 
-@handles(OperationKind.SNAPSHOT_REVERT, states=SNAPSHOT_STATES, retry_check=_snapshot_gone)
+@handles(OperationKind.SNAPSHOT_REVERT, states=SNAPSHOT_STATES, retry_check=_snapshot_gone,
+         permission=OPERATE)
 def snapshot_revert_run(op: Operation) -> str:
     """Return the VM to the snapshot and record the state it comes back in."""
     vm, snap, hv = _vm_and_snapshot(op)
@@ -191,7 +194,8 @@ def snapshot_revert_run(op: Operation) -> str:
     return f"{vm.name} is back at snapshot '{snap.name}' ({state})."
 
 
-@handles(OperationKind.SNAPSHOT_DELETE, retry_check=_snapshot_gone)
+@handles(OperationKind.SNAPSHOT_DELETE, retry_check=_snapshot_gone,
+         request_states=SNAPSHOT_STATES, permission=OPERATE)
 def snapshot_delete_run(op: Operation) -> str:
     """Delete the snapshot on the host and here."""
     vm, snap, hv = _vm_and_snapshot(op)
