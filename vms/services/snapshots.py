@@ -39,19 +39,20 @@ def _limit() -> int:
     return settings.PORTAL["MAX_SNAPSHOTS"]
 
 
-def _host_up(doing: str) -> Callable[[VirtualMachine], None]:
-    """Return the check that refuses a snapshot operation of a VM whose host is down."""
+def _check_host_up(vm: VirtualMachine, doing: str) -> None:
+    if vm.host is None or vm.host.status != HostStatus.UP:
+        raise PortalError(f"Cannot {doing} {vm.name}: its host is down.")
+
+
+def _snapshot_check(snapshot: Snapshot, doing: str) -> Callable[[VirtualMachine], None]:
+    """Return the check, run on the locked VM, that its host is up and the snapshot ready."""
 
     def check(vm: VirtualMachine) -> None:
-        if vm.host is None or vm.host.status != HostStatus.UP:
-            raise PortalError(f"Cannot {doing} {vm.name}: its host is down.")
+        _check_host_up(vm, doing)
+        if snapshot.state != SnapshotState.READY:
+            raise PortalError(f"Snapshot {snapshot.name} is {snapshot.get_state_display()}.")
 
     return check
-
-
-def _ready(snapshot: Snapshot) -> None:
-    if snapshot.state != SnapshotState.READY:
-        raise PortalError(f"Snapshot {snapshot.name} is {snapshot.get_state_display()}.")
 
 
 def snapshot_take(*, vm: VirtualMachine, actor, name: str, description: str = "",  # noqa: ANN001
@@ -71,7 +72,7 @@ def snapshot_take(*, vm: VirtualMachine, actor, name: str, description: str = ""
         raise ValidationError(errors)
 
     def room(locked: VirtualMachine) -> None:
-        _host_up("snapshot")(locked)
+        _check_host_up(locked, "snapshot")
         if kind == SnapshotKind.MANUAL and locked.snapshots.filter(
                 kind=SnapshotKind.MANUAL).count() >= _limit():
             raise PortalError(f"{locked.name} already has {_limit()} snapshots, the most a VM "
@@ -95,8 +96,7 @@ def snapshot_revert(*, snapshot: Snapshot, actor) -> Operation:  # noqa: ANN001
     """Queue the return of the VM to a snapshot."""
     return operation_request(
         kind=OperationKind.SNAPSHOT_REVERT, actor=actor, vm=snapshot.vm, doing="revert",
-        arguments={"snapshot": snapshot.pk},
-        check=lambda vm: (_host_up("revert")(vm), _ready(snapshot)))
+        arguments={"snapshot": snapshot.pk}, check=_snapshot_check(snapshot, "revert"))
 
 
 def snapshot_delete(*, snapshot: Snapshot, actor) -> Operation:  # noqa: ANN001
@@ -105,7 +105,7 @@ def snapshot_delete(*, snapshot: Snapshot, actor) -> Operation:  # noqa: ANN001
         op = operation_request(
             kind=OperationKind.SNAPSHOT_DELETE, actor=actor, vm=snapshot.vm,
             doing="delete a snapshot of", arguments={"snapshot": snapshot.pk},
-            check=lambda vm: (_host_up("delete a snapshot of")(vm), _ready(snapshot)))
+            check=_snapshot_check(snapshot, "delete a snapshot of"))
         Snapshot.objects.filter(pk=snapshot.pk).update(state=SnapshotState.DELETING)
     return op
 
