@@ -96,7 +96,8 @@ def _may(actor, permission, obj) -> bool:  # noqa: ANN001
 
 
 def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = None,  # noqa: ANN001
-                      host: Model | None = None, arguments: dict | None = None,
+                      host: Model | None = None,
+                      arguments: dict | Callable[[Model], dict] | None = None,
                       parent: Operation | None = None, doing: str | None = None,
                       check: Callable[[Model], None] | None = None,
                       then: str = "wait for it.") -> Operation:
@@ -104,8 +105,10 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
 
     `doing` words the refusals ("You may not {doing} lab1", "Cannot {doing} lab1 while it
     is ..."; by default "act on" and the kind's label); `check` is any further test of the
-    locked target, run after the state; `then` ends the refusal of a busy scope. The
-    operation is enqueued once the transaction commits.
+    locked target, run after the state; `then` ends the refusal of a busy scope.
+    `arguments` may be a function of the locked target, called once every check has passed
+    (to record what the operation will make, such as a disk row). The operation is enqueued
+    once the transaction commits.
     """
     spec = spec_for(kind)
     if spec is None:
@@ -127,6 +130,8 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
         if spec.scope:
             operation_scope_check(vm=locked_vm, host=locked_host if locked_vm is None else None,
                                   parent=parent, then=then)
+        if callable(arguments):
+            arguments = arguments(target)
         try:
             with transaction.atomic():
                 return operation_create(kind=kind, vm=locked_vm, host=locked_host,

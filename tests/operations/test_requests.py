@@ -90,3 +90,71 @@ def test_the_operations_list_shows_a_parents_progress(site):
                                  parent=parent, status=status)
     page = site.client(site.admin).get(reverse("vms:operation_list"))
     assert "Its operations: 1 running, 1 done" in page.content.decode()
+
+
+# --- approved changes take the same path ------------------------------------------------------
+
+def approve_change(site, vm, kind, **params):  # noqa: ANN001
+    """Ask for a change of the admin's and have another admin approve it (final)."""
+    from vms.services.workflow import vm_change_request_create, vm_request_approve
+
+    req = vm_change_request_create(requester=site.admin, vm=vm, kind=kind, purpose="needed",
+                                   params=params)
+    return vm_request_approve(request=req, actor=site.another_admin())
+
+
+def test_every_change_kind_needs_the_apply_permission_and_a_changeable_vm():
+    from vms.models import VMState
+    from vms.services.domain import APPLY_CHANGE, CHANGEABLE_STATES
+
+    for kind in (OperationKind.RESIZE, OperationKind.DISK_ADD, OperationKind.SSH_PORT_ATTACH,
+                 OperationKind.NETWORK_MOVE, OperationKind.PUBLIC_IP_ATTACH):
+        spec = registry.spec_for(kind)
+        assert (spec.permission, spec.request_states) == (APPLY_CHANGE, CHANGEABLE_STATES)
+    clone = registry.spec_for(OperationKind.CLONE)
+    assert (clone.permission, clone.request_states) == (APPLY_CHANGE, (VMState.PENDING,))
+
+
+def test_a_change_approved_while_the_vm_is_busy_is_refused_and_records_nothing(
+        site, django_capture_on_commit_callbacks):
+    from vms.models import ExtraDisk, RequestKind, VMRequest
+
+    for kind, params in ((RequestKind.DISK, {"size_gib": 2}),
+                         (RequestKind.RESIZE, {"vcpus": 2, "memory_mib": 512}),
+                         (RequestKind.CLONE, {"count": 1})):
+        vm = plain_vm(site, name=f"busy-{kind}")
+        with django_capture_on_commit_callbacks():
+            operation_request(kind=OperationKind.SHUTDOWN, actor=site.student, vm=vm)
+        with pytest.raises(PortalError, match="under way; approve again when it has finished"):
+            approve_change(site, vm, kind, **params)
+    assert not ExtraDisk.objects.exists()
+    assert not VirtualMachine.objects.filter(clone_of__isnull=False).exists()
+    assert Operation.objects.count() == 3
+    assert not VMRequest.objects.filter(stage="approved").exists()
+
+
+def test_a_change_of_a_vm_that_cannot_change_is_refused(site):
+    from vms.models import RequestKind
+
+    vm = plain_vm(site)
+    other = plain_vm(site, name="other")
+    VirtualMachine.objects.filter(pk__in=[vm.pk, other.pk]).update(state=VMState.FAILED)
+    with pytest.raises(PortalError, match="Cannot change plain while it is install failed"):
+        approve_change(site, vm, RequestKind.RESIZE, vcpus=2, memory_mib=512)
+    with pytest.raises(PortalError, match="other is install failed; it cannot change now"):
+        approve_change(site, other, RequestKind.CLONE, count=1)
+    assert not Operation.objects.exists()
+
+
+def test_only_an_admin_carries_out_an_approved_change(site):
+    from vms.models import RequestKind, VMRequest
+    from vms.services.lifecycle import vm_change_apply
+
+    vm = plain_vm(site)
+    req = VMRequest.objects.create(
+        kind=RequestKind.RESIZE, requester=site.student, organisation=site.org, target=vm,
+        name=vm.name, template=site.template, vcpus=2, memory_mib=512, disk_gib=1,
+        params={"vcpus": 2, "memory_mib": 512})
+    with pytest.raises(PortalError, match="You may not change plain"):
+        vm_change_apply(request=req, actor=site.student)
+    assert not Operation.objects.exists()

@@ -23,14 +23,14 @@ from networking.models import PrivateIP, PublicIP, SSHPort
 from networking.services import ssh_port_attach, ssh_port_detach
 from operations.models import Operation, OperationKind
 from operations.registry import handles
-from operations.requests import operation_create, operation_request
+from operations.requests import operation_request
 from operations.runner import operation_progress
 from operations.undo import undo_steps
 
 from ..models import DiskState, ExtraDisk, VirtualMachine, VMRequest, VMState
 from ..selectors import datastore_with_room, name_in_use
 from . import steps
-from .domain import vm_hypervisor, vm_observe
+from .domain import APPLY_CHANGE, CHANGEABLE_STATES, vm_hypervisor, vm_observe
 
 T = TypeVar("T")
 
@@ -40,25 +40,29 @@ DISK_TARGETS = [f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz"]
 
 
 # --- applying approved requests ---------------------------------------------------------------
+# What each approved change asks of `operation_request`: the arguments of its operation (a
+# function of the locked VM, called once every check has passed) and any further check.
 
-def change_resize_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Operation:  # noqa: ANN001
-    """Queue the resize an approved request asks for."""
-    return operation_create(kind=OperationKind.RESIZE, vm=vm, requested_by=actor,
-                            arguments={"request": request.pk, **request.params})
-
-
-def change_disk_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Operation:  # noqa: ANN001
-    """Record the extra disk an approved request asks for and queue its creation."""
-    size = int(request.params["size_gib"])
-    disk = ExtraDisk.objects.create(vm=vm, datastore=datastore_with_room(vm, size),
-                                    size_gib=size)
-    return operation_create(kind=OperationKind.DISK_ADD, vm=vm, requested_by=actor,
-                            arguments={"request": request.pk, "disk": disk.pk})
+def resize_arguments(request: VMRequest) -> Callable[[VirtualMachine], dict]:
+    """Return the arguments of the resize an approved request asks for."""
+    return lambda vm: {"request": request.pk, **request.params}
 
 
-def change_clone_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> list[Operation]:  # noqa: ANN001
-    """Record each copy an approved clone request asks for and queue its making."""
-    ops = []
+def disk_arguments(request: VMRequest) -> Callable[[VirtualMachine], dict]:
+    """Return a function that records the extra disk the request asks for and names it."""
+
+    def record(vm: VirtualMachine) -> dict:
+        size = int(request.params["size_gib"])
+        disk = ExtraDisk.objects.create(vm=vm, datastore=datastore_with_room(vm, size),
+                                        size_gib=size)
+        return {"request": request.pk, "disk": disk.pk}
+
+    return record
+
+
+def clones_record(*, request: VMRequest, vm: VirtualMachine) -> list[VirtualMachine]:
+    """Record each copy of the VM an approved clone request asks for (to be made by CLONE)."""
+    clones = []
     for name in request.params["names"]:
         if name_in_use(name):
             raise PortalError(f"A VM called {name} exists now; ask again with other names.")
@@ -72,14 +76,13 @@ def change_clone_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> list
             password_hash=vm.password_hash)
         clone.full_clean(validate_constraints=False)
         clone.save()
-        ops.append(operation_create(kind=OperationKind.CLONE, vm=clone, requested_by=actor,
-                                    arguments={"request": request.pk, "source": vm.pk}))
-    return ops
+        clones.append(clone)
+    return clones
 
 
 # --- operations ------------------------------------------------------------------------------
 
-@handles(OperationKind.RESIZE)
+@handles(OperationKind.RESIZE, request_states=CHANGEABLE_STATES, permission=APPLY_CHANGE)
 def vm_resize(op: Operation) -> str:
     """Give the VM its new vCPUs and RAM, live where libvirt allows, else at the next start."""
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
@@ -105,7 +108,7 @@ def _vm_and_disk(op: Operation) -> tuple[VirtualMachine, ExtraDisk, Hypervisor]:
     return vm, disk, vm_hypervisor(vm)
 
 
-@handles(OperationKind.DISK_ADD)
+@handles(OperationKind.DISK_ADD, request_states=CHANGEABLE_STATES, permission=APPLY_CHANGE)
 def disk_add(op: Operation) -> str:
     """Create the disk's volume and attach it, live when the VM runs."""
     vm, disk, hv = _vm_and_disk(op)
@@ -174,7 +177,8 @@ def extra_disks_remove(vm: VirtualMachine, hv: Hypervisor) -> None:
         disk.delete()
 
 
-@handles(OperationKind.CLONE, records_steps=True)
+@handles(OperationKind.CLONE, records_steps=True, request_states=(VMState.PENDING,),
+         permission=APPLY_CHANGE)
 def vm_clone(op: Operation) -> str:
     """Copy the source's disk, give the copy its own host, IP, MAC and VNC port, start it.
 
@@ -294,14 +298,8 @@ def ssh_port_request_check(vm: VirtualMachine) -> None:
         raise PortalError(f"{vm.name} has no private IP yet to forward a port to.")
 
 
-def change_ssh_port_apply(*, request: VMRequest, vm: VirtualMachine, actor) -> Operation:  # noqa: ANN001
-    """Queue the forwarding of the SSH port an approved request asks for."""
-    ssh_port_request_check(vm)
-    return operation_create(kind=OperationKind.SSH_PORT_ATTACH, vm=vm, requested_by=actor,
-                            arguments={"request": request.pk})
-
-
-@handles(OperationKind.SSH_PORT_ATTACH)
+@handles(OperationKind.SSH_PORT_ATTACH, request_states=CHANGEABLE_STATES,
+         permission=APPLY_CHANGE)
 def vm_ssh_port_attach(op: Operation) -> str:
     """Forward a port of the NAT box's address to the VM's SSH server; undo it if a step fails.
 

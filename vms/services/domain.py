@@ -13,6 +13,10 @@ from ..models import VirtualMachine, VMState
 
 # The permission an owner's action on a VM needs (vms/rules.py declares it).
 OPERATE = "vms.operate_vm"
+# The permission carrying out an approved change needs: an admin's approval is the final one.
+APPLY_CHANGE = "vms.apply_change"
+# The states in which a VM may be changed through a request (resize, disk, clone, network...).
+CHANGEABLE_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED)
 
 
 def vm_hypervisor(vm: VirtualMachine) -> Hypervisor:

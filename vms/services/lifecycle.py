@@ -31,7 +31,7 @@ from networking.services import (
 )
 from operations.models import Operation, OperationKind
 from operations.registry import handles
-from operations.requests import operation_create, operation_request, operation_scope_check
+from operations.requests import operation_request, operation_scope_check
 from operations.runner import operation_progress
 from operations.undo import undo_steps
 
@@ -39,16 +39,16 @@ from ..models import RequestKind, VirtualMachine, VMRequest, VMState
 from ..signals import vm_deleted
 from . import steps
 from .changes import (
-    change_clone_apply,
-    change_disk_apply,
-    change_resize_apply,
-    change_ssh_port_apply,
+    clones_record,
+    disk_arguments,
     extra_disks_remove,
     forward_or_undo,
     forward_target,
+    resize_arguments,
+    ssh_port_request_check,
 )
 from .credentials import login_name_for, password_prepare
-from .domain import OPERATE, vm_hypervisor, vm_observe, vm_spec
+from .domain import APPLY_CHANGE, CHANGEABLE_STATES, OPERATE, vm_hypervisor, vm_observe, vm_spec
 from .notify import absolute_url, notify
 
 GIB = 1024**3
@@ -71,8 +71,6 @@ ACTION_STATES: dict[OperationKind, tuple[str, ...]] = {
     OperationKind.SSH_PORT_RELEASE: (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF,
                                      VMState.CRASHED, VMState.UNKNOWN),
 }
-# States in which a VM may be changed through a request (network move, public IP).
-CHANGEABLE_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED)
 OWNER_ACTIONS = tuple(ACTION_STATES)
 
 
@@ -92,36 +90,58 @@ def vm_create_from_request(*, request: VMRequest, actor) -> VirtualMachine:  # n
             vm.save()
     except IntegrityError as exc:
         raise PortalError(f"A live VM is already called {request.name}.") from exc
-    operation_create(kind=OperationKind.INSTALL, vm=vm, requested_by=actor)
+    operation_request(kind=OperationKind.INSTALL, actor=actor, vm=vm)
     return vm
 
 
 CHANGE_OPERATIONS = {
+    RequestKind.RESIZE: OperationKind.RESIZE,
+    RequestKind.DISK: OperationKind.DISK_ADD,
+    RequestKind.SSH_PORT: OperationKind.SSH_PORT_ATTACH,
     RequestKind.NETWORK: OperationKind.NETWORK_MOVE,
     RequestKind.PUBLIC_IP: OperationKind.PUBLIC_IP_ATTACH,
 }
+BUSY_THEN = "approve again when it has finished."
 
 
-def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
-    """Queue the operation that carries out an approved change request."""
-    vm = VirtualMachine.objects.select_for_update().get(pk=request.target_id)
-    if vm.state not in CHANGEABLE_STATES:
-        raise PortalError(f"{vm.name} is {vm.get_state_display().lower()}; it cannot change now.")
-    operation_scope_check(vm=vm, then="approve again when it has finished.")
+def _change_arguments(request: VMRequest) -> Callable[[VirtualMachine], dict] | dict:
     kind = RequestKind(request.kind)
     if kind == RequestKind.RESIZE:
-        return change_resize_apply(request=request, vm=vm, actor=actor)
+        return resize_arguments(request)
     if kind == RequestKind.DISK:
-        return change_disk_apply(request=request, vm=vm, actor=actor)
-    if kind == RequestKind.CLONE:
-        return change_clone_apply(request=request, vm=vm, actor=actor)[0]
-    if kind == RequestKind.SSH_PORT:
-        return change_ssh_port_apply(request=request, vm=vm, actor=actor)
+        return disk_arguments(request)
     arguments = {"request": request.pk}
     if request.security_domain_id:
         arguments["security_domain"] = request.security_domain_id
-    return operation_create(kind=CHANGE_OPERATIONS[kind], vm=vm, requested_by=actor,
-                            arguments=arguments)
+    return arguments
+
+
+def _changeable(vm: VirtualMachine) -> None:
+    if vm.state not in CHANGEABLE_STATES:
+        raise PortalError(f"{vm.name} is {vm.get_state_display().lower()}; it cannot change now.")
+
+
+def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
+    """Queue the operation that carries out an approved change request.
+
+    Every change goes through `operation_request` (lock, permission, state, scope, create).
+    A clone's operations run on the new VMs; the original is checked as the change's target
+    first (its state, nothing else under way on it), and the first copy's operation returned.
+    """
+    vm = VirtualMachine.objects.get(pk=request.target_id)
+    kind = RequestKind(request.kind)
+    if kind == RequestKind.CLONE:
+        with transaction.atomic():
+            source = VirtualMachine.objects.select_for_update().get(pk=vm.pk)
+            _changeable(source)
+            operation_scope_check(vm=source, then=BUSY_THEN)
+            return [operation_request(kind=OperationKind.CLONE, actor=actor, vm=clone,
+                                      doing="copy", then=BUSY_THEN,
+                                      arguments={"request": request.pk, "source": source.pk})
+                    for clone in clones_record(request=request, vm=source)][0]
+    check = ssh_port_request_check if kind == RequestKind.SSH_PORT else None
+    return operation_request(kind=CHANGE_OPERATIONS[kind], actor=actor, vm=vm, doing="change",
+                             check=check, arguments=_change_arguments(request), then=BUSY_THEN)
 
 
 def vm_action_request(*, vm: VirtualMachine, kind: OperationKind, actor) -> Operation:  # noqa: ANN001
@@ -257,7 +277,7 @@ def _disk_path(vm: VirtualMachine) -> str:
     return str(PurePosixPath(vm.datastore.path) / vm.volume_name)
 
 
-@handles(OperationKind.NETWORK_MOVE, states=CHANGEABLE_STATES)
+@handles(OperationKind.NETWORK_MOVE, states=CHANGEABLE_STATES, permission=APPLY_CHANGE)
 def vm_network_move(op: Operation) -> str:
     """Move the VM to another security domain: new IP and MAC in its VLAN, old ones released."""
     vm = VirtualMachine.objects.select_related("host", "datastore", "owner", "organisation",
@@ -303,7 +323,7 @@ def vm_network_move(op: Operation) -> str:
             f"(was {old.address}).")
 
 
-@handles(OperationKind.PUBLIC_IP_ATTACH, states=CHANGEABLE_STATES)
+@handles(OperationKind.PUBLIC_IP_ATTACH, states=CHANGEABLE_STATES, permission=APPLY_CHANGE)
 def vm_public_ip_attach(op: Operation) -> str:
     """Give the VM a public IP and map it to its private one on the NAT box."""
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
