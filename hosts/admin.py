@@ -2,9 +2,6 @@
 
 from django.contrib import admin, messages
 
-from operations.models import OperationKind
-from operations.requests import operation_request
-
 from .models import Datastore, Host, Template
 from .services import host_refresh_request
 
@@ -32,7 +29,7 @@ class HostAdmin(admin.ModelAdmin):
     def refresh(self, request, queryset) -> None:  # noqa: ANN001
         """Queue a refresh of each selected host."""
         for host in queryset:
-            operation_request(kind=OperationKind.HOST_REFRESH, host=host, actor=request.user)
+            host_refresh_request(host=host, requested_by=request.user)
         self.message_user(request, f"Refresh of {queryset.count()} host(s) queued.",
                           messages.SUCCESS)
 

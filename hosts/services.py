@@ -12,7 +12,7 @@ from core.errors import PortalError
 from hosts.virt.domain_xml import build_probe_xml
 from operations.models import Operation, OperationKind
 from operations.registry import handles
-from operations.requests import operation_create
+from operations.requests import operation_request
 
 from .health import NO_ACCEL_ERROR, host_error_record
 from .images import template_image_check
@@ -29,7 +29,7 @@ def host_register(*, name: str, uri: str, address: str = "", requested_by=None) 
     host.full_clean()
     with transaction.atomic():
         host.save()
-        operation_create(kind=OperationKind.HOST_REFRESH, host=host, requested_by=requested_by)
+        operation_request(kind=OperationKind.HOST_REFRESH, host=host, actor=requested_by)
     return host
 
 
@@ -38,8 +38,7 @@ def host_refresh_request(*, host: Host, requested_by=None) -> Operation:  # noqa
     waiting = host.operations.active().filter(kind=OperationKind.HOST_REFRESH).first()
     if waiting is not None:
         return waiting
-    return operation_create(kind=OperationKind.HOST_REFRESH, host=host,
-                            requested_by=requested_by)
+    return operation_request(kind=OperationKind.HOST_REFRESH, host=host, actor=requested_by)
 
 
 def host_pins_set(*, host: Host, accel_pin: str, cpu_mode_pin: str, requested_by=None) -> Host:  # noqa: ANN001
@@ -86,7 +85,7 @@ def _probe_shape(template: Template | None) -> ShapeBuilder:
 
 
 # A refresh only reads the host and makes its pools: it holds nothing (VMs there carry on).
-@handles(OperationKind.HOST_REFRESH, target="host", scope=())
+@handles(OperationKind.HOST_REFRESH, target="host", scope=(), permission="hosts.manage_host")
 def host_refresh(op: Operation) -> str:
     """Read the host's CPUs and memory, probe how guests run there, make the datastores' pools."""
     host = Host.objects.get(pk=op.host_id)

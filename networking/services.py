@@ -113,7 +113,7 @@ def nat_resync() -> int:
     return len(wanted) + len(forwards)
 
 
-@handles(OperationKind.NAT_RESYNC, target="nat", scope=())
+@handles(OperationKind.NAT_RESYNC, target="nat", scope=(), permission="networking.manage_nat")
 def nat_resync_operation(op: Operation) -> str:
     """Clear the portal's rules on the NAT box and apply every mapping again."""
     count = nat_resync()

@@ -117,8 +117,7 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
         locked_vm, locked_host = _locked(vm), _locked(host)
         target = locked_vm if locked_vm is not None else locked_host
         name = getattr(target, "name", "the portal")
-        if actor is not None and spec.permission and target is not None and not _may(
-                actor, spec.permission, target):
+        if actor is not None and spec.permission and not _may(actor, spec.permission, target):
             raise PortalError(f"You may not {doing or 'act on'} {name}.")
         state = getattr(target, "state", None)
         if spec.request_states is not None and state not in spec.request_states:

@@ -158,3 +158,15 @@ def test_only_an_admin_carries_out_an_approved_change(site):
     with pytest.raises(PortalError, match="You may not change plain"):
         vm_change_apply(request=req, actor=site.student)
     assert not Operation.objects.exists()
+
+
+def test_host_and_nat_kinds_name_their_permission_and_refuse_others(site):
+    from hosts.services import host_refresh_request
+    from networking.services import nat_resync_request
+
+    with pytest.raises(PortalError, match="You may not act on"):
+        host_refresh_request(host=site.host, requested_by=site.faculty)
+    with pytest.raises(PortalError, match="You may not act on the portal"):
+        nat_resync_request(actor=site.orgadmin)
+    assert not Operation.objects.exists()
+    assert host_refresh_request(host=site.host, requested_by=site.admin).kind == "host_refresh"
