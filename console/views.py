@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import PortalError
+from core.views import permitted_or_404
 from vms.models import VirtualMachine
 from vms.selectors import vm_ssh_access
 
@@ -21,11 +22,8 @@ TEMPLATES = {ConsoleKind.VNC: "console/vnc.html", ConsoleKind.SERIAL: "console/s
 
 def _operable_vm(request: HttpRequest, pk: int) -> VirtualMachine:
     """Return the VM if the user may operate it; 404 for anything else."""
-    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user).select_related(
-        "owner", "host"), pk=pk)
-    if not request.user.has_perm("vms.operate_vm", vm):
-        raise Http404
-    return vm
+    return permitted_or_404(VirtualMachine.objects.select_related("owner", "host"),
+                            request.user, "vms.operate_vm", pk=pk)
 
 
 @login_required

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Model, QuerySet
 from django.http import Http404
+from django.shortcuts import get_object_or_404
 
 
 def require(allowed: bool) -> None:
     """Answer 404, not 403, when the user may not: nothing tells them the page or object exists."""
     if not allowed:
         raise Http404
+
+
+def permitted_or_404(queryset: QuerySet, user: Any, permission: str | None = None,  # noqa: ANN401
+                     **lookup: Any) -> Model:  # noqa: ANN401
+    """Return the object among those the user sees that they may act on with `permission`.
+
+    Anything else answers 404: another user's object looks exactly like one that does not exist.
+    """
+    obj = get_object_or_404(queryset.visible_to(user), **lookup)
+    if permission:
+        require(user.has_perm(permission, obj))
+    return obj
 
 
 def form_errors(form: forms.Form, exc: ValidationError) -> None:

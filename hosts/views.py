@@ -5,10 +5,12 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
+
+from core.views import permitted_or_404, require
 
 from .filters import HostFilter
 from .models import AccelPin, Host
@@ -21,8 +23,7 @@ from .tables import HostOverviewTable
 @require_GET
 def host_list(request: HttpRequest) -> HttpResponse:
     """List hosts with load, free capacity and VMs, sortable (admins)."""
-    if not request.user.has_perm("hosts.view_host"):
-        raise Http404
+    require(request.user.has_perm("hosts.view_host"))
     filters = HostFilter(request.GET, queryset=hosts_with_usage(
         Host.objects.visible_to(request.user)))
     hosts = filters.qs
@@ -49,9 +50,7 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def host_refresh(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue a refresh of the host, saving its pins first when the form sends them (admins)."""
-    host = get_object_or_404(Host.objects.visible_to(request.user), pk=pk)
-    if not request.user.has_perm("hosts.manage_host", host):
-        raise Http404
+    host = permitted_or_404(Host.objects, request.user, "hosts.manage_host", pk=pk)
     if "pins" in request.POST:
         try:
             host_pins_set(host=host, accel_pin=request.POST.get("accel_pin", ""),
