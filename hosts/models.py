@@ -150,10 +150,16 @@ class Host(models.Model):
         return cpu_mode_label(self.cpu_mode, self.accel)
 
     @property
+    def accel_label(self) -> str:
+        """Return the acceleration in words ('' until a probe finds one)."""
+        return accel_label(self.accel)
+
+    @property
     def probe_attempts(self) -> list[dict]:
         """Return the last probe's attempts, each with its CPU mode in words."""
         attempts = (self.probe_report or {}).get("attempts") or []
-        return [{**a, "cpu_label": cpu_mode_label(a.get("cpu_mode", ""), a.get("accel", ""))}
+        return [{**a, "cpu_label": cpu_mode_label(a.get("cpu_mode", ""), a.get("accel", "")),
+                 "accel_label": accel_label(a.get("accel", ""))}
                 for a in attempts if isinstance(a, dict)]
 
     @property
@@ -165,6 +171,16 @@ class Host(models.Model):
     def memory_capacity_mib(self) -> int:
         """Return how much memory the host may give out."""
         return max(self.memory_mib - self.memory_reserved_mib, 0)
+
+
+def accel_label(accel: str) -> str:
+    """Return an acceleration in words, the same on every page and message: KVM or TCG (no KVM).
+
+    libvirt calls TCG domains "qemu"; that word alone reads like a brand, not "no KVM".
+    """
+    if accel in AccelPin.values:
+        return AccelPin(accel).label
+    return "libvirt test driver" if accel == "test" else accel.upper()
 
 
 def cpu_mode_label(mode: str, accel: str = "") -> str:

@@ -61,7 +61,7 @@ def host_overview_rows(hosts: QuerySet[Host]) -> list[dict]:
         rows.append({
             "pk": h.pk, "name": h.name, "uri": h.uri, "status": h.status,
             "status_label": h.get_status_display(), "last_error": h.last_error,
-            "accel": h.accel.upper() or "—", "vm_count": h.vm_count,
+            "accel": h.accel_label or "—", "vm_count": h.vm_count,
             "cpu_load": _load_source(h) if _load_source is not None else None,
             "vcpu_capacity": h.vcpu_capacity,
             "vcpus_free": h.vcpu_capacity - h.used_vcpus,

@@ -16,7 +16,7 @@ from operations.requests import operation_request
 
 from .health import NO_ACCEL_ERROR, host_error_record
 from .images import template_image_check
-from .models import Datastore, Host, Template, cpu_mode_label
+from .models import Datastore, Host, Template, accel_label, cpu_mode_label
 from .remote import RemoteError, fetch_host_key
 from .virt import Hypervisor, NotFound, ProbeReport, ShapeBuilder, VirtError
 
@@ -124,7 +124,7 @@ def host_refresh(op: Operation) -> str:
     pinned = " (pinned)" if report.pinned else ""
     cpu = cpu_mode_label(report.cpu_mode, report.accel)
     return (f"{host.name}: {facts.cpus} CPUs, {facts.memory_mib} MiB, "
-            f"{report.accel.upper()} acceleration with {cpu}{pinned}, "
+            f"{accel_label(report.accel)} acceleration with {cpu}{pinned}, "
             f"libvirt {facts.libvirt_version}.")
 
 

@@ -63,7 +63,7 @@ def vlan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """List a VLAN's addresses with filters, and take a range to add."""
     _admin(request)
     vlan = get_object_or_404(VLAN, pk=pk)
-    range_form = PrivateRangeForm(request.POST or None)
+    range_form = PrivateRangeForm(request.POST or None, vlan=vlan)
     if request.method == "POST" and range_form.is_valid():
         try:
             added = private_range_add(vlan=vlan, first=range_form.cleaned_data["first"],

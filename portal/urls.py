@@ -11,6 +11,10 @@ from . import views
 admin.site.site_header = "VM portal administration"
 admin.site.site_title = "VM portal"
 
+handler404 = "portal.views.page_not_found"
+handler403 = "portal.views.permission_denied"
+handler500 = "portal.views.server_error"
+
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("accounts/login/", auth_views.LoginView.as_view(

@@ -1,11 +1,14 @@
-"""The dashboard each role lands on."""
+"""The dashboard each role lands on, and the pages of errors."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseServerError
 from django.shortcuts import render
+from django.template import loader
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import requires_csrf_token
 from django.views.decorators.http import require_GET
 
 from hosts.models import Host
@@ -35,3 +38,34 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         context["failed_ops"] = Operation.objects.visible_to(user).filter(
             status=OperationStatus.FAILED, dismissed=False).count()
     return render(request, "portal/dashboard.html", context)
+
+
+def _back_url(request: HttpRequest) -> str:
+    """Return the page the user came from, if it is one of the portal's and not this one."""
+    referer = request.META.get("HTTP_REFERER", "")
+    try:
+        host = request.get_host()
+    except Exception:  # noqa: BLE001 - a bad Host header: offer no way back but the dashboard
+        return ""
+    if referer and referer != request.build_absolute_uri() and url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={host}, require_https=request.is_secure()):
+        return referer
+    return ""
+
+
+@requires_csrf_token
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer 404 in the portal's look, with a way back."""
+    return render(request, "404.html", {"back_url": _back_url(request)}, status=404)
+
+
+@requires_csrf_token
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer 403 in the portal's look, with a way back."""
+    return render(request, "403.html", {"back_url": _back_url(request)}, status=403)
+
+
+@requires_csrf_token
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Answer 500 from a template that needs no request: the database may be what failed."""
+    return HttpResponseServerError(loader.get_template("500.html").render())

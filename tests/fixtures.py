@@ -12,10 +12,11 @@ from hosts.models import Datastore, Host, Template
 from networking.models import VLAN, SecurityDomain
 from tests import factories as f
 
+# Like the demo's networks: libvirt's dynamic leases stay below the portal's pool (.100 up).
 PRIVATE_NETWORK_XML = (
     "<network><name>private</name><bridge name='virbr20'/>"
     "<ip address='10.20.0.1' netmask='255.255.255.0'>"
-    "<dhcp><range start='10.20.0.2' end='10.20.0.254'/></dhcp></ip></network>"
+    "<dhcp><range start='10.20.0.2' end='10.20.0.99'/></dhcp></ip></network>"
 )
 
 

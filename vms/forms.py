@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from core.accounts.directory import directory_enabled, directory_user_fetch
 from core.accounts.models import Role, SSHKey, User
@@ -12,8 +13,11 @@ from networking.models import SecurityDomain
 from networking.services import security_domains_for
 
 from .models import RequestKind, RequestStage, VirtualMachine
-from .selectors import faculty_choices
-from .services.sizes import size_bounds
+from .selectors import faculty_choices, name_in_use
+from .services.sizes import change_bounds, size_bounds, vm_sizes_validate
+from .services.workflow import NAME_TAKEN, vm_change_params_errors
+
+SIZE_FIELDS = ("vcpus", "memory_mib", "disk_gib")
 
 
 class FacultyChoiceField(forms.ModelChoiceField):
@@ -34,6 +38,22 @@ def text_refusals(form: forms.Form) -> str:
     """Return what the form's free-text fields refused, as one message ('' if nothing)."""
     return " ".join(error.message for errors in form.errors.as_data().values()
                     for error in errors if error.code == FreeTextValidator.code)
+
+
+def bound_number_inputs(form: forms.Form, bounds: dict[str, tuple[int, int]]) -> None:
+    """Give the form's number inputs min, max and step from the bounds; the server still checks."""
+    for name, (lowest, highest) in bounds.items():
+        if name in form.fields:
+            form.fields[name].widget.attrs.update({"min": lowest, "max": highest, "step": 1})
+
+
+def add_errors(form: forms.Form, errors: dict[str | None, str | list[str]]) -> None:
+    """Add a check's errors to the form, except on fields that already have one."""
+    for field, message in errors.items():
+        if field is not None and field not in form.fields:
+            field = None
+        if field is None or field not in form.errors:
+            form.add_error(field, message)
 
 
 def resolve_faculty(username: str, *, requester: User) -> User | None:
@@ -95,14 +115,30 @@ class VMRequestForm(forms.Form):
         self.fields["ssh_keys"].initial = [newest.pk] if newest else []
         # Without a key, a password is the only way in: offer it unless they untick it.
         self.fields["generate_password"].initial = newest is None
+        chosen = self.chosen_template()
+        if chosen is not None:
+            bound_number_inputs(self, size_bounds(chosen))
         if requester.role == Role.USER:
             self.fields["faculty"].queryset = faculty_choices(requester=requester)
         else:
             del self.fields["faculty"]
             del self.fields["faculty_username"]
 
+    def chosen_template(self) -> Template | None:
+        """Return the template whose bounds the size inputs show: the one chosen, else the first."""
+        offered = self.fields["template"].queryset
+        chosen = self.data.get("template") if self.is_bound else self.initial.get("template")
+        chosen = getattr(chosen, "pk", chosen)
+        found = None
+        if chosen not in (None, ""):
+            try:
+                found = offered.filter(pk=int(chosen)).first()
+            except (TypeError, ValueError):
+                found = None
+        return found or offered.first()
+
     def clean(self) -> dict:
-        """Take the faculty typed by username, looking them up in the directory if needed."""
+        """Check everything at once: faculty, credentials, name and the template's bounds."""
         data = super().clean()
         username = (data.get("faculty_username") or "").strip()
         if "faculty_username" in self.fields and username:
@@ -121,6 +157,16 @@ class VMRequestForm(forms.Form):
                 if data.get(name):
                     self.add_error(name, f"Template {template.name} does not take cloud-init, "
                                          "so it cannot be given SSH keys or a password.")
+        if template is not None:
+            # The service checks the sizes again; checking them here too means a size out of
+            # bounds shows in the same round as every other error, not after they are fixed.
+            try:
+                vm_sizes_validate(template=template,
+                                  **{name: data.get(name) for name in SIZE_FIELDS})
+            except ValidationError as exc:
+                add_errors(self, {k: v[0] for k, v in exc.message_dict.items()})
+        if data.get("name") and "name" not in self.errors and name_in_use(data["name"]):
+            self.add_error("name", NAME_TAKEN)
         return data
 
     def cloud_init_templates(self) -> list[int]:
@@ -130,6 +176,10 @@ class VMRequestForm(forms.Form):
     def template_bounds(self) -> list[tuple[Template, dict[str, tuple[int, int]]]]:
         """Return each offered template with the sizes it allows, for the page to show."""
         return [(t, size_bounds(t)) for t in self.fields["template"].queryset]
+
+    def template_bounds_by_id(self) -> dict[int, dict[str, tuple[int, int]]]:
+        """Return the sizes each offered template allows, by id, for the inputs to follow."""
+        return {t.pk: b for t, b in self.template_bounds()}
 
 
 class DecisionForm(forms.Form):
@@ -160,6 +210,7 @@ class VMChangeForm(forms.Form):
                  **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.kind = kind
+        self.vm = vm
         if kind == RequestKind.NETWORK:
             self.fields["security_domain"].queryset = security_domains_for(vm.owner).exclude(
                 pk=vm.security_domain_id)
@@ -173,6 +224,8 @@ class VMChangeForm(forms.Form):
         if kind == RequestKind.RESIZE:
             self.fields["vcpus"].initial = vm.vcpus
             self.fields["memory_mib"].initial = vm.memory_mib
+        if keep:
+            bound_number_inputs(self, change_bounds(vm.template))
         if requester.role == Role.USER:
             self.fields["faculty"].queryset = faculty_choices(requester=requester)
             self.fields["faculty"].required = True
@@ -180,6 +233,15 @@ class VMChangeForm(forms.Form):
                 self.fields["faculty"].initial = vm.request.faculty_id
         else:
             del self.fields["faculty"]
+
+    def clean(self) -> dict:
+        """Check the sizes or copies asked for with the other fields, so errors show at once."""
+        data = super().clean()
+        if self.kind in (RequestKind.RESIZE, RequestKind.DISK, RequestKind.CLONE):
+            params = {name: data.get(name) for name in ("vcpus", "memory_mib", "size_gib", "count")
+                      if name in self.fields}
+            add_errors(self, vm_change_params_errors(vm=self.vm, kind=self.kind, params=params))
+        return data
 
 
 class SnapshotForm(forms.Form):

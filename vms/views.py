@@ -7,6 +7,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
@@ -128,11 +130,15 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
                                       seen_stage=seen)
             if done.stage != RequestStage.APPROVED:
                 then = done.get_stage_display().lower().replace("awaiting", "it now awaits")
-            elif done.is_change:
-                then = "the change is under way"
+                messages.success(request, f"Approved {done.name}; {then}.")
             else:
-                then = "its install is queued"
-            messages.success(request, f"Approved {done.name}; {then}.")
+                # The final approval made or changes a VM: link to it, to follow the work.
+                vm_pk = done.target_id if done.is_change else done.vm.pk
+                then = ("the change is under way" if done.is_change
+                        else "its install is queued")
+                messages.success(request, format_html(
+                    'Approved {}; {}. <a href="{}" class="alert-link">Open {}</a>',
+                    done.name, then, reverse("vms:vm_detail", args=[vm_pk]), done.name))
         else:
             done = vm_request_reject(request=vm_request, actor=request.user, reason=reason,
                                      seen_stage=seen)

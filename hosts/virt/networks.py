@@ -102,11 +102,34 @@ class Networks(HypervisorBase):
                 self._network_update(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, entry,
                                      f"remove DHCP host {mac} from")
 
-    def _network_update(self, network: str, command: int, entry: ET.Element, doing: str) -> None:
+    def network_dhcp_ranges(self, network: str) -> list[tuple[str, str]]:
+        """Return the (start, end) dynamic DHCP ranges of the network."""
+        check_network_name(network)
+        with self._doing("read", f"network '{network}'"):
+            xml = self._conn().networkLookupByName(network).XMLDesc(0)
+        root = ET.fromstring(xml)  # noqa: S314 - XML from libvirt itself
+        return [(r.get("start", ""), r.get("end", "")) for r in root.findall("./ip/dhcp/range")]
+
+    def network_dhcp_range_set(self, network: str, start: str, end: str) -> None:
+        """Make start-end the network's one dynamic DHCP range (leases never take a pool's IP)."""
+        ranges = self.network_dhcp_ranges(network)
+        section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE
+        if (start, end) not in ranges:
+            self._network_update(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                                 ET.Element("range", start=start, end=end),
+                                 f"add DHCP range {start}-{end} to", section=section)
+        for have_start, have_end in ranges:
+            if (have_start, have_end) != (start, end):
+                self._network_update(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                                     ET.Element("range", start=have_start, end=have_end),
+                                     f"remove DHCP range {have_start}-{have_end} from",
+                                     section=section)
+
+    def _network_update(self, network: str, command: int, entry: ET.Element, doing: str,
+                        section: int = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST) -> None:
         with self._doing(doing, f"network '{network}'"):
             net = self._conn().networkLookupByName(network)
             flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
             if net.isActive():
                 flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-            net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1,
-                       ET.tostring(entry, encoding="unicode"), flags)
+            net.update(command, section, -1, ET.tostring(entry, encoding="unicode"), flags)

@@ -102,8 +102,9 @@ def make_network(workdir: Path, prefix: str, octet: int) -> tuple[str, str]:
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "bridge", name=f"ptbr{uuid.uuid4().hex[:6]}")
     ip = ET.SubElement(root, "ip", address=f"{prefix}.{octet}.1", netmask="255.255.255.0")
+    # Dynamic leases below .100, where the tests' pools start, as on the demo's networks.
     ET.SubElement(ET.SubElement(ip, "dhcp"), "range", start=f"{prefix}.{octet}.2",
-                  end=f"{prefix}.{octet}.254")
+                  end=f"{prefix}.{octet}.99")
     xml_file = workdir / f"{name}.xml"
     xml_file.write_text(ET.tostring(root, encoding="unicode"))
     virsh("net-define", str(xml_file), check=True)

@@ -77,3 +77,11 @@ def test_a_staff_member_who_is_not_an_admin_sees_in_the_admin_what_the_portal_sh
         assert listing.context["cl"].result_count == 0, model
     seen = site.client(site.admin).get(reverse("admin:vms_virtualmachine_changelist"))
     assert seen.context["cl"].result_count == 1
+
+
+def test_the_admin_index_offers_no_add_for_vms_requests_or_operations(site):
+    index = site.client(site.admin).get(reverse("admin:index")).content.decode()
+    for model in (VMRequest, VirtualMachine, Operation):
+        meta = model._meta
+        assert reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist") in index
+        assert reverse(f"admin:{meta.app_label}_{meta.model_name}_add") not in index

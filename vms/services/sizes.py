@@ -19,6 +19,14 @@ def size_bounds(template: Template) -> dict[str, tuple[int, int]]:
     }
 
 
+def change_bounds(template: Template) -> dict[str, tuple[int, int]]:
+    """Return the (lowest, highest) of what a resize, extra disk or clone request asks for."""
+    site = settings.PORTAL
+    sizes = size_bounds(template)
+    return {"vcpus": sizes["vcpus"], "memory_mib": sizes["memory_mib"],
+            "size_gib": (1, site["MAX_EXTRA_DISK_GIB"]), "count": (1, site["MAX_CLONES"])}
+
+
 UNITS = {"vcpus": "vCPUs", "memory_mib": "MiB", "disk_gib": "GiB"}
 
 

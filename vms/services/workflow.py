@@ -47,6 +47,9 @@ NEXT_STAGE = {
 }
 
 
+NAME_TAKEN = "A VM or pending request already has this name."
+
+
 def _first_stage(requester: User, faculty: User | None,
                  errors: dict[str, str]) -> tuple[RequestStage, User | None]:
     if requester.organisation_id is None:
@@ -78,7 +81,7 @@ def vm_request_create(
     elif not security_domains_for(requester).filter(pk=security_domain.pk).exists():
         errors["security_domain"] = "This security domain is not offered to your organisation."
     if name_in_use(name):
-        errors["name"] = "A VM or pending request already has this name."
+        errors["name"] = NAME_TAKEN
     try:
         vm_sizes_validate(template=template, vcpus=vcpus, memory_mib=memory_mib,
                           disk_gib=disk_gib)
@@ -95,7 +98,7 @@ def vm_request_create(
     )
     request.full_clean()
     return _submit(request, clash=ValidationError(
-        {"name": "A VM or pending request already has this name."}))
+        {"name": NAME_TAKEN}))
 
 
 def _check_purpose(purpose: str, *, missing: str, what: str, errors: dict[str, str]) -> None:
@@ -185,14 +188,15 @@ def _change_params(vm: VirtualMachine, kind: RequestKind, params: dict,
 
     if kind == RequestKind.RESIZE:
         vcpus, memory = number("vcpus"), number("memory_mib")
-        if vcpus is not None and memory is not None:
-            try:
-                vm_sizes_validate(template=vm.template, vcpus=vcpus, memory_mib=memory,
-                                  disk_gib=vm.disk_gib)
-            except ValidationError as exc:
-                errors.update({k: v[0] for k, v in exc.message_dict.items()})
-            if (vcpus, memory) == (vm.vcpus, vm.memory_mib):
-                errors["vcpus"] = f"{vm.name} already has these sizes."
+        # Each size is checked even when the other is missing, so one round shows every error.
+        try:
+            vm_sizes_validate(template=vm.template, vcpus=vcpus, memory_mib=memory,
+                              disk_gib=vm.disk_gib)
+        except ValidationError as exc:
+            for key, messages in exc.message_dict.items():
+                errors.setdefault(key, messages[0])
+        if (vcpus, memory) == (vm.vcpus, vm.memory_mib):
+            errors["vcpus"] = f"{vm.name} already has these sizes."
         return {"vcpus": vcpus, "memory_mib": memory}
     if kind == RequestKind.DISK:
         size = number("size_gib")
@@ -218,6 +222,21 @@ def _change_params(vm: VirtualMachine, kind: RequestKind, params: dict,
     if taken:
         errors["count"] = f"A VM or request is already called {', '.join(taken)}."
     return {"count": count, "names": names}
+
+
+def vm_change_params_errors(*, vm: VirtualMachine, kind: RequestKind,
+                            params: dict) -> dict[str | None, str]:
+    """Return what is wrong with a resize, disk or clone request's numbers, by field.
+
+    The change form asks this while it checks its other fields, so every error shows at once;
+    a refusal of the whole change comes under None.
+    """
+    errors: dict[str | None, str] = {}
+    try:
+        _change_params(vm, kind, params, errors)
+    except PortalError as exc:
+        errors[None] = str(exc)
+    return errors
 
 
 def _notify_approvers(request: VMRequest) -> None:

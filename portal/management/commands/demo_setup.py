@@ -39,6 +39,21 @@ LAB_NETWORK = "portal-lab"
 LAB_SUBNET = "10.77.0.0/24"
 
 
+def dynamic_range(subnet: ipaddress.IPv4Network,
+                  pool_first: ipaddress.IPv4Address) -> tuple[str, str]:
+    """Return the dynamic DHCP range left to libvirt: from .2 (.1 is its own) up to the pool.
+
+    The portal gives each VM a static DHCP entry from its pool, and ranges an admin adds later
+    go above it; a dynamic lease of one of those addresses to another guest would clash.
+    """
+    start = subnet.network_address + 2
+    end = pool_first - 1
+    if end < start:
+        raise CommandError(f"The pool of {subnet} leaves no room for libvirt's dynamic DHCP "
+                           "range below it; give a later --first-ip.")
+    return str(start), str(end)
+
+
 class Command(BaseCommand):
     """Create the demo data; running it again keeps what is there."""
 
@@ -83,6 +98,7 @@ class Command(BaseCommand):
                 template.save()
             self._pool(opts, org)
         self._lab_network(host.uri)
+        self._dynamic_ranges(host.uri)
         op = Operation.objects.create(kind=OperationKind.HOST_REFRESH, host=host)
         op = operation_run(operation_id=op.pk)
         if op.status != OperationStatus.SUCCEEDED:
@@ -170,5 +186,20 @@ class Command(BaseCommand):
         ET.SubElement(root, "bridge", name="virbr-lab", stp="on", delay="0")
         ip = ET.SubElement(root, "ip", address="10.77.0.1", netmask="255.255.255.0")
         dhcp = ET.SubElement(ip, "dhcp")
-        ET.SubElement(dhcp, "range", start="10.77.0.2", end="10.77.0.254")
+        start, end = dynamic_range(ipaddress.IPv4Network(LAB_SUBNET),
+                                   ipaddress.IPv4Address("10.77.0.100"))
+        ET.SubElement(dhcp, "range", start=start, end=end)
         Hypervisor(uri).ensure_network(ET.tostring(root, encoding="unicode"))
+
+    def _dynamic_ranges(self, uri: str) -> None:
+        """Keep each demo network's dynamic DHCP range out of the VLAN's address pool."""
+        hv = Hypervisor(uri)
+        for vlan in VLAN.objects.filter(name__in=("campus", "lab")).exclude(network_name=""):
+            addresses = vlan.addresses.values_list("address", flat=True)
+            if not addresses:
+                continue
+            first = min(ipaddress.IPv4Address(a) for a in addresses)
+            start, end = dynamic_range(vlan.network, first)
+            hv.network_dhcp_range_set(vlan.network_name, start, end)
+            self.stdout.write(f"Network {vlan.network_name}: dynamic DHCP {start}-{end}, "
+                              f"outside the pool of VLAN {vlan.name}")
