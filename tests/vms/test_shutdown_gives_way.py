@@ -106,6 +106,9 @@ def test_force_off_during_the_wait_ends_the_shut_down_and_then_runs(
     assert shut.message == "Shut down gave way to Force off."
     assert shut.superseded_by == force and shut.finished_at is not None
     assert force.status == OperationStatus.QUEUED
+    history = site.client(site.student).get(reverse("vms:vm_status", args=[vm.pk]))
+    assert "Gave way</span>" in history.content.decode()
+    assert "Shut down gave way to Force off." in history.content.decode()
 
     force = operation_run(operation_id=force.pk)
     vm.refresh_from_db()
