@@ -77,6 +77,10 @@ class OperationQuerySet(models.QuerySet):
         """Return the operations queued or running."""
         return self.filter(status__in=ACTIVE_STATUSES)
 
+    def needing_attention(self) -> OperationQuerySet:
+        """Return the failed operations admins should look at: not dismissed, not routine."""
+        return self.filter(status=OperationStatus.FAILED, dismissed=False, routine=False)
+
 
 class AdminAlert(models.TextChoices):
     """Whether admins must hear of an operation's failure, and whether they have."""
@@ -116,6 +120,15 @@ class Operation(models.Model):
         related_name="operations",
     )
     dismissed = models.BooleanField(default=False)
+    routine = models.BooleanField(
+        default=False,
+        help_text="A failure its owner can act on alone (a guest that ignored a shut down), "
+                  "declared routine by the kind's spec: kept out of the admins' attention "
+                  "list and failure counts, still shown in the VM's history.")
+    superseded_by = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="superseded",
+        help_text="The operation that cut this one short (a Force off asked for while a shut "
+                  "down waited): its worker stops waiting when it sees this.")
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="When the worker running it last said it is alive.")
     steps = models.JSONField(

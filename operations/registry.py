@@ -8,13 +8,15 @@ failure means for them (`target_register`, `host_hooks_register`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .models import Operation
 
 Handler = Callable[["Operation"], str]
+# The words a target's owner reads for a routine failure of one kind, given the error.
+RoutineWords = Callable[["Operation", Exception], str]
 
 
 @dataclass
@@ -39,6 +41,21 @@ class OperationSpec:
     records_steps: bool = False
     # What the target's owner reads when the host could not do it (the raw text is for admins).
     failed_words: str = ""
+    # Kinds under way on the same VM that asking for this one cuts short (Force off ends a
+    # shut down's wait): they end at once as having given way, and this one is queued.
+    preempts: tuple[str, ...] = ()
+    # Failures that are routine for this kind, on the user's side rather than the portal's
+    # (a guest that ignored a shut down), each with the words its owner reads. Recorded with
+    # `routine` set (the raw text still in `detail`), they are not mailed to admins and stay
+    # out of the attention list and failure counts.
+    routine: dict[type[Exception], RoutineWords] = field(default_factory=dict)
+
+    def routine_words(self, op: Operation, error: BaseException) -> str | None:
+        """Return the owner's words when the error is a routine failure of this kind."""
+        for kind, words in self.routine.items():
+            if isinstance(error, kind):
+                return words(op, error)
+        return None
 
 
 SPECS: dict[str, OperationSpec] = {}
@@ -49,12 +66,15 @@ def handles(kind: str, *, states: Sequence[str] | None = None,
             retry_check: Callable[[Operation], str | None] | None = None,
             records_steps: bool = False, target: str = "vm",
             scope: Sequence[str] | None = None, permission: str | None = None,
-            failed_words: str = "") -> Callable[[Handler], Handler]:
+            failed_words: str = "", preempts: Sequence[str] = (),
+            routine: dict[type[Exception], RoutineWords] | None = None,
+            ) -> Callable[[Handler], Handler]:
     """Register the function that carries out operations of this kind, with its spec.
 
     `states` are the target's states in which the operation still makes sense (checked
     before a failed one is retried); `request_states` those from which it may be asked for
-    (`requests.operation_request`), by default the same.
+    (`requests.operation_request`), by default the same. `preempts` and `routine` are
+    described on `OperationSpec`.
     """
 
     def register(func: Handler) -> Handler:
@@ -63,7 +83,8 @@ def handles(kind: str, *, states: Sequence[str] | None = None,
         SPECS[kind] = OperationSpec(
             kind=kind, handler=func, target=target, request_states=asked, retry_states=retry,
             permission=permission, scope=tuple(scope) if scope else (target,),
-            retry_check=retry_check, records_steps=records_steps, failed_words=failed_words)
+            retry_check=retry_check, records_steps=records_steps, failed_words=failed_words,
+            preempts=tuple(preempts), routine=dict(routine or {}))
         return func
 
     return register

@@ -83,6 +83,26 @@ def operation_scope_check(*, vm: Model | None = None, host: Model | None = None,
             f"; {then}" if then else "."))
 
 
+def _preempt(kind: str, kinds: tuple[str, ...], vm: Model) -> list[Operation]:
+    """End the VM's operations of these kinds under way: they give way to `kind`.
+
+    Each is recorded at once as done with the words "<kind> gave way to <other>", so the VM's
+    scope is free for the new one; its worker, waiting on the host, sees `superseded_by`
+    (set by the caller once the new operation exists) at its next poll and stops.
+    """
+    ending = list(Operation.objects.select_for_update().filter(vm_id=vm.pk, kind__in=kinds)
+                  .active())
+    now = timezone.now()
+    for op in ending:
+        op.status = OperationStatus.SUCCEEDED
+        op.message = (f"{op.get_kind_display()} gave way to "
+                      f"{OperationKind(kind).label}.")
+        op.progress = ""
+        op.finished_at = now
+        op.save(update_fields=["status", "message", "progress", "finished_at", "updated_at"])
+    return ending
+
+
 def _locked(model_obj: Model | None) -> Model | None:
     if model_obj is None:
         return None
@@ -105,7 +125,8 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
 
     `doing` words the refusals ("You may not {doing} lab1", "Cannot {doing} lab1 while it
     is ..."; by default "act on" and the kind's label); `check` is any further test of the
-    locked target, run after the state; `then` ends the refusal of a busy scope.
+    locked target, run after the state; `then` ends the refusal of a busy scope. A kind whose
+    spec `preempts` others ends those under way on the VM first (they give way to it).
     `arguments` may be a function of the locked target, called once every check has passed
     (to record what the operation will make, such as a disk row). The operation is enqueued
     once the transaction commits.
@@ -126,6 +147,8 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
                 f"{target.get_state_display().lower()}.")
         if check is not None:
             check(target)
+        given_way = _preempt(kind, spec.preempts, locked_vm) if (
+            spec.preempts and locked_vm is not None) else []
         if spec.scope:
             operation_scope_check(vm=locked_vm, host=locked_host if locked_vm is None else None,
                                   parent=parent, then=then)
@@ -133,11 +156,13 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
             arguments = arguments(target)
         try:
             with transaction.atomic():
-                return operation_create(kind=kind, vm=locked_vm, host=locked_host,
-                                        requested_by=actor, arguments=arguments,
-                                        parent=parent)
+                op = operation_create(kind=kind, vm=locked_vm, host=locked_host,
+                                      requested_by=actor, arguments=arguments, parent=parent)
         except IntegrityError as exc:
             raise PortalError(f"Another operation on {name} is under way.") from exc
+        if given_way:
+            Operation.objects.filter(pk__in=[o.pk for o in given_way]).update(superseded_by=op)
+        return op
 
 
 def operation_retry_refusal(operation: Operation) -> str | None:
@@ -159,11 +184,11 @@ def operation_retry(*, operation: Operation, actor) -> Operation:  # noqa: ANN00
         if vm is not None:
             operation_scope_check(vm=vm, exclude=op, parent=op.parent, then="retry it later.")
         op.status = OperationStatus.QUEUED
-        op.dismissed = False
+        op.dismissed = op.routine = False
         op.message = f"Retry asked by {actor.get_username()}."
         op.detail = op.progress = ""
-        op.save(update_fields=["status", "dismissed", "message", "detail", "progress",
-                               "updated_at"])
+        op.save(update_fields=["status", "dismissed", "routine", "message", "detail",
+                               "progress", "updated_at"])
         operation_enqueue(op)
     return op
 

@@ -64,6 +64,11 @@ def operation_steps_undo(operation: Operation, owner: object) -> list[Step]:
     return left
 
 
+def operation_superseded(operation: Operation) -> bool:
+    """Return whether another operation cut this one short (its wait should end now)."""
+    return Operation.objects.filter(pk=operation.pk, superseded_by__isnull=False).exists()
+
+
 def operation_heartbeat(operation: Operation) -> bool:
     """Say that this run is alive; return False once the run no longer owns the operation."""
     return bool(_this_run(operation).update(heartbeat_at=timezone.now()))
@@ -100,11 +105,12 @@ class _Heartbeat(threading.Thread):
 
 
 def operation_failure_record(op: Operation, *, message: str, detail: str = "",
-                             alert_admins: bool = False, now=None) -> bool:  # noqa: ANN001
+                             alert_admins: bool = False, routine: bool = False,
+                             now=None) -> bool:  # noqa: ANN001
     """Record this run's failure if it still owns the operation; return whether it did."""
     now = now or timezone.now()
     fields = {"status": OperationStatus.FAILED, "message": message, "detail": detail,
-              "finished_at": now, "updated_at": now}
+              "routine": routine, "finished_at": now, "updated_at": now}
     if alert_admins:
         fields["admin_alert"] = AdminAlert.PENDING
     if not _this_run(op).update(**fields):
@@ -125,6 +131,11 @@ def operation_tell(op: Operation) -> None:
 
 
 def _late(op: Operation) -> Operation:
+    if operation_superseded(op):
+        logger.info("operation %s gave way to operation %s", op.pk,
+                    Operation.objects.filter(pk=op.pk).values_list(
+                        "superseded_by_id", flat=True).first())
+        return Operation.objects.get(pk=op.pk)
     logger.warning("operation %s attempt %s finished after it was taken over (failed by the "
                    "reconciler or retried); its outcome is not recorded", op.pk, op.attempts)
     return Operation.objects.get(pk=op.pk)
@@ -151,9 +162,10 @@ def operation_run(*, operation_id: int) -> Operation | None:
         op.message = op.detail = ""
         op.steps = []
         op.admin_alert = AdminAlert.NONE
+        op.routine = False
         op.save(update_fields=["status", "attempts", "started_at", "heartbeat_at",
                                "finished_at", "message", "detail", "steps", "admin_alert",
-                               "updated_at"])
+                               "routine", "updated_at"])
     hooks = target_hooks(op)
     refusal = hooks.run_refusal(op)
     if refusal:
@@ -164,6 +176,8 @@ def operation_run(*, operation_id: int) -> Operation | None:
     heartbeat = _Heartbeat(op)
     heartbeat.start()
     detail = ""
+    routine = False
+    routine_errors = tuple(spec.routine) if spec is not None else ()
     try:
         if spec is None:
             raise PortalError(f"No worker knows how to do '{op.kind}'.")
@@ -172,6 +186,10 @@ def operation_run(*, operation_id: int) -> Operation | None:
     except RunFenced:
         heartbeat.stop()
         return _late(op)
+    except routine_errors as exc:
+        # The spec says this failure is the user's to act on: their words, no admin alert.
+        message, detail, routine = spec.routine_words(op, exc), str(exc), True
+        status = OperationStatus.FAILED
     except PortalError as exc:
         # Written for the people who asked; it says what to do.
         message, status = str(exc), OperationStatus.FAILED
@@ -199,7 +217,8 @@ def operation_run(*, operation_id: int) -> Operation | None:
         hooks.succeeded(op)
         return op
     if not operation_failure_record(op, message=message or "", detail=detail,
-                                    alert_admins=bool(detail), now=now):
+                                    alert_admins=bool(detail) and not routine,
+                                    routine=routine, now=now):
         return _late(op)
     operation_tell(op)
     return op

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 
 from hosts.models import Host
 from hosts.selectors import hosts_with_usage
-from operations.models import Operation, OperationStatus
+from operations.models import Operation
 from vms.models import VirtualMachine, VMRequest, VMState
 
 
@@ -35,8 +35,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     }
     if user.has_perm("hosts.view_host"):
         context["hosts"] = hosts_with_usage(Host.objects.visible_to(user))
-        context["failed_ops"] = Operation.objects.visible_to(user).filter(
-            status=OperationStatus.FAILED, dismissed=False).count()
+        # Routine failures (a guest that ignored a shut down) are their owners' to act on.
+        context["failed_ops"] = Operation.objects.visible_to(user).needing_attention().count()
     return render(request, "portal/dashboard.html", context)
 
 

@@ -69,5 +69,5 @@ class OperationFilter(django_filters.FilterSet):
         fields: list[str] = []
 
     def filter_attention(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        """Keep the failed operations nobody has dismissed."""
-        return queryset.filter(status=OperationStatus.FAILED, dismissed=False)
+        """Keep the failed operations nobody has dismissed, leaving out routine ones."""
+        return queryset.needing_attention()

@@ -117,6 +117,19 @@ PAGE_ACTIONS = (OperationKind.START, OperationKind.SHUTDOWN, OperationKind.DESTR
                 OperationKind.DELETE, OperationKind.PUBLIC_IP_RELEASE)
 
 
+# The states of a VM that exists on its host: only those offer snapshots, schedules and disks.
+INSTALLED_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF, VMState.CRASHED,
+                    VMState.UNKNOWN)
+
+
+def _gives_way(kind: str, active: object | None) -> bool:
+    """Return whether nothing is under way, or what is under way gives way to this kind."""
+    if active is None:
+        return True
+    spec = spec_for(kind)
+    return spec is not None and active.kind in spec.preempts
+
+
 def _startable(kind: str, vm: VirtualMachine) -> bool:
     spec = spec_for(kind)
     states = spec.request_states if spec is not None else ()
@@ -126,15 +139,19 @@ def _startable(kind: str, vm: VirtualMachine) -> bool:
 def vm_page(*, vm: VirtualMachine, user: User) -> dict:
     """Return what the VM's page shows the user: operations, actions, snapshots, disks, SSH."""
     ops = vm.operations.select_related("requested_by")[:10]
-    active = any(op.is_active for op in ops)
+    active_op = next((op for op in ops if op.is_active), None)
+    active = active_op is not None
     can_operate = user.has_perm("vms.operate_vm", vm)
     ssh = vm_ssh_access(vm)
     public_ip, ssh_port = ssh.public_ip, ssh.ssh_port
     actions = []
-    if can_operate and not active:
+    if can_operate:
+        # While a shut down waits, Force off is still offered: its spec pre-empts the wait.
         actions = [kind for kind in PAGE_ACTIONS if _startable(kind, vm)
+                   and _gives_way(kind, active_op)
                    and (kind != OperationKind.PUBLIC_IP_RELEASE or public_ip is not None)]
     pending_change = vm.change_requests.filter(stage__in=PENDING_STAGES).first()
+    installed = vm.state in INSTALLED_STATES
     snapshots = list(vm.snapshots.all())
     # A VM whose last operation died half-way: say what is left, offer Retry and Delete.
     attention_op = None
@@ -168,6 +185,11 @@ def vm_page(*, vm: VirtualMachine, user: User) -> dict:
                        and pending_change is None),
         "operations": ops,
         "active": active,
+        "active_op": active_op,
+        "installed": installed,
+        # What the rest of the page was drawn for: the live part reloads it when this changes.
+        "page_key": ("installed" if installed else "deleted" if vm.state == VMState.DELETED
+                     else "not-installed"),
         "actions": [(k.value, k.label) for k in actions],
         "can_operate": can_operate,
         "can_reveal_password": (bool(vm.password_once)

@@ -18,6 +18,14 @@ from core.views import form_errors, require
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.requests import operation_dismiss, operation_retry
 
+from .confirmations import (
+    confirmation_page,
+    confirmed,
+    disk_delete_confirmation,
+    request_cancel_confirmation,
+    snapshot_confirmation,
+    vm_action_confirmation,
+)
 from .filters import OperationFilter, VirtualMachineFilter, VMRequestFilter
 from .forms import (
     DecisionForm,
@@ -28,7 +36,7 @@ from .forms import (
     VMRequestForm,
     text_refusals,
 )
-from .models import RequestKind, RequestStage, VirtualMachine, VMRequest
+from .models import RequestKind, RequestStage, Snapshot, VirtualMachine, VMRequest
 from .rules import is_requester
 from .selectors import vm_page
 from .services.changes import disk_action_request, template_save_request
@@ -159,6 +167,8 @@ def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Withdraw one's own pending request."""
     vm_request = get_object_or_404(VMRequest.objects.visible_to(request.user), pk=pk)
     require(request.user.has_perm("vms.cancel_request", vm_request) or not vm_request.is_pending)
+    if not confirmed(request) and request.user.has_perm("vms.cancel_request", vm_request):
+        return confirmation_page(request, request_cancel_confirmation(vm_request))
     try:
         vm_request_cancel(request=vm_request, actor=request.user)
         messages.success(request, f"Request {vm_request.name} cancelled.")
@@ -194,7 +204,11 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
         VirtualMachine.objects.visible_to(request.user).select_related(
             "owner", "host", "datastore", "template", "organisation", "request",
             "security_domain").prefetch_related("private_ips__vlan"), pk=pk)
-    return {**vm_page(vm=vm, user=request.user),
+    # The operation just asked for from this page (`?op=`): queued, under way, then its outcome.
+    asked = request.GET.get("op", "")
+    notice_op = (vm.operations.select_related("superseded_by").filter(pk=int(asked)).first()
+                 if asked.isdigit() else None)
+    return {**vm_page(vm=vm, user=request.user), "notice_op": notice_op,
             "schedule_choices": ScheduleForm.base_fields["frequencies"].choices}
 
 
@@ -234,12 +248,10 @@ def vm_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
     kind = OperationKind(action)  # the route takes only the owner's actions
     require(request.user.has_perm("vms.operate_vm", vm))
-    try:
-        vm_action_request(vm=vm, kind=kind, actor=request.user)
-        messages.success(request, f"{kind.label} of {vm.name} queued.")
-    except PortalError as exc:
-        messages.error(request, str(exc))
-    return redirect("vms:vm_detail", pk=pk)
+    if not confirmed(request) and (question := vm_action_confirmation(vm, kind)):
+        return confirmation_page(request, question)
+    return _done(request, pk, lambda: vm_action_request(vm=vm, kind=kind, actor=request.user),
+                 "")
 
 
 @login_required
@@ -313,15 +325,24 @@ def _operable_vm(request: HttpRequest, pk: int):  # noqa: ANN202
 
 
 def _done(request: HttpRequest, pk: int, call, success: str) -> HttpResponse:  # noqa: ANN001
+    """Call the service; an operation it queued is shown by the VM page's live part (`?op=`)."""
     try:
-        call()
+        result = call()
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     except PortalError as exc:
         messages.error(request, str(exc))
     else:
+        if isinstance(result, Operation):
+            # Not a flash message: the live part says queued, under way, then how it ended.
+            return redirect(reverse("vms:vm_detail", args=[pk]) + f"?op={result.pk}")
         messages.success(request, success)
     return redirect("vms:vm_detail", pk=pk)
+
+
+def _taken(snapshot: Snapshot) -> Operation | None:
+    return snapshot.vm.operations.filter(kind=OperationKind.SNAPSHOT_CREATE).order_by(
+        "-pk").first()
 
 
 @login_required
@@ -334,9 +355,9 @@ def snapshot_create(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, text_refusals(form)
                        or "Give the snapshot a name of up to 64 characters.")
         return redirect("vms:vm_detail", pk=pk)
-    return _done(request, pk, lambda: snapshot_take(
+    return _done(request, pk, lambda: _taken(snapshot_take(
         vm=vm, actor=request.user, name=form.cleaned_data["name"],
-        description=form.cleaned_data["description"]),
+        description=form.cleaned_data["description"])),
         f"Snapshot '{form.cleaned_data['name']}' of {vm.name} queued.")
 
 
@@ -346,6 +367,8 @@ def snapshot_action(request: HttpRequest, pk: int, sid: int, action: str) -> Htt
     """Queue the return of the VM to a snapshot, or the deletion of the snapshot."""
     vm = _operable_vm(request, pk)
     snap = get_object_or_404(vm.snapshots, pk=sid)
+    if not confirmed(request):
+        return confirmation_page(request, snapshot_confirmation(snap, action))
     if action == "revert":
         return _done(request, pk, lambda: snapshot_revert(snapshot=snap, actor=request.user),
                      f"Revert of {vm.name} to '{snap.name}' queued.")
@@ -375,6 +398,8 @@ def disk_action(request: HttpRequest, pk: int, did: int, action: str) -> HttpRes
     vm = _operable_vm(request, pk)
     disk = get_object_or_404(vm.extra_disks, pk=did)
     kind = OperationKind.DISK_DETACH if action == "detach" else OperationKind.DISK_DELETE
+    if kind == OperationKind.DISK_DELETE and not confirmed(request):
+        return confirmation_page(request, disk_delete_confirmation(disk))
     return _done(request, pk, lambda: disk_action_request(disk=disk, kind=kind,
                                                           actor=request.user),
                  f"{kind.label} of the {disk.size_gib} GiB disk queued.")

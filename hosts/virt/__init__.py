@@ -11,7 +11,7 @@ from .connection import (
     is_remote,
 )
 from .console import SerialConsole, vnc_listen_address
-from .errors import ConnectError, NotFound, VirtError
+from .errors import ConnectError, NotFound, ShutdownTimeout, VirtError
 from .facts import (
     POWER_STATES,
     DomainFacts,
@@ -44,6 +44,7 @@ __all__ = [
     "ProbeReport",
     "SerialConsole",
     "ShapeBuilder",
+    "ShutdownTimeout",
     "VirtError",
     "close_all",
     "connect_failure",

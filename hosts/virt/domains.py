@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 import libvirt
 
@@ -17,7 +18,7 @@ from .base import (
     translate,
 )
 from .checks import check_domain_name
-from .errors import NotFound, VirtError
+from .errors import NotFound, ShutdownTimeout, VirtError
 from .facts import DomainFacts
 
 # Tried in turn, most thorough first: older drivers refuse the newer flags.
@@ -101,8 +102,13 @@ class Domains(HypervisorBase):
                 dom.create()
         return self._facts_of(dom, name)
 
-    def shutdown(self, name: str, timeout: float = 0) -> DomainFacts:
-        """Ask the guest to power off by ACPI; with timeout > 0 wait until it is off."""
+    def shutdown(self, name: str, timeout: float = 0,
+                 stop_waiting: Callable[[], bool] | None = None) -> DomainFacts:
+        """Ask the guest to power off by ACPI; with timeout > 0 wait until it is off.
+
+        `stop_waiting` is asked at every poll: when it answers True the wait ends at once and
+        the domain is returned as it is (someone forces it off instead).
+        """
         check_domain_name(name)
         dom = self._lookup_domain(name, "shut down")
         with self._doing("shut down", f"domain '{name}'"):
@@ -122,11 +128,13 @@ class Domains(HypervisorBase):
                 with self._doing("shut down", f"domain '{name}'"):
                     if not dom.isActive():
                         break
+                if stop_waiting is not None and stop_waiting():
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise VirtError(
+                    raise ShutdownTimeout(
                         f"domain '{name}' on {self.uri} did not shut down within "
-                        f"{timeout:g} s; use Force off"
+                        f"{timeout:g} s; use Force off", timeout,
                     )
                 time.sleep(min(POLL_S, remaining))
         return self._facts_of(dom, name)

@@ -30,3 +30,12 @@ class ConnectError(VirtError):
         """Keep the message and the URI that could not be reached."""
         super().__init__(message, code)
         self.uri = uri
+
+
+class ShutdownTimeout(VirtError):
+    """The guest was asked to power off by ACPI and was still running when the wait ended."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        """Keep the message and how long the guest was waited for."""
+        super().__init__(message)
+        self.seconds = seconds

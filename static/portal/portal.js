@@ -2,10 +2,30 @@
 // (the Content-Security-Policy refuses it). Delegated from the document, so parts that htmx
 // swaps in later behave the same.
 
-// <form data-confirm="question">: ask before submitting; without JavaScript it submits at once.
+// <form data-confirm="question">: ask in a dialog and, once confirmed, post with confirmed=1.
+// Without JavaScript the server answers the unconfirmed post with a page asking the same.
 document.addEventListener("submit", (event) => {
   const form = event.target.closest("form[data-confirm]");
-  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  if (!form) return;
+  if (!window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+    return;
+  }
+  if (!form.querySelector('input[name="confirmed"]')) {
+    const confirmed = document.createElement("input");
+    confirmed.type = "hidden";
+    confirmed.name = "confirmed";
+    confirmed.value = "1";
+    form.append(confirmed);
+  }
+});
+
+// <div data-page-key="k"> polled by htmx: when the part swapped in carries another key (the
+// VM became installed, or was deleted), the rest of the page is out of date: reload it.
+document.addEventListener("htmx:afterSwap", (event) => {
+  const holder = event.target.closest("[data-page-key]");
+  const fresh = holder && holder.querySelector("[data-live-key]");
+  if (fresh && fresh.dataset.liveKey !== holder.dataset.pageKey) window.location.reload();
 });
 
 // <select data-autosubmit>: submit its form as soon as the choice changes.

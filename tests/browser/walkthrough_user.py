@@ -155,7 +155,8 @@ def vm_action(user: User, name: str, action: str, state: str, label: str, libvir
     page = user.page
     with page.expect_navigation():
         page.locator(f'#vm-actions button[data-action="{action}"]').click()
-    expect(page.locator("main .alert-success")).to_contain_text(f"of {name} queued")
+    # The live part names the operation just asked for: queued, under way, then its outcome.
+    expect(page.locator("#vm-op-notice")).to_contain_text(name)
     wait_for_operation(user, action)
     expect(page.locator("#vm-state [data-state]")).to_have_attribute(
         "data-state", state, timeout=OPERATION_TIMEOUT_MS)

@@ -97,8 +97,12 @@ def test_the_owner_asks_through_the_form_and_release_gives_the_port_back(
                                        {"seen_stage": VMRequest.objects.get(pk=req.pk).stage})
     assert run_pending(vm).status == OperationStatus.SUCCEEDED
     assert SSHPort.objects.get(vm=vm).port == 10000
+    release = reverse("vms:vm_action", args=[vm.pk, "ssh_port_release"])
+    asked = client.post(release)  # first the question, saying which port goes
+    assert asked.status_code == 200 and "port 10000" in asked.content.decode()
+    assert SSHPort.objects.filter(vm=vm).exists()
     with django_capture_on_commit_callbacks(execute=False):
-        response = client.post(reverse("vms:vm_action", args=[vm.pk, "ssh_port_release"]))
+        response = client.post(release, {"confirmed": "1"})
     assert response.status_code == 302
     op = run_pending(vm)
     assert op.kind == OperationKind.SSH_PORT_RELEASE and op.status == OperationStatus.SUCCEEDED

@@ -171,6 +171,7 @@ def test_permission_matrix(site, objects, django_capture_on_commit_callbacks, na
     client = site.client(None if role == "anon" else site.users[role])
     url = url_for(name, kind, objects)
     data = {"seen_stage": "faculty", "reason": "matrix"} if "request_" in name else {}
+    data["confirmed"] = "1"  # past the confirmation of destructive actions (tested below)
     with django_capture_on_commit_callbacks(execute=False):
         response = getattr(client, method)(url, data)
     assert response.status_code == expected[role], (name, role, response.status_code)
@@ -195,3 +196,29 @@ def test_state_changes_need_a_csrf_token(site, objects, name):
     client.force_login(site.admin)
     response = client.post(url_for(name, kind, objects), {"seen_stage": "faculty"})
     assert response.status_code == 403
+
+
+# Destructive actions: their unconfirmed POST shows whoever may act a confirmation page (200)
+# and changes nothing; everyone else gets what the confirmed POST gets.
+CONFIRMED = ("vms:request_cancel", "vms:snapshot_revert", "vms:snapshot_delete",
+             "vms:disk_delete", "vms:vm_action")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", CONFIRMED)
+def test_destructive_actions_ask_first(site, objects, django_capture_on_commit_callbacks, name,
+                                       role):
+    _, kind, expected = MATRIX[name]
+    client = site.client(None if role == "anon" else site.users[role])
+    url = url_for(name, kind, objects)
+    if kind == "vm_action":
+        url = reverse(name, args=[objects["vm"].pk, "destroy"])
+    before = Operation.objects.count()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(url)
+    want = OK if expected[role] == GO and role != "anon" else expected[role]
+    assert response.status_code == want, (name, role, response.status_code)
+    if want == OK:
+        assert 'name="confirmed" value="1"' in response.content.decode()
+    assert Operation.objects.count() == before

@@ -84,7 +84,7 @@ def test_a_retry_superseded_by_a_later_success_is_refused(
         site, django_capture_on_commit_callbacks, monkeypatch):
     capture = django_capture_on_commit_callbacks
     vm, _ = install(site, capture)
-    monkeypatch.setattr(Hypervisor, "shutdown", lambda self, n, timeout=0: (_ for _ in ()).throw(
+    monkeypatch.setattr(Hypervisor, "shutdown", lambda self, n, **kw: (_ for _ in ()).throw(
         VirtError("no answer to ACPI")))
     shutdown = act(vm, OperationKind.SHUTDOWN, site.admin, capture)
     assert shutdown.status == OperationStatus.FAILED

@@ -300,7 +300,7 @@ def test_delete_that_fails_on_the_host_keeps_the_vm_listed(
 def test_a_failed_power_action_records_the_observed_state(
         site, django_capture_on_commit_callbacks, monkeypatch):
     vm, _ = install(site, django_capture_on_commit_callbacks)
-    monkeypatch.setattr(Hypervisor, "shutdown", lambda self, n, timeout=0: (_ for _ in ()).throw(
+    monkeypatch.setattr(Hypervisor, "shutdown", lambda self, n, **kw: (_ for _ in ()).throw(
         VirtError("lab1 did not shut down within 120 s; use Force off")))
     op = act(vm, OperationKind.SHUTDOWN, site.admin, django_capture_on_commit_callbacks)
     assert op.status == OperationStatus.FAILED and "use Force off" in op.message

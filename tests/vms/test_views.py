@@ -123,7 +123,7 @@ def test_vm_action_button_queues_an_operation(site, django_capture_on_commit_cal
     with django_capture_on_commit_callbacks(execute=False):
         response = site.client(site.admin).post(
             reverse("vms:vm_action", args=[vm.pk, "suspend"]), follow=True)
-    assert "Suspend of lab1 queued" in response.content.decode()
+    assert "“Suspend” on lab1 is queued." in response.content.decode()
     assert vm.operations.filter(status=OperationStatus.QUEUED, kind="suspend").exists()
 
 

@@ -28,7 +28,7 @@ def test_the_owner_takes_a_snapshot_from_the_page(site, vm, django_capture_on_co
         response = client.post(reverse("vms:snapshot_create", args=[vm.pk]),
                                {"name": "before exam", "description": "clean state"},
                                follow=True)
-    assert "Snapshot &#x27;before exam&#x27; of lab1 queued" in response.content.decode()
+    assert "“Take a snapshot” on lab1 is queued." in response.content.decode()
     run_pending(vm)
     live = client.get(reverse("vms:vm_status", args=[vm.pk])).content.decode()
     assert "before exam" in live and "clean state" in live and 'data-action="revert"' in live
@@ -84,5 +84,5 @@ def test_admins_save_a_stopped_vm_as_template_from_the_page(
     with django_capture_on_commit_callbacks(execute=False):
         response = admin.post(reverse("vms:vm_save_template", args=[vm.pk]),
                               {"name": "Course image"}, follow=True)
-    assert "Template &#x27;Course image&#x27; from lab1 queued" in response.content.decode()
+    assert "“Save as template” on lab1 is queued." in response.content.decode()
     assert run_pending(vm).status == "succeeded"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.errors import PortalError
 from hosts.remote import RemoteError
-from hosts.virt import DomainFacts, Hypervisor, VirtError
+from hosts.virt import DomainFacts, Hypervisor, ShutdownTimeout, VirtError
 from hosts.virt.domain_xml import build_interface_xml
 from hosts.vnc import vnc_port_release
 from networking.allocation import (
@@ -32,7 +32,7 @@ from networking.services import (
 from operations.models import Operation, OperationKind
 from operations.registry import handles
 from operations.requests import operation_request, operation_scope_check
-from operations.runner import operation_progress
+from operations.runner import RunFenced, operation_progress, operation_superseded
 from operations.undo import undo_steps
 
 from ..models import RequestKind, VirtualMachine, VMRequest, VMState
@@ -220,16 +220,47 @@ def vm_start(op: Operation) -> str:
 
 
 def _power_handles(kind: OperationKind, action: Callable[[Hypervisor, str], DomainFacts],
-                   done: str) -> None:
-    handles(kind, states=ACTION_STATES[kind], permission=OPERATE)(_power(action, done))
+                   done: str, **spec: object) -> None:
+    handles(kind, states=ACTION_STATES[kind], permission=OPERATE, **spec)(_power(action, done))
 
 
-_power_handles(OperationKind.DESTROY, lambda hv, n: hv.destroy(n), "forced off")
+# Force off may be asked for while a shut down waits for the guest: the shut down gives way.
+_power_handles(OperationKind.DESTROY, lambda hv, n: hv.destroy(n), "forced off",
+               preempts=(OperationKind.SHUTDOWN,))
 _power_handles(OperationKind.REBOOT, lambda hv, n: hv.reboot(n), "rebooted")
 _power_handles(OperationKind.SUSPEND, lambda hv, n: hv.suspend(n), "suspended")
 _power_handles(OperationKind.RESUME, lambda hv, n: hv.resume(n), "resumed")
-_power_handles(OperationKind.SHUTDOWN, lambda hv, n: hv.shutdown(
-    n, timeout=settings.PORTAL["SHUTDOWN_TIMEOUT"]), "shut down")
+
+
+def shutdown_ignored_words(op: Operation, error: Exception) -> str:
+    """Say, in the owner's words, that the guest ignored the shut down and what to do."""
+    seconds = getattr(error, "seconds", settings.PORTAL["SHUTDOWN_TIMEOUT"])
+    return (f"{op.vm.name} did not shut down within {seconds:g} s; the guest may ignore ACPI "
+            "requests. Use Force off (like pulling the power plug) or shut it down from "
+            "inside.")
+
+
+@handles(OperationKind.SHUTDOWN, states=ACTION_STATES[OperationKind.SHUTDOWN],
+         permission=OPERATE, routine={ShutdownTimeout: shutdown_ignored_words})
+def vm_shutdown(op: Operation) -> str:
+    """Ask the guest to power off and wait for it; stop waiting when a Force off takes over.
+
+    A guest that ignores the request is a routine failure (the owner's to act on); the raw
+    text stays in the operation's detail.
+    """
+    vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
+    hv = vm_hypervisor(vm)
+    try:
+        facts = hv.shutdown(vm.domain_name, timeout=settings.PORTAL["SHUTDOWN_TIMEOUT"],
+                            stop_waiting=lambda: operation_superseded(op))
+    except VirtError:
+        vm_observe(vm, hv.find_domain(vm.domain_name))
+        raise
+    if operation_superseded(op):
+        # Recorded as given way when the Force off was asked for; the Force off observes.
+        raise RunFenced(f"operation {op.pk} gave way")
+    vm_observe(vm, facts)
+    return f"{vm.name} shut down."
 
 
 @handles(OperationKind.DELETE, states=ACTION_STATES[OperationKind.DELETE], permission=OPERATE)

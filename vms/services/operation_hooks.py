@@ -50,6 +50,12 @@ OWNER_FAILED = {
                                     "remove the forwarding",
 }
 
+# What the owner can do next, where it is not simply to try again later.
+OWNER_NEXT = {
+    OperationKind.INSTALL: "You can delete it and ask for a new VM, or wait: an administrator "
+                           "may retry the install once the cause is fixed.",
+}
+
 
 def _records_steps(op: Operation) -> bool:
     spec = spec_for(op.kind)
@@ -81,8 +87,9 @@ class VMHooks(TargetHooks):
                 "state", flat=True).first()
             if state:
                 now = f" It is {VMState(state).label.lower()} now."
-        return (f"The VM {op.vm.name} {what}; an administrator has been told.{now} "
-                "Try again later, or ask an administrator for help if it keeps failing.")
+        then = OWNER_NEXT.get(kind, "Try again later, or ask an administrator for help if it "
+                                    "keeps failing.")
+        return f"The VM {op.vm.name} {what}; an administrator has been told.{now} {then}"
 
     def steps_undo(self, op: Operation, steps: list[Step]) -> list[Step]:
         """Give back a dead run's recorded steps on the VM."""
