@@ -33,3 +33,27 @@ document.addEventListener("change", (event) => {
   const select = event.target.closest("select[data-autosubmit]");
   if (select && select.form) select.form.requestSubmit();
 });
+
+// <details class="dropdown">: a menu that opens without JavaScript. With it, a tap elsewhere or
+// Escape closes the menu, and the arrow keys move between its entries. Bootstrap's own dropdown
+// keys expect a data-bs-toggle button, so they are kept from these menus.
+document.addEventListener("click", (event) => {
+  for (const menu of document.querySelectorAll("details.dropdown[open]")) {
+    if (!menu.contains(event.target)) menu.open = false;
+  }
+});
+document.addEventListener("keydown", (event) => {
+  const menu = event.target.closest && event.target.closest("details.dropdown[open]");
+  if (!menu || !["Escape", "ArrowDown", "ArrowUp"].includes(event.key)) return;
+  event.stopPropagation();
+  event.preventDefault();
+  if (event.key === "Escape") {
+    menu.open = false;
+    menu.querySelector("summary").focus();
+    return;
+  }
+  const items = [...menu.querySelectorAll(".dropdown-item")];
+  const at = items.indexOf(document.activeElement);
+  const next = event.key === "ArrowDown" ? Math.min(at + 1, items.length - 1) : Math.max(at - 1, 0);
+  if (items[next]) items[next].focus();
+}, true);
