@@ -9,7 +9,7 @@ import pytest
 import rrdtool
 
 from monitoring import rrd
-from monitoring.rrd import METRICS, PERIODS, RRDError, Series
+from monitoring.rrd import FINE_STEP, METRICS, PERIODS, RRDError, Series
 from tests.monitoring.rrd_helpers import STEP, aligned_now, sample, two_hours
 
 
@@ -29,7 +29,9 @@ def test_samples_written_in_a_batch_read_back_from_the_hour_and_day_archives(sto
     day = store.fetch("vm", "web-1", "day", end=end)
     hour = store.fetch("vm", "web-1", "hour", end=end)
 
-    assert day.step == hour.step == STEP
+    # The day has a row per collection; the hour's fine rows hold each sample's value back
+    # to the sample before it.
+    assert (day.step, hour.step) == (STEP, FINE_STEP)
     assert day.metrics == METRICS
     for series, first in ((day, 0), (hour, 12)):
         for metric in METRICS:
@@ -164,7 +166,7 @@ def test_fetch_reads_every_period_from_an_archive_that_covers_it(store):
 
     steps = {period: store.fetch("vm", "web-1", period, end=end).step for period in PERIODS}
 
-    assert steps == {"hour": 300, "day": 300, "week": 1800, "month": 7200, "year": 86400}
+    assert steps == {"hour": 10, "day": 300, "week": 1800, "month": 7200, "year": 86400}
     for period in PERIODS:
         series = store.fetch("vm", "web-1", period, "MAX", end=end)
         assert series.end - series.start >= PERIODS[period]
@@ -273,3 +275,19 @@ def test_update_one_makes_one_call_per_sample(store, update_calls):
         store.update_one("vm", "web-1", at, values)
     assert len(update_calls) == 5
     assert all(len(call) == 4 for call in update_calls)
+
+
+def test_a_rate_shows_in_the_hour_as_soon_as_the_second_sample_is_written(store):
+    # Two samples 20 s apart inside one collection period: no 300 s row is written yet.
+    first = aligned_now() - 170
+    store.update_many({("vm", "web-1"): [(first, {"memory": 1.0})]})
+    store.update_many({("vm", "web-1"): [(first + 20, {"cpu": 42.0, "memory": 1.0})]})
+
+    hour = store.fetch("vm", "web-1", "hour", end=first + 20)
+
+    cpu = {at: value for at, value in zip(hour.times, hour.column("cpu"), strict=True)
+           if value is not None}
+    assert cpu == {first + 10: 42.0, first + 20: 42.0}
+    assert all(v is None for v in store.fetch("vm", "web-1", "day").column("cpu"))
+    assert store.latest("vm", "web-1")["cpu"] == 42.0
+    assert store.first_known("vm", "web-1") is not None
