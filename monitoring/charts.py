@@ -65,8 +65,8 @@ _IEC_PREFIXES = ("", "Ki", "Mi", "Gi", "Ti")
 # rrdtool's fonts, in points: its defaults (8) turn unreadable when the image is scaled down.
 _PNG_FONTS = ("DEFAULT:11", "TITLE:13", "AXIS:10", "UNIT:11", "LEGEND:11")
 _SVG_FONTS = {"title_font_size": 20, "label_font_size": 15, "major_label_font_size": 15,
-              "legend_font_size": 16, "value_font_size": 14, "tooltip_font_size": 15,
-              "no_data_font_size": 24}
+              "legend_font_size": 16, "value_font_size": 14, "value_label_font_size": 14,
+              "tooltip_font_size": 15, "no_data_font_size": 24}
 _SVG_LINE_WIDTH = 3
 _DENSE_CSS = "inline:g.dots circle.dot{opacity:0} g.dots:hover circle.dot{opacity:1}"
 
