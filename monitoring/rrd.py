@@ -6,7 +6,7 @@ day, 30 minutes for the week, 2 hours for the month and 1 day for the year, each
 than its period so a graph of the whole period is always served by the finest archive. The
 file's own step is FINE_STEP and its heartbeat two collection periods, so a sample fills the
 fine rows back to the one before it at once: the hour shows a rate as soon as two samples
-exist, instead of when a 300 s row is complete. That is about 175 KiB per file at the default
+exist, instead of when a 300 s row is complete. That is about 185 KiB per file at the default
 period (Baadal kept 9.4 MB per VM). A file made with another step (before FINE_STEP) is
 rebuilt from itself (`rrdtool create --source`) on its next write, keeping its history.
 
