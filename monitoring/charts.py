@@ -265,7 +265,7 @@ def _y_range(unit: str, values: list[float | None]) -> tuple[float, float] | Non
 
 def render_svg(
     store: RRDStore, kind: str, key: str, metric: str, period: str, title: str,
-    width: int = 640, height: int = 240, *, tz: tzinfo = UTC, js: tuple[str, ...] = (),
+    width: int = 480, height: int = 280, *, tz: tzinfo = UTC, js: tuple[str, ...] = (),
 ) -> bytes:
     """Render one metric over a period as an SVG line chart with a tooltip on every point."""
     _check(metric, period, width, height)
