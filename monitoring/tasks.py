@@ -17,10 +17,12 @@ from vms.models import VirtualMachine
 from .collector import host_collect
 
 logger = logging.getLogger(__name__)
-# After a VM starts, its host is collected at once and again this much later: rates need two
-# samples, and the periodic collection may be minutes away. django-q's scheduler looks for
-# due schedules about every 15 s, so the second sample comes 15 to 30 s after the first.
-FOLLOW_UP_SECONDS = 15
+# After a VM starts, its host is collected at once and again these many seconds later: rates
+# need two samples, and the periodic collection may be minutes away. A sample completes the
+# hour's 10 s rows only up to its own time (the row it falls in waits for the next sample), so
+# two follow-ups make a line of several rows, not one point. django-q's scheduler looks for
+# due schedules about every 15 s: they run 15-30 s and 35-50 s after the start.
+FOLLOW_UP_SECONDS = (15, 35)
 
 
 def collect_all() -> int:
@@ -39,13 +41,14 @@ def collect_host(host_id: int) -> dict:
 
 
 def host_collect_soon(host_id: int, reason: str) -> None:
-    """Enqueue a collection of the host now and a second one FOLLOW_UP_SECONDS later."""
+    """Enqueue a collection of the host now and one more after each of FOLLOW_UP_SECONDS."""
     async_task("monitoring.tasks.collect_host", host_id, task_name=f"collect-host-{host_id}")
-    Schedule.objects.create(
-        name=f"collect-host-{host_id}-after-{reason}"[:100], func="monitoring.tasks.collect_host",
-        args=repr(host_id), schedule_type=Schedule.ONCE, repeats=-1,
-        next_run=timezone.now() + timedelta(seconds=FOLLOW_UP_SECONDS),
-    )
+    now = timezone.now()
+    Schedule.objects.bulk_create(Schedule(
+        name=f"collect-host-{host_id}-after-{reason}-{seconds}s"[:100],
+        func="monitoring.tasks.collect_host", args=repr(host_id), schedule_type=Schedule.ONCE,
+        repeats=-1, next_run=now + timedelta(seconds=seconds),
+    ) for seconds in FOLLOW_UP_SECONDS)
 
 
 def vm_started_collect(sender: type, *, vm: VirtualMachine, **kwargs: object) -> None:
