@@ -68,6 +68,13 @@ _SVG_FONTS = {"title_font_size": 20, "label_font_size": 15, "major_label_font_si
               "legend_font_size": 16, "value_font_size": 14, "value_label_font_size": 14,
               "tooltip_font_size": 15, "no_data_font_size": 24}
 _SVG_LINE_WIDTH = 3
+# Label spacings of a time axis shorter than two days, in minutes.
+_TICK_MINUTES = (1, 2, 5, 10, 15, 30, 60, 180, 360, 720)
+# An SVG whose object has no values in most of the period starts shortly before its first
+# value, but shows at least this many rows and this many seconds: a VM that started a minute
+# ago draws a line across the graph, not a dot at its right edge.
+_MIN_ROWS = 10
+_MIN_SECONDS = 120
 _DENSE_CSS = "inline:g.dots circle.dot{opacity:0} g.dots:hover circle.dot{opacity:1}"
 
 
@@ -231,8 +238,11 @@ def _add_native_tooltips(tree: Any) -> None:
 
 def _ticks(period: str, first: datetime, last: datetime) -> list[datetime]:
     """Return calendar-aligned x-axis label times between two wall-clock times."""
-    if period in ("hour", "day"):
-        every = timedelta(minutes=10) if period == "hour" else timedelta(hours=3)
+    if period in ("hour", "day") or last - first < timedelta(days=2):
+        # At most about seven labels, at a round number of minutes.
+        every = next((timedelta(minutes=m) for m in _TICK_MINUTES
+                      if (last - first) / timedelta(minutes=m) <= 7),
+                     timedelta(minutes=_TICK_MINUTES[-1]))
         midnight = first.replace(hour=0, minute=0, second=0, microsecond=0)
         moment = midnight + math.ceil((first - midnight) / every) * every
         ticks = []
@@ -273,6 +283,7 @@ def render_svg(
     average = store.fetch(kind, key, period)
     values = average.column(metric)
     style = Style(colors=SVG_COLOURS, background="white", plot_background="white",
+                  stroke_width=_SVG_LINE_WIDTH, stroke_width_hover=_SVG_LINE_WIDTH + 1,
                   **_SVG_FONTS)
     common = {
         "width": width, "height": height, "title": str(title), "no_data_text": NO_DATA_TEXT,
@@ -286,9 +297,22 @@ def render_svg(
         tree = chart.render_tree()
         return etree.tostring(tree, xml_declaration=True, encoding="utf-8")
 
+    maximum = store.fetch(kind, key, period, "MAX").column(metric)
+    if len(maximum) != len(values):
+        maximum = [None] * len(values)
+    # Leave out the leading rows before the object had any value (a young VM), keeping a
+    # quarter of the known span before it and a minimum window.
+    first = next(i for i, value in enumerate(values) if value is not None)
+    shown = max(len(values) - first + (len(values) - first) // 4,
+                _MIN_ROWS, math.ceil(_MIN_SECONDS / average.step))
+    begin = max(0, len(values) - shown)
+    values, maximum = values[begin:], maximum[begin:]
     # Row times are UTC; pygal reads naive datetimes as UTC, so pass wall time in `tz`.
-    moments = [datetime.fromtimestamp(t, tz).replace(tzinfo=None) for t in average.times]
+    moments = [datetime.fromtimestamp(t, tz).replace(tzinfo=None)
+               for t in average.times[begin:]]
     tooltip_format, label_format = _TOOLTIP_FORMATS[period], _LABEL_FORMATS[period]
+    if moments[-1] - moments[0] < timedelta(days=1):
+        label_format = "%H:%M"
     x_labels = [{"value": moment, "label": moment.strftime(label_format)}
                 for moment in _ticks(period, moments[0], moments[-1])]
     points = _compact(moments, values)
@@ -299,15 +323,13 @@ def render_svg(
         x_labels=x_labels or None,
         x_value_formatter=lambda moment: moment.strftime(tooltip_format),
         value_formatter=format_value(unit), truncate_label=-1, truncate_legend=-1,
-        stroke_style={"width": _SVG_LINE_WIDTH},
         dots_size=2 if dense else 5, css=["file://style.css", "file://graph.css"]
         + ([_DENSE_CSS] if dense else []),
-        range=_y_range(unit, values), include_x_axis=True,
+        range=_y_range(unit, values), include_x_axis=True, max_scale=6,
     )
     chart.add(f"{label} average", points)
-    maximum = store.fetch(kind, key, period, "MAX").column(metric)
     # At one step per row the maximum equals the average: draw it only when it says more.
-    if len(maximum) == len(values) and any(
+    if any(
         m is not None and (a is None or not math.isclose(m, a))
         for m, a in zip(maximum, values, strict=True)
     ):

@@ -314,9 +314,9 @@ class RRDStore:
 
     def _write(self, kind: str, key: str, rows: list[tuple[int, list[str]]]) -> None:
         """Append the rows newer than the file's last update in one rrdtool update call."""
-        # A new file starts one collection period before its first sample, so that sample
-        # fills a row of every archive.
-        path = self.ensure(kind, key, start=rows[0][0] - self.step)
+        # A new file starts one fine step before its first sample: that sample fills its own
+        # 10 s row, not minutes before the object existed.
+        path = self.ensure(kind, key, start=rows[0][0] - self.file_step)
         last: float | None = self.last_update(kind, key)
         for attempt in range(2):
             values: list[str] = []
@@ -399,10 +399,12 @@ class RRDStore:
         """Return when the object's oldest known value of the past day ends, or None."""
         if not self.exists(kind, key):
             return None
-        series = self.fetch(kind, key, "day")
-        for at, row in zip(series.times, series.rows, strict=True):
-            if any(value is not None for value in row):
-                return at
+        # The day's rows first; the hour's fine rows hold what no day row does yet.
+        for period in ("day", "hour"):
+            series = self.fetch(kind, key, period)
+            for at, row in zip(series.times, series.rows, strict=True):
+                if any(value is not None for value in row):
+                    return at
         return None
 
     def info(self, kind: str, key: str) -> dict[str, object]:

@@ -37,11 +37,10 @@ def test_the_scale_is_the_power_of_1024_that_keeps_the_peak_below_1024():
 
 @pytest.fixture
 def fresh(store):
-    """A VM sampled twice, 20 s apart, a few minutes ago: one five-minute row of the day."""
+    """A VM sampled three times in its first five minutes: one five-minute row of the day."""
     end = int(time.time()) // 300 * 300
     store.update_many({("vm", "web-1"): [
-        (end - 300, {"cpu": 40.0, "net_rx": 3 * 1024**2}),
-        (end - 280, {"cpu": 40.0, "net_rx": 3 * 1024**2})]})
+        (at, {"cpu": 40.0, "net_rx": 3 * 1024**2}) for at in (end - 600, end - 400, end - 290)]})
     return store
 
 
@@ -60,7 +59,8 @@ def test_a_single_row_on_the_day_is_a_big_dot_on_a_thick_line(fresh):
     assert dots and all(float(c.get("r")) >= 4 for c in dots)
     # Sparse points are never hidden until hovered (that is for dense series only).
     assert b"circle.dot{opacity:0}" not in svg
-    assert re.search(rb"stroke-width:\s*3", svg)
+    # The lines (class "reactive") are drawn 3 px wide, pygal's default being 1.
+    assert re.search(rb"\.reactive\{[^}]*stroke-width:3[;}]", svg)
 
 
 def test_svg_text_is_big_enough_to_read_when_the_graph_is_scaled_down(fresh):
@@ -91,3 +91,38 @@ def test_png_has_big_fonts_a_thick_line_and_one_iec_unit(fresh, monkeypatch):
     assert any(a.startswith("LINE2:") for a in args)
     assert args[args.index("--vertical-label") + 1] == "MiB/s"
     assert any(a.startswith("GPRINT:avg_avg:") and a.endswith("MiB/s") for a in args)
+
+
+def dot_xs(svg: bytes) -> list[float]:
+    root = ET.fromstring(svg)
+    return [float(c.get("cx")) for c in root.iter(f"{SVG}circle")
+            if "dot" in (c.get("class") or "")]
+
+
+def test_a_young_history_is_drawn_across_the_graph_not_at_its_right_edge(store):
+    now = int(time.time())
+    store.update_many({("vm", "web-1"): [(now - 60, {"cpu": 10.0}), (now - 40, {"cpu": 10.0}),
+                                         (now - 20, {"cpu": 30.0}), (now, {"cpu": 30.0})]})
+
+    svg = render_svg(store, "vm", "web-1", "cpu", "hour", "web-1")
+
+    xs = dot_xs(svg)
+    width = 480
+    # A minute of data in an hour would sit in the right 2 % of the plot; it spans a fifth.
+    assert xs and max(xs) - min(xs) > width / 5
+    labels = [t.text for t in ET.fromstring(svg).iter(f"{SVG}text")
+              if t.text and re.fullmatch(r"\d\d:\d\d", t.text)]
+    assert len(labels) >= 2  # the time axis is labelled at a finer spacing
+
+
+def test_a_full_period_of_history_keeps_the_whole_period(store):
+    end = int(time.time()) // 300 * 300
+    store.update_many({("vm", "web-1"): [
+        (end - 3600 + i * 300, {"cpu": 5.0 * (i % 3)}) for i in range(13)]})
+
+    root = ET.fromstring(render_svg(store, "vm", "web-1", "cpu", "hour", "web-1"))
+
+    labels = [t.text for t in root.iter(f"{SVG}text")
+              if t.text and re.fullmatch(r"\d\d:\d\d", t.text)]
+    minutes = sorted(int(h) * 60 + int(m) for h, m in (label.split(":") for label in labels))
+    assert (minutes[-1] - minutes[0]) % (24 * 60) >= 40

@@ -33,7 +33,9 @@ def test_samples_written_in_a_batch_read_back_from_the_hour_and_day_archives(sto
     # to the sample before it.
     assert (day.step, hour.step) == (STEP, FINE_STEP)
     assert day.metrics == METRICS
-    for series, first in ((day, 0), (hour, 12)):
+    # A new file starts at its first sample, which fills only its own 10 s row: the day's
+    # rows begin with the second sample.
+    for series, first in ((day, 1), (hour, 12)):
         for metric in METRICS:
             values = by_time(series, metric)
             for at, written in samples[first:]:
@@ -75,7 +77,7 @@ def test_redelivered_and_older_samples_are_skipped_without_error(store):
     store.update_one("vm", "web-1", end - 10 * STEP, sample(70))
 
     values = by_time(store.fetch("vm", "web-1", "day", end=end), "cpu")
-    for at, written in samples:
+    for at, written in samples[1:]:  # the first sample fills only its own 10 s row
         assert values[at] == pytest.approx(written["cpu"])
     assert values[end] == 50.0
     assert store.last_update("vm", "web-1") == end
@@ -105,7 +107,8 @@ def test_samples_are_written_in_time_order_whatever_order_they_come_in(store):
     store.update_many({("vm", "web-1"): shuffled})
 
     values = by_time(store.fetch("vm", "web-1", "day", end=end), "memory")
-    assert [values[at] for at, _ in samples] == [v["memory"] for _, v in samples]
+    # The first sample fills only its own 10 s row, not a day's row.
+    assert [values[at] for at, _ in samples[1:]] == [v["memory"] for _, v in samples[1:]]
 
 
 def test_averages_are_the_mean_of_the_known_values_written(store):
@@ -115,8 +118,8 @@ def test_averages_are_the_mean_of_the_known_values_written(store):
 
     averages = store.averages("vm", "web-1", "day")
 
-    for metric in METRICS:
-        known = [v[metric] for _, v in samples if v[metric] is not None]
+    for metric in METRICS:  # the first sample fills only its own 10 s row
+        known = [v[metric] for _, v in samples[1:] if v[metric] is not None]
         assert averages[metric] == pytest.approx(sum(known) / len(known)), metric
 
 
@@ -177,9 +180,10 @@ def test_fetch_reads_every_period_from_an_archive_that_covers_it(store):
 
 def test_the_week_archive_keeps_maxima_the_average_smooths(store):
     end = aligned_now() // 1800 * 1800
-    store.update_many({("vm", "web-1"): [
+    # A first sample at the row's start, so the six after it fill the whole half hour.
+    store.update_many({("vm", "web-1"): [(end - 6 * STEP, {"cpu": 10.0}), *[
         (end - 6 * STEP + i * STEP, {"cpu": 90.0 if i == 3 else 10.0}) for i in range(1, 7)
-    ]})
+    ]]})
 
     average = by_time(store.fetch("vm", "web-1", "week", end=end), "cpu")[end]
     maximum = by_time(store.fetch("vm", "web-1", "week", "MAX", end=end), "cpu")[end]
