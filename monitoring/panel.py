@@ -43,6 +43,15 @@ def default_period(kind: str, key: str, now: float | None = None) -> str:
     return "hour" if first is None or now - first < YOUNG_DATA_SECONDS else "day"
 
 
+def _duration(seconds: int) -> str:
+    """Return a row's length in words: 5 minutes, 2 hours, 1 day."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} s"
+
+
 def usage_context(obj: VirtualMachine | Host, period: str | None = None) -> dict[str, Any]:
     """Return the template context of the usage panel of `obj` over `period` (None: default)."""
     kind, key = usage_target(obj)
@@ -59,9 +68,14 @@ def usage_context(obj: VirtualMachine | Host, period: str | None = None) -> dict
                      "latest": show(latest.get(metric)),
                      "has_data": averages.get(metric) is not None})
     has_data = any(row["has_data"] for row in rows)
+    # A period without figures while the hour has some: its rows are longer and none is
+    # complete yet (a VM that started a few minutes ago, on the day's view).
+    row_wait = ""
+    if not has_data and period != "hour" and store.first_known(kind, key) is not None:
+        row_wait = _duration(store.fetch(kind, key, period).step)
     return {
         "kind": kind, "pk": obj.pk, "period": period, "periods": list(PERIODS), "rows": rows,
-        "has_data": has_data,
+        "has_data": has_data, "row_wait": row_wait,
         "usage_url": reverse(f"monitoring:{kind}_usage", args=[obj.pk]),
         "graph_url": f"monitoring:{kind}_graph_svg", "png_url": f"monitoring:{kind}_graph_png",
         # Part of each graph's URL: a browser keeps a graph only until the next collection.

@@ -95,3 +95,15 @@ def test_the_usage_url_renders_the_same_panel_for_htmx(site, vm):  # noqa: F811
     start = inline.index('<div class="usage-panel"')
     assert partial.strip() in inline[start - 200:]
     assert f'hx-get="/vms/{vm.pk}/usage/?period=day"' in partial
+
+
+def test_a_longer_period_without_a_complete_row_points_to_the_hour(site, vm):  # noqa: F811
+    now = int(time.time())
+    rrd_store().update_many({("vm", vm_key(vm)): [(now - 40, {"memory": 5e8}),
+                                                   (now - 20, {"memory": 5e8})]})
+    body = page(site, site.student, "vms:vm_detail", vm.pk, period="day")
+
+    line = re.search(r'<p[^>]*id="usage-empty"[^>]*>(.*?)</p>', body, re.S).group(1)
+    assert "averages over 5 minutes; the first comes when one is complete" in line
+    assert 'href="?period=hour#usage"' in line
+    assert "about a minute after the VM starts" not in line
