@@ -19,12 +19,14 @@ class MonitoringConfig(AppConfig):
                  "minutes": max(1, settings.PORTAL_MONITOR["PERIOD"] // 60)}]
 
     def ready(self) -> None:
-        """Archive a VM's usage history when vms says it was deleted."""
+        """Archive a VM's usage history when it is deleted; collect its host when it starts."""
         from hosts.selectors import host_load_source_set
-        from vms.signals import vm_deleted
+        from vms.signals import vm_deleted, vm_started
 
         from .collector import host_cpu_load_latest, vm_deleted_archive
+        from .tasks import vm_started_collect
 
         vm_deleted.connect(vm_deleted_archive, dispatch_uid="monitoring.vm_deleted_archive")
+        vm_started.connect(vm_started_collect, dispatch_uid="monitoring.vm_started_collect")
         # The host list shows each host's last measured CPU load.
         host_load_source_set(host_cpu_load_latest)

@@ -1,10 +1,14 @@
 """Round-robin history of each VM's and host's load, one rrdtool file per object.
 
-Every file holds the six METRICS as GAUGE data sources at one `step` (300 s by default) and
-AVERAGE and MAX archives for the five PERIODS: one step for the hour and day, 30 minutes for
-the week, 2 hours for the month and 1 day for the year, each 10 % longer than its period so
-a graph of the whole period is always served by the finest archive. That is about 147 KiB per
-file at the default step (Baadal kept 9.4 MB per VM).
+Every file holds the six METRICS as GAUGE data sources and AVERAGE and MAX archives for the
+five PERIODS: FINE_STEP (10 s) for the hour, one collection period (300 s by default) for the
+day, 30 minutes for the week, 2 hours for the month and 1 day for the year, each 10 % longer
+than its period so a graph of the whole period is always served by the finest archive. The
+file's own step is FINE_STEP and its heartbeat two collection periods, so a sample fills the
+fine rows back to the one before it at once: the hour shows a rate as soon as two samples
+exist, instead of when a 300 s row is complete. That is about 185 KiB per file at the default
+period (Baadal kept 9.4 MB per VM). A file made with another step (before FINE_STEP) is
+rebuilt from itself (`rrdtool create --source`) on its next write, keeping its history.
 
 Writes are batched: `update_many` makes one `rrdtool.update` call per file with all of its
 new samples; samples not newer than the file's last update are skipped, so a redelivered
@@ -42,8 +46,12 @@ KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")
 KINDS = ("vm", "host")
 CFS = ("AVERAGE", "MAX")
 
-# Seconds one archive row covers, per period: the hour and the day get one step.
-_RESOLUTIONS = {"hour": 0, "day": 0, "week": 1800, "month": 7200, "year": 86400}
+# The files' own step: the hour's rows. A collection fills every row since the one before it.
+FINE_STEP = 10
+# Seconds one archive row covers, per period: the hour gets the fine step ("fine"), the day
+# one collection period ("period").
+_RESOLUTIONS: dict[str, int | str] = {"hour": "fine", "day": "period", "week": 1800,
+                                      "month": 7200, "year": 86400}
 # Rows beyond the period, so the finest archive still covers a whole period a while after
 # the last update (rrdtool fetch only picks an archive that covers the full range).
 _ROW_MARGIN = 1.1
@@ -56,6 +64,8 @@ _DAEMON_PORT = 42217
 _DAEMON_TIMEOUT = 5.0
 logger = logging.getLogger(__name__)
 _ALREADY_UPDATED = re.compile(r"when last update time is (\d+(?:\.\d+)?)")
+# Files this process has seen at the current step: checked once, not on every write.
+_CURRENT: set[str] = set()
 
 
 class RRDError(Exception):
@@ -88,11 +98,16 @@ class Series:
         return [row[index] for row in self.rows]
 
 
-def _archives(step: int) -> list[tuple[int, int]]:
-    """Return (steps per row, rows) for each archive, finest first."""
+def _archives(step: int, period: int | None = None) -> list[tuple[int, int]]:
+    """Return (steps per row, rows) for each archive, finest first, at file step `step`."""
     by_pdp: dict[int, int] = {}
-    for period, seconds in PERIODS.items():
-        pdp = max(1, round(_RESOLUTIONS[period] / step)) if _RESOLUTIONS[period] else 1
+    for name, seconds in PERIODS.items():
+        resolution = _RESOLUTIONS[name]
+        if resolution == "fine":
+            resolution = step
+        elif resolution == "period":
+            resolution = period or step
+        pdp = max(1, round(int(resolution) / step))
         rows = math.ceil(seconds * _ROW_MARGIN / (pdp * step))
         by_pdp[pdp] = max(rows, by_pdp.get(pdp, 0))
     return sorted(by_pdp.items())
@@ -140,11 +155,14 @@ class RRDStore:
     """The RRD files of VMs and hosts under one directory."""
 
     def __init__(self, directory: str | Path, step: int = 300, daemon: str | None = None) -> None:
-        """Keep files under `directory`, one row per `step` seconds, through rrdcached if set."""
+        """Keep files under `directory` for samples every `step` seconds, through rrdcached."""
         if not isinstance(step, int) or isinstance(step, bool) or step < 1:
             raise ValueError("step must be a positive number of seconds")
         self.directory = Path(directory).resolve()
+        # `step` is the collection period: the heartbeat and the day's rows. The files' own
+        # step, the hour's rows, is finer, so a new sample shows without waiting for a row.
         self.step = step
+        self.file_step = min(step, FINE_STEP)
         self.daemon = daemon or None
         if self.daemon:
             _daemon_endpoint(self.daemon)
@@ -210,23 +228,30 @@ class RRDStore:
 
     # ---- writes ----
 
-    def ensure(self, kind: str, key: str, start: int | None = None) -> Path:
-        """Create the object's file if it is missing and return its path."""
-        path = self.path_for(kind, key)
-        if path.is_file():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._forget(path)
-        args = [str(path), *self.daemon_args(), "--no-overwrite", "--step", str(self.step)]
-        if start is not None:
-            args += ["--start", str(_unix_time(start, "start"))]
+    def _layout(self) -> list[str]:
+        """Return the rrdtool create arguments of the data sources and archives."""
+        args = ["--step", str(self.file_step)]
         heartbeat = 2 * self.step
         for metric in METRICS:
             maximum = "100" if metric == "cpu" else "U"
             args.append(f"DS:{metric}:GAUGE:{heartbeat}:0:{maximum}")
         for cf in CFS:
-            for pdp, rows in _archives(self.step):
+            for pdp, rows in _archives(self.file_step, self.step):
                 args.append(f"RRA:{cf}:{_XFF}:{pdp}:{rows}")
+        return args
+
+    def ensure(self, kind: str, key: str, start: int | None = None) -> Path:
+        """Create the object's file if it is missing and return its path."""
+        path = self.path_for(kind, key)
+        if path.is_file():
+            self._upgrade(path)
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._forget(path)
+        args = [str(path), *self.daemon_args(), "--no-overwrite"]
+        if start is not None:
+            args += ["--start", str(_unix_time(start, "start"))]
+        args += self._layout()
         try:
             self._call("create", *args)
         except RRDError:
@@ -234,7 +259,22 @@ class RRDStore:
             if path.is_file():
                 return path
             raise
+        _CURRENT.add(str(path))
         return path
+
+    def _upgrade(self, path: Path) -> None:
+        """Rebuild a file made with another step from itself, keeping its history."""
+        if str(path) in _CURRENT:
+            return
+        # Through the daemon, info flushes its pending values into the file first.
+        if int(self._call("info", str(path), *self.daemon_args())["step"]) != self.file_step:
+            fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+            fresh.unlink(missing_ok=True)
+            self._call("create", str(fresh), "--source", str(path), *self._layout())
+            os.replace(fresh, path)
+            self._forget(path)
+            logger.info("rebuilt %s at a %d s step", path, self.file_step)
+        _CURRENT.add(str(path))
 
     def last_update(self, kind: str, key: str) -> int | None:
         """Return the file's last update time (rrdcached rounds it down to a step), or None."""
@@ -274,8 +314,9 @@ class RRDStore:
 
     def _write(self, kind: str, key: str, rows: list[tuple[int, list[str]]]) -> None:
         """Append the rows newer than the file's last update in one rrdtool update call."""
-        # A new file starts one step before its first sample, so that sample fills a row.
-        path = self.ensure(kind, key, start=rows[0][0] - self.step)
+        # A new file starts one fine step before its first sample: that sample fills its own
+        # 10 s row, not minutes before the object existed.
+        path = self.ensure(kind, key, start=rows[0][0] - self.file_step)
         last: float | None = self.last_update(kind, key)
         for attempt in range(2):
             values: list[str] = []
@@ -320,7 +361,7 @@ class RRDStore:
         stop = int(time.time()) if end is None else _unix_time(end, "end")
         begin = stop - PERIODS[period]
         if not path.is_file():
-            return Series(begin, stop, self.step, METRICS, [])
+            return Series(begin, stop, self.file_step, METRICS, [])
         result = self._call(
             "fetch", str(path), cf, *self.daemon_args(),
             "--start", str(begin), "--end", str(stop),
@@ -343,13 +384,28 @@ class RRDStore:
         """Return each metric's last known value over the past day; empty if there is no file."""
         if not self.exists(kind, key):
             return {}
-        # rrdtool lastupdate reports U for a file rrdcached has just flushed, so read rows.
-        series = self.fetch(kind, key, "day")
-        result: dict[str, float | None] = {}
-        for metric in METRICS:
-            known = [v for v in series.column(metric) if v is not None]
-            result[metric] = known[-1] if known else None
+        # rrdtool lastupdate reports U for a file rrdcached has just flushed, so read rows:
+        # the hour's fine rows first, which hold a new sample at once.
+        result: dict[str, float | None] = dict.fromkeys(METRICS)
+        for period in ("hour", "day"):
+            series = self.fetch(kind, key, period)
+            for metric in METRICS:
+                known = [v for v in series.column(metric) if v is not None]
+                if result[metric] is None and known:
+                    result[metric] = known[-1]
         return result
+
+    def first_known(self, kind: str, key: str) -> int | None:
+        """Return when the object's oldest known value of the past day ends, or None."""
+        if not self.exists(kind, key):
+            return None
+        # The day's rows first; the hour's fine rows hold what no day row does yet.
+        for period in ("day", "hour"):
+            series = self.fetch(kind, key, period)
+            for at, row in zip(series.times, series.rows, strict=True):
+                if any(value is not None for value in row):
+                    return at
+        return None
 
     def info(self, kind: str, key: str) -> dict[str, object]:
         """Return rrdtool info for the object's file."""

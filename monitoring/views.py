@@ -15,17 +15,19 @@ from vms.models import VirtualMachine
 
 from .charts import METRIC_LABELS, render_png, render_svg
 from .collector import host_key, rrd_store, vm_key
+from .panel import usage_context
 from .rrd import METRICS, PERIODS
 
 CONTENT_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
-DEFAULT_PERIOD = "day"
 
 
 def _graph(kind: str, key: str, title: str, metric: str, period: str, fmt: str) -> HttpResponse:
     if metric not in METRICS or period not in PERIODS or fmt not in CONTENT_TYPES:
         raise Http404
     step = settings.PORTAL_MONITOR["PERIOD"]
-    cache_key = f"graph:{kind}:{key}:{metric}:{period}:{fmt}"
+    # A new collection makes a new graph at once, not a period later.
+    version = rrd_store().last_update(kind, key) or 0
+    cache_key = f"graph:{kind}:{key}:{metric}:{period}:{fmt}:{version}"
     body = cache.get(cache_key)
     if body is None:
         render = render_png if fmt == "png" else render_svg
@@ -57,22 +59,11 @@ def host_graph(request: HttpRequest, pk: int, metric: str, period: str,
     return _graph("host", host_key(host), host.name, metric, period, fmt)
 
 
-def _period(request: HttpRequest) -> str:
-    period = request.GET.get("period", DEFAULT_PERIOD)
-    if period not in PERIODS:
+def _usage(request: HttpRequest, obj: VirtualMachine | Host) -> HttpResponse:
+    period = request.GET.get("period")
+    if period is not None and period not in PERIODS:
         raise Http404
-    return period
-
-
-def _usage(request: HttpRequest, kind: str, key: str, obj_pk: int) -> HttpResponse:
-    period = _period(request)
-    averages = rrd_store().averages(kind, key, period)
-    rows = [(m, METRIC_LABELS[m][0], METRIC_LABELS[m][1], averages.get(m)) for m in METRICS]
-    return render(request, "monitoring/_usage.html", {
-        "kind": kind, "pk": obj_pk, "period": period, "periods": list(PERIODS), "rows": rows,
-        "graph_url": f"monitoring:{kind}_graph_svg", "png_url": f"monitoring:{kind}_graph_png",
-        "has_data": any(v is not None for v in averages.values()),
-    })
+    return render(request, "monitoring/_usage.html", usage_context(obj, period))
 
 
 @login_required
@@ -80,7 +71,7 @@ def _usage(request: HttpRequest, kind: str, key: str, obj_pk: int) -> HttpRespon
 def vm_usage(request: HttpRequest, pk: int) -> HttpResponse:
     """Render a VM's graphs and averages for the chosen period."""
     vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
-    return _usage(request, "vm", vm_key(vm), vm.pk)
+    return _usage(request, vm)
 
 
 @login_required
@@ -88,4 +79,4 @@ def vm_usage(request: HttpRequest, pk: int) -> HttpResponse:
 def host_usage(request: HttpRequest, pk: int) -> HttpResponse:
     """Render a host's graphs and averages for the chosen period (admins)."""
     host = get_object_or_404(Host.objects.visible_to(request.user), pk=pk)
-    return _usage(request, "host", host_key(host), host.pk)
+    return _usage(request, host)

@@ -8,7 +8,7 @@ import re
 import pytest
 import rrdtool
 
-from monitoring.rrd import KINDS, METRICS, PERIODS, RRDStore
+from monitoring.rrd import FINE_STEP, KINDS, METRICS, PERIODS, RRDStore
 from tests.monitoring.rrd_helpers import STEP, aligned_now, two_hours
 
 # ---- layout ----
@@ -20,7 +20,8 @@ def test_ensure_creates_gauges_and_archives_for_every_period_within_the_size_bud
     assert path == store.directory / "vm" / "web-1.rrd"
     assert path.stat().st_size <= 200 * 1024
     info = rrdtool.info(str(path))
-    assert info["step"] == STEP
+    # The files' own step is fine (the hour's rows); the heartbeat spans two collections.
+    assert info["step"] == FINE_STEP
     names = {key.split("]")[0][3:] for key in info if key.startswith("ds[")}
     assert names == set(METRICS)
     for metric in METRICS:
@@ -39,15 +40,37 @@ def test_ensure_creates_gauges_and_archives_for_every_period_within_the_size_bud
                       info[f"rra[{index}].rows"]))
         index += 1
     expected = {(cf, pdp, rows) for cf in ("AVERAGE", "MAX")
-                for pdp, rows in ((1, 317), (6, 370), (24, 410), (288, 403))}
+                for pdp, rows in ((1, 397), (30, 317), (180, 370), (720, 410), (8640, 403))}
     assert archives == expected
     # Each period is held whole at its resolution by both consolidations.
     for cf in ("AVERAGE", "MAX"):
-        spans = {pdp: pdp * rows * STEP for c, pdp, rows in archives if c == cf}
-        assert spans[1] >= PERIODS["day"] >= PERIODS["hour"]
-        assert spans[6] >= PERIODS["week"]
-        assert spans[24] >= PERIODS["month"]
-        assert spans[288] >= PERIODS["year"]
+        spans = {pdp: pdp * rows * FINE_STEP for c, pdp, rows in archives if c == cf}
+        assert spans[1] >= PERIODS["hour"]
+        assert spans[30] >= PERIODS["day"]
+        assert spans[180] >= PERIODS["week"]
+        assert spans[720] >= PERIODS["month"]
+        assert spans[8640] >= PERIODS["year"]
+
+
+def test_a_file_of_the_old_five_minute_step_is_rebuilt_with_its_history(store):
+    end = aligned_now()
+    path = store.path_for("vm", "web-1")
+    path.parent.mkdir(parents=True)
+    rrdtool.create(str(path), "--step", str(STEP), "--start", str(end - 3 * 3600),
+                   *[f"DS:{m}:GAUGE:{2 * STEP}:0:U" for m in METRICS],
+                   "RRA:AVERAGE:0.5:1:317", "RRA:MAX:0.5:1:317")
+    rrdtool.update(str(path), "--template", ":".join(METRICS),
+                   *[f"{at}:{at % 97}:1:2:3:4:5" for at in range(end - 2 * 3600, end - STEP + 1,
+                                                                  STEP)])
+
+    store.update_many({("vm", "web-1"): [(end, {"cpu": 50.0})]})
+
+    assert rrdtool.info(str(path))["step"] == FINE_STEP
+    day = store.fetch("vm", "web-1", "day", end=end)
+    cpu = dict(zip(day.times, day.column("cpu"), strict=True))
+    assert cpu[end - STEP] == float((end - STEP) % 97)  # the old history is kept
+    assert cpu[end] == 50.0
+    assert not list(path.parent.glob(".*"))  # no temporary file left behind
 
 
 def test_ensure_keeps_an_existing_file_and_its_data(store):

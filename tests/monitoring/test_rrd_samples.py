@@ -9,7 +9,7 @@ import pytest
 import rrdtool
 
 from monitoring import rrd
-from monitoring.rrd import METRICS, PERIODS, RRDError, Series
+from monitoring.rrd import FINE_STEP, METRICS, PERIODS, RRDError, Series
 from tests.monitoring.rrd_helpers import STEP, aligned_now, sample, two_hours
 
 
@@ -29,9 +29,13 @@ def test_samples_written_in_a_batch_read_back_from_the_hour_and_day_archives(sto
     day = store.fetch("vm", "web-1", "day", end=end)
     hour = store.fetch("vm", "web-1", "hour", end=end)
 
-    assert day.step == hour.step == STEP
+    # The day has a row per collection; the hour's fine rows hold each sample's value back
+    # to the sample before it.
+    assert (day.step, hour.step) == (STEP, FINE_STEP)
     assert day.metrics == METRICS
-    for series, first in ((day, 0), (hour, 12)):
+    # A new file starts at its first sample, which fills only its own 10 s row: the day's
+    # rows begin with the second sample.
+    for series, first in ((day, 1), (hour, 12)):
         for metric in METRICS:
             values = by_time(series, metric)
             for at, written in samples[first:]:
@@ -73,7 +77,7 @@ def test_redelivered_and_older_samples_are_skipped_without_error(store):
     store.update_one("vm", "web-1", end - 10 * STEP, sample(70))
 
     values = by_time(store.fetch("vm", "web-1", "day", end=end), "cpu")
-    for at, written in samples:
+    for at, written in samples[1:]:  # the first sample fills only its own 10 s row
         assert values[at] == pytest.approx(written["cpu"])
     assert values[end] == 50.0
     assert store.last_update("vm", "web-1") == end
@@ -103,7 +107,8 @@ def test_samples_are_written_in_time_order_whatever_order_they_come_in(store):
     store.update_many({("vm", "web-1"): shuffled})
 
     values = by_time(store.fetch("vm", "web-1", "day", end=end), "memory")
-    assert [values[at] for at, _ in samples] == [v["memory"] for _, v in samples]
+    # The first sample fills only its own 10 s row, not a day's row.
+    assert [values[at] for at, _ in samples[1:]] == [v["memory"] for _, v in samples[1:]]
 
 
 def test_averages_are_the_mean_of_the_known_values_written(store):
@@ -113,8 +118,8 @@ def test_averages_are_the_mean_of_the_known_values_written(store):
 
     averages = store.averages("vm", "web-1", "day")
 
-    for metric in METRICS:
-        known = [v[metric] for _, v in samples if v[metric] is not None]
+    for metric in METRICS:  # the first sample fills only its own 10 s row
+        known = [v[metric] for _, v in samples[1:] if v[metric] is not None]
         assert averages[metric] == pytest.approx(sum(known) / len(known)), metric
 
 
@@ -164,7 +169,7 @@ def test_fetch_reads_every_period_from_an_archive_that_covers_it(store):
 
     steps = {period: store.fetch("vm", "web-1", period, end=end).step for period in PERIODS}
 
-    assert steps == {"hour": 300, "day": 300, "week": 1800, "month": 7200, "year": 86400}
+    assert steps == {"hour": 10, "day": 300, "week": 1800, "month": 7200, "year": 86400}
     for period in PERIODS:
         series = store.fetch("vm", "web-1", period, "MAX", end=end)
         assert series.end - series.start >= PERIODS[period]
@@ -175,9 +180,10 @@ def test_fetch_reads_every_period_from_an_archive_that_covers_it(store):
 
 def test_the_week_archive_keeps_maxima_the_average_smooths(store):
     end = aligned_now() // 1800 * 1800
-    store.update_many({("vm", "web-1"): [
+    # A first sample at the row's start, so the six after it fill the whole half hour.
+    store.update_many({("vm", "web-1"): [(end - 6 * STEP, {"cpu": 10.0}), *[
         (end - 6 * STEP + i * STEP, {"cpu": 90.0 if i == 3 else 10.0}) for i in range(1, 7)
-    ]})
+    ]]})
 
     average = by_time(store.fetch("vm", "web-1", "week", end=end), "cpu")[end]
     maximum = by_time(store.fetch("vm", "web-1", "week", "MAX", end=end), "cpu")[end]
@@ -273,3 +279,19 @@ def test_update_one_makes_one_call_per_sample(store, update_calls):
         store.update_one("vm", "web-1", at, values)
     assert len(update_calls) == 5
     assert all(len(call) == 4 for call in update_calls)
+
+
+def test_a_rate_shows_in_the_hour_as_soon_as_the_second_sample_is_written(store):
+    # Two samples 20 s apart inside one collection period: no 300 s row is written yet.
+    first = aligned_now() - 170
+    store.update_many({("vm", "web-1"): [(first, {"memory": 1.0})]})
+    store.update_many({("vm", "web-1"): [(first + 20, {"cpu": 42.0, "memory": 1.0})]})
+
+    hour = store.fetch("vm", "web-1", "hour", end=first + 20)
+
+    cpu = {at: value for at, value in zip(hour.times, hour.column("cpu"), strict=True)
+           if value is not None}
+    assert cpu == {first + 10: 42.0, first + 20: 42.0}
+    assert all(v is None for v in store.fetch("vm", "web-1", "day").column("cpu"))
+    assert store.latest("vm", "web-1")["cpu"] == 42.0
+    assert store.first_known("vm", "web-1") is not None

@@ -12,6 +12,7 @@ from operations.registry import TargetHooks, spec_for
 from operations.undo import Step, recorded_steps_undo, step_label
 
 from ..models import VirtualMachine, VMState
+from ..signals import vm_started
 from .domain import vm_hypervisor
 from .notify import owner_tell_failure
 
@@ -23,6 +24,8 @@ MAKES_THE_VM = (OperationKind.INSTALL, OperationKind.CLONE)
 POWER_KINDS = (OperationKind.START, OperationKind.SHUTDOWN, OperationKind.DESTROY,
                OperationKind.REBOOT, OperationKind.SUSPEND, OperationKind.RESUME,
                OperationKind.SNAPSHOT_REVERT)
+# Kinds after which the VM runs afresh: others (monitoring) start watching it at once.
+STARTS_THE_VM = (*MAKES_THE_VM, OperationKind.START)
 
 # What a VM's owner reads when the host could not do something; the raw text is for admins.
 OWNER_FAILED = {
@@ -72,8 +75,12 @@ class VMHooks(TargetHooks):
         return None
 
     def succeeded(self, op: Operation) -> None:
-        """Clear the VM's attention mark: it is in a state an operation just observed."""
+        """Clear the VM's attention mark; say when the VM was just installed or started."""
         VirtualMachine.objects.filter(pk=op.vm_id).exclude(attention="").update(attention="")
+        if op.kind in STARTS_THE_VM:
+            vm = VirtualMachine.objects.filter(pk=op.vm_id, state=VMState.RUNNING).first()
+            if vm is not None:
+                vm_started.send(sender=VirtualMachine, vm=vm)
 
     def failure_message(self, op: Operation) -> str:
         """Say what did not happen to the VM, and its state now after a power action."""
