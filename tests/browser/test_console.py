@@ -27,6 +27,7 @@ from console.proxy import CLOSE_REFUSED, ConsoleProxy, Limits
 from hosts.models import Host
 from hosts.virt import Hypervisor, close_all
 from hosts.virt.domain_xml import DomainSpec, build_domain_xml
+from tests.browser.chromium import chromium
 from tests.integration.guest import guest_image  # noqa: F401 - the session fixture
 from tests.integration.qemu import unique, virsh
 from vms.models import VirtualMachine, VMState
@@ -35,8 +36,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("PORTAL_ARTIFACTS_DIR") or ROOT / "artifacts") / "browser"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 URI = "qemu:///system"
 BOOT_TIMEOUT_MS = 120_000
 PASSWORD = "pass-word-123"  # tests.factories.UserFactory's
@@ -141,13 +140,8 @@ def _port_free(port: int) -> bool:
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                      args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def shot(page, name: str) -> Path:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.browser.chromium import chromium
 from tests.browser.narrow_pages import DESKTOP, PHONE, Visit, add_long_names, html_pages
-from tests.browser.walkthrough_portal import CHROMIUM, CHROMIUM_ARGS
 from tests.portal.test_permission_matrix import ROLES, objects  # noqa: F401 - its fixture
 
 pytestmark = pytest.mark.browser
@@ -25,13 +25,8 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """One Chromium for the module (this file's own: no demo portal is needed)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                      args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _user(site: object, role: str) -> object | None:

@@ -36,16 +36,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.chromium import chromium
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("PORTAL_ARTIFACTS_DIR") or ROOT / "artifacts") / "browser"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 URI = "qemu:///system"
 NETWORK = "default"  # demo_setup's VLAN uses libvirt's default network
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 
 # ---- helpers around virsh and names ----
@@ -292,10 +289,5 @@ def _remove_what_we_made(portal: Portal) -> list[str]:
 
 @pytest.fixture(scope="session")
 def browser(portal: Portal) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                      args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
