@@ -17,7 +17,7 @@ import pytest
 from tests.browser.walkthrough_portal import ARTIFACTS
 from tests.browser.walkthrough_user import (
     User,
-    decide,
+    approve_through_the_chain,
     expect_submitted,
     request_vm,
     wait_for_operation,
@@ -46,11 +46,7 @@ def test_a_fresh_vm_shows_a_cpu_line_within_a_minute_of_running(browser, portal)
     request_vm(student, name, "Usage graphs: a tiny guest whose first figures are awaited.")
     expect_submitted(student, f"Request {name} submitted")
     student.logout()
-    for username in ("faculty", "orgadmin", "admin"):
-        approver = User(browser, portal, username)
-        approver.login()
-        decide(approver, name, "Approve", f"Fine by {username}.")
-        approver.logout()
+    approve_through_the_chain(browser, portal, name)
 
     student = User(browser, portal, "student")
     student.login()

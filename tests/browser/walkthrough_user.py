@@ -129,6 +129,23 @@ def decide(user: User, name: str, decision: str, reason: str) -> None:
     user.shot(f"approvals-after-{decision.lower()}")
 
 
+# What each approver's approval leads to, in the chain's order.
+CHAIN = (("faculty", "it now awaits org-admin"), ("orgadmin", "it now awaits admin"),
+         ("admin", "its install is queued"))
+
+
+def approve_through_the_chain(browser: object, portal: Portal, name: str) -> None:
+    """Have faculty, org-admin and admin approve the named request, each seeing what follows."""
+    from playwright.sync_api import expect
+
+    for username, next_stage in CHAIN:
+        approver = User(browser, portal, username)
+        approver.login()
+        decide(approver, name, "Approve", f"Fine by {username}.")
+        expect(approver.page.locator("main .alert-success")).to_contain_text(next_stage)
+        approver.logout()
+
+
 def wait_for_operation(user: User, kind: str) -> None:
     """Wait, without reloading, for the newest operation of this kind to finish; it must succeed."""
     badge = user.page.locator(f'#vm-operations tr[data-kind="{kind}"]').first.locator(
