@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
@@ -118,8 +119,25 @@ def host_mark_up(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("hosts:host_detail", pk=host.pk)
 
 
+def _power_off_question(request: HttpRequest, host: Host) -> HttpResponse:
+    """Ask before powering off (the VMs' confirmation page; nothing changes until then)."""
+    return render(request, "vms/confirm.html", {"action_url": request.path, "confirmation": {
+        "title": f"Power off {host.name}?",
+        "consequences": (
+            f"{host.name} is switched off through {host.get_power_method_display()}: "
+            "whatever runs on it outside the portal stops, and it stays off until powered "
+            "on again.",
+            "The portal refuses while any of its VMs is running.",
+        ),
+        "button": f"Power off {host.name}",
+        "back_url": reverse("hosts:host_detail", args=[host.pk]),
+    }})
+
+
 def _power(request: HttpRequest, pk: int, *, on: bool) -> HttpResponse:
     host = _managed(request, pk)
+    if not on and request.POST.get("confirmed") != "1":
+        return _power_off_question(request, host)
     try:
         host_power_request(host=host, on=on, actor=request.user)
     except PortalError as exc:

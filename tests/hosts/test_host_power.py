@@ -237,6 +237,25 @@ def test_the_page_refuses_power_off_in_words(site):
     Host.objects.filter(pk=site.host.pk).update(power_method=PowerMethod.SSH,
                                                 address="10.0.0.5")
     response = site.client(site.admin).post(
-        reverse("hosts:host_power_off", args=[site.host.pk]), follow=True)
+        reverse("hosts:host_power_off", args=[site.host.pk]), {"confirmed": "1"}, follow=True)
     assert "put it into maintenance first" in response.content.decode()
     assert not Operation.objects.filter(kind=OperationKind.HOST_POWER_OFF).exists()
+
+
+def test_power_off_from_the_page_asks_first(ipmi_host, site, ran,
+                                            django_capture_on_commit_callbacks):
+    client = site.client(site.admin)
+    url = reverse("hosts:host_power_off", args=[ipmi_host.pk])
+    page = client.get(reverse("hosts:host_detail", args=[ipmi_host.pk])).content.decode()
+    assert 'data-confirm="Power off hv1?' in page
+    question = client.post(url)
+    assert question.status_code == 200
+    assert "Power off hv1?" in question.content.decode()
+    assert not Operation.objects.filter(kind=OperationKind.HOST_POWER_OFF).exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(url, {"confirmed": "1"}, follow=True)
+    assert "Power off of hv1 queued" in response.content.decode()
+    op = Operation.objects.get(kind=OperationKind.HOST_POWER_OFF)
+    run_operation(op.pk)
+    op.refresh_from_db()
+    assert op.status == OperationStatus.SUCCEEDED and ran[0][0][-1] == "off"
