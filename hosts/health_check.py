@@ -148,7 +148,8 @@ def host_checks_run(host: Host) -> list[CheckResult]:
 
 def _down_reason(results: list[CheckResult], failures: int) -> str:
     failed = "; ".join(f"{_LABELS[r.name]}: {r.detail}" for r in results if not r.ok)
-    return f"The health check failed {failures} times in a row ({failed})."
+    times = "once" if failures == 1 else f"{failures} times"
+    return f"The health check failed {times} in a row ({failed})."
 
 
 def host_health_record(host: Host, results: list[CheckResult], *,

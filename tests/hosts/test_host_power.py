@@ -259,3 +259,18 @@ def test_power_off_from_the_page_asks_first(ipmi_host, site, ran,
     run_operation(op.pk)
     op.refresh_from_db()
     assert op.status == OperationStatus.SUCCEEDED and ran[0][0][-1] == "off"
+
+
+@pytest.mark.parametrize(("fields", "on", "off"), [
+    ({"power_method": PowerMethod.IPMI}, True, True),
+    ({"power_method": PowerMethod.SSH}, False, True),
+    ({"power_method": PowerMethod.WOL}, True, False),
+    ({"power_method": PowerMethod.WOL, "ssh_power_off": True}, True, True),
+    ({"power_method": PowerMethod.NONE}, False, False),
+])
+def test_the_page_offers_only_the_power_buttons_the_method_can_do(site, fields, on, off):
+    Host.objects.filter(pk=site.host.pk).update(**fields)
+    html = site.client(site.admin).get(
+        reverse("hosts:host_detail", args=[site.host.pk])).content.decode()
+    assert ('id="host-power-on"' in html) is on
+    assert ('id="host-power-off"' in html) is off
