@@ -16,7 +16,8 @@ class HostAdmin(admin.ModelAdmin):
     search_fields = ("name", "uri", "address")
     readonly_fields = ("vcpus", "memory_mib", "accel", "cpu_mode", "probe_report", "probed_at",
                        "last_seen_at", "last_error", "unknown_domains", "missing_domains",
-                       "orphan_volumes", "reconciled_at")
+                       "orphan_volumes", "reconciled_at", "health_checks", "health_checked_at",
+                       "health_failures", "down_reason", "down_by_check")
     actions = ["refresh"]
 
     def save_model(self, request, obj, form, change) -> None:  # noqa: ANN001

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.utils.dateparse import parse_datetime
 
 from core.accounts.predicates import is_portal_admin
 from hosts.virt.domain_xml import CPU_CUSTOM_PREFIX, CPU_HOST_MODES, check_cpu_mode
@@ -54,6 +55,64 @@ class HostStatus(models.TextChoices):
     UP = "up", "Up"
     DOWN = "down", "Down"
     MAINTENANCE = "maintenance", "Maintenance"
+
+
+# The checks of the periodic health check (`hosts.health_check`), in the order shown.
+HEALTH_CHECKS = (
+    ("reachable", "Reachable"),
+    ("libvirtd", "libvirtd answers"),
+    ("pools", "Storage pools active"),
+    ("networks", "Networks up"),
+    ("disk", "Free disk"),
+)
+
+
+class PowerMethod(models.TextChoices):
+    """How the portal powers a host on and off."""
+
+    NONE = "", "None (not from the portal)"
+    IPMI = "ipmi", "IPMI (ipmitool, lanplus)"
+    WOL = "wol", "Wake-on-LAN (power on only)"
+    SSH = "ssh", "SSH poweroff (power off only)"
+
+
+MAC_VALIDATOR = RegexValidator(
+    r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}\Z", "Write the MAC address as aa:bb:cc:dd:ee:ff.")
+ENV_NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_]{0,99}\Z", "Use the name of an environment variable, e.g. BMC_PW.")
+
+
+BOTH_OR_NEITHER = ("Give either the environment variable or the file holding the BMC "
+                   "password, not both.")
+NOT_ABSOLUTE = "Give the file's absolute path."
+
+
+def _word_problem(value: str) -> bool:
+    return any(c.isspace() or c == "\0" for c in value) or value.startswith("-")
+
+
+def power_config_problems(host: Host) -> dict[str, str]:
+    """Return, per field, what a host's power configuration lacks or has wrong."""
+    problems: dict[str, str] = {}
+    method = host.power_method
+    if method == PowerMethod.IPMI:
+        if not host.bmc_address or _word_problem(host.bmc_address):
+            problems["bmc_address"] = "IPMI needs the BMC's host name or address."
+        if not host.bmc_username or _word_problem(host.bmc_username):
+            problems["bmc_username"] = "IPMI needs the BMC user name (one word)."
+        if bool(host.bmc_password_env) == bool(host.bmc_password_file):
+            problems["bmc_password_env"] = BOTH_OR_NEITHER
+        elif host.bmc_password_file and not host.bmc_password_file.startswith("/"):
+            problems["bmc_password_file"] = NOT_ABSOLUTE
+    if method == PowerMethod.WOL and not host.mac_address:
+        problems["mac_address"] = "Wake-on-LAN needs the MAC address of the host."
+    if method == PowerMethod.WOL and _word_problem(host.wol_broadcast or "x"):
+        problems["wol_broadcast"] = "Give the broadcast address the packet is sent to."
+    uses_ssh = method == PowerMethod.SSH or (method == PowerMethod.WOL and host.ssh_power_off)
+    if uses_ssh and not host.address:
+        problems["address"] = "Powering off through SSH needs the host's SSH address."
+    return problems
+
 
 
 class HostQuerySet(models.QuerySet):
@@ -123,6 +182,42 @@ class Host(models.Model):
                   "portal uses (last reconcile); nothing is deleted.",
     )
     reconciled_at = models.DateTimeField(null=True, blank=True)
+    # The periodic health check (hosts.health_check): each check's last result.
+    health_checks = models.JSONField(
+        default=dict, blank=True,
+        help_text="Each check of the last health check: passed or not, why, when it last passed.",
+    )
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_failures = models.PositiveIntegerField(
+        default=0, help_text="Health checks failed in a row (0 once one passes).")
+    down_reason = models.TextField(blank=True, help_text="Why the health check marked it down.")
+    down_by_check = models.BooleanField(
+        default=False, help_text="Marked down by the health check, not by an administrator.")
+    # Power (hosts.power): how the portal switches the host on and off.
+    power_method = models.CharField(max_length=8, blank=True, choices=PowerMethod.choices,
+                                    default=PowerMethod.NONE)
+    bmc_address = models.CharField(
+        "BMC address", max_length=255, blank=True,
+        help_text="IPMI: host name or address of the board management controller.")
+    bmc_username = models.CharField("BMC user", max_length=64, blank=True)
+    bmc_password_env = models.CharField(
+        "BMC password variable", max_length=100, blank=True, validators=[ENV_NAME_VALIDATOR],
+        help_text="IPMI: the environment variable of the workers holding the BMC password.")
+    bmc_password_file = models.CharField(
+        "BMC password file", max_length=255, blank=True,
+        help_text="IPMI: or an absolute path to a file holding it (readable by the workers).")
+    mac_address = models.CharField(
+        "MAC address", max_length=17, blank=True, validators=[MAC_VALIDATOR],
+        help_text="Wake-on-LAN: the MAC of the host's network card that wakes it.")
+    wol_broadcast = models.CharField(
+        "Wake-on-LAN broadcast", max_length=64, blank=True, default="255.255.255.255",
+        help_text="Where the magic packet is sent (UDP port 9).")
+    ssh_power_off = models.BooleanField(
+        "power off through SSH", default=False,
+        help_text="Wake-on-LAN: power off by running poweroff over SSH at the host's address.")
+    power_ssh_user = models.CharField(
+        "SSH user for poweroff", max_length=32, blank=True, default="root",
+        help_text="root runs poweroff; another user runs sudo -n poweroff.")
 
     objects = HostQuerySet.as_manager()
 
@@ -133,11 +228,14 @@ class Host(models.Model):
         return self.name
 
     def clean(self) -> None:
-        """Refuse a pinned host CPU mode together with pinned TCG."""
+        """Refuse a pinned host CPU mode together with pinned TCG, or half a power method."""
         if self.cpu_mode_pin in CPU_HOST_MODES and self.accel_pin == AccelPin.QEMU:
             raise ValidationError(
                 {"cpu_mode_pin": f"{self.cpu_mode_pin} needs KVM; pin a named model for TCG."}
             )
+        problems = power_config_problems(self)
+        if problems:
+            raise ValidationError(problems)
 
     @property
     def is_pinned(self) -> bool:
@@ -161,6 +259,33 @@ class Host(models.Model):
         return [{**a, "cpu_label": cpu_mode_label(a.get("cpu_mode", ""), a.get("accel", "")),
                  "accel_label": accel_label(a.get("accel", ""))}
                 for a in attempts if isinstance(a, dict)]
+
+    @property
+    def health_rows(self) -> list[dict]:
+        """Return each check of the last health check, with its label and last pass."""
+        rows = []
+        for name, label in HEALTH_CHECKS:
+            check = (self.health_checks or {}).get(name)
+            if not isinstance(check, dict):
+                continue
+            passed = check.get("last_passed")
+            rows.append({"name": name, "label": label, "ok": bool(check.get("ok")),
+                         "detail": check.get("detail", ""),
+                         "last_passed": parse_datetime(passed) if passed else None})
+        return rows
+
+    @property
+    def health_state(self) -> str:
+        """Return "ok", "failing" or "unknown" (never checked), for the badges."""
+        if self.health_checked_at is None:
+            return "unknown"
+        return "failing" if self.health_failures else "ok"
+
+    @property
+    def passes_again(self) -> bool:
+        """Return whether the health check marked the host down and it passes again now."""
+        return (self.status == HostStatus.DOWN and self.down_by_check
+                and self.health_state == "ok")
 
     @property
     def vcpu_capacity(self) -> int:

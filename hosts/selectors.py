@@ -68,5 +68,6 @@ def host_overview_rows(hosts: QuerySet[Host]) -> list[dict]:
             "memory_capacity": h.memory_capacity_mib,
             "memory_free": h.memory_capacity_mib - h.used_memory,
             "last_seen": h.last_seen_at,
+            "health": h.health_state,
         })
     return rows

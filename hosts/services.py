@@ -16,7 +16,7 @@ from operations.requests import operation_request
 
 from .health import NO_ACCEL_ERROR, host_error_record
 from .images import template_image_check
-from .models import Datastore, Host, Template, accel_label, cpu_mode_label
+from .models import Datastore, Host, HostStatus, Template, accel_label, cpu_mode_label
 from .remote import RemoteError, fetch_host_key
 from .virt import Hypervisor, NotFound, ProbeReport, ShapeBuilder, VirtError
 
@@ -171,3 +171,40 @@ def _backing_files(hv: Hypervisor, ds: Datastore, volumes: list[str]) -> set[str
         if backing and str(PurePosixPath(backing).parent) == ds.path.rstrip("/"):
             found.add(PurePosixPath(backing).name)
     return found
+
+
+# ---- status: maintenance and marking up (host page, admins) ----
+
+def _status_change(host: Host, *, allowed: tuple[str, ...], to: str, refusal: str) -> Host:
+    """Move the host from one of `allowed` to `to` under its row lock, or raise PortalError."""
+    with transaction.atomic():
+        row = Host.objects.select_for_update().get(pk=host.pk)
+        if row.status not in allowed:
+            raise PortalError(refusal.format(host=row.name, status=row.get_status_display()))
+        row.status = to
+        row.down_reason, row.down_by_check = "", False
+        row.save(update_fields=["status", "down_reason", "down_by_check"])
+    logger.info("host %s is now %s", row.name, to)
+    return row
+
+
+def host_maintenance_enter(*, host: Host) -> list[str]:
+    """Put the host into maintenance; return the VMs still on it (they stay until migrated)."""
+    row = _status_change(host, allowed=(HostStatus.UP, HostStatus.DOWN),
+                         to=HostStatus.MAINTENANCE, refusal="{host} is in maintenance already.")
+    return list(row.vms.live().order_by("name").values_list("name", flat=True))
+
+
+def host_maintenance_leave(*, host: Host) -> Host:
+    """Take the host out of maintenance: it is up and takes new VMs again."""
+    return _status_change(host, allowed=(HostStatus.MAINTENANCE,), to=HostStatus.UP,
+                          refusal="{host} is not in maintenance ({status}).")
+
+
+def host_mark_up(*, host: Host) -> Host:
+    """Mark a down host up again, once its last health check passed."""
+    if host.health_state != "ok":
+        raise PortalError(f"{host.name} did not pass its last health check; mark it up once "
+                          "a check passes (or put it into maintenance).")
+    return _status_change(host, allowed=(HostStatus.DOWN,), to=HostStatus.UP,
+                          refusal="{host} is not down ({status}).")

@@ -23,7 +23,8 @@ class HostOverviewTable(tables.Table):
         '<span class="badge {% if record.status == "up" %}text-bg-success{% elif '
         'record.status == "down" %}text-bg-danger{% else %}text-bg-warning{% endif %}">'
         '{{ record.status_label }}</span>{% if record.last_error %} <i class="bi '
-        'bi-exclamation-triangle text-danger" title="{{ record.last_error }}"></i>{% endif %}',
+        'bi-exclamation-triangle text-danger" title="{{ record.last_error }}"></i>{% endif %}'
+        ' {% include "hosts/_health_badge.html" with state=record.health %}',
         verbose_name="Status")
     accel = tables.Column(verbose_name="Acceleration")
     vm_count = tables.Column(verbose_name="VMs")

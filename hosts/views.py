@@ -7,13 +7,17 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
+from core.errors import PortalError
 from core.views import permitted_or_404, require
 
+from . import services
 from .filters import HostFilter
 from .models import AccelPin, Host
+from .power import POWER_OFF_STATES, host_power_request
 from .selectors import host_overview_rows, hosts_with_usage
 from .services import host_pins_set, host_refresh_request
 from .tables import HostOverviewTable
@@ -42,7 +46,7 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "hosts/host_detail.html", {
         "host": host, "vms": vms, "datastores": host.datastores.all(),
         "operations": host.operations.select_related("requested_by")[:10],
-        "accel_pins": AccelPin.choices,
+        "accel_pins": AccelPin.choices, "power_off_states": POWER_OFF_STATES,
     })
 
 
@@ -64,3 +68,95 @@ def host_refresh(request: HttpRequest, pk: int) -> HttpResponse:
         host_refresh_request(host=host, requested_by=request.user)
         messages.success(request, f"Refresh of {host.name} queued.")
     return redirect("hosts:host_detail", pk=host.pk)
+
+
+def _managed(request: HttpRequest, pk: int) -> Host:
+    return permitted_or_404(Host.objects, request.user, "hosts.manage_host", pk=pk)
+
+
+@login_required
+@require_POST
+def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
+    """Put the host into maintenance: no new VM is placed there (admins)."""
+    host = _managed(request, pk)
+    try:
+        staying = services.host_maintenance_enter(host=host)
+    except PortalError as exc:
+        messages.error(request, str(exc))
+        return redirect("hosts:host_detail", pk=host.pk)
+    text = f"{host.name} is in maintenance: no new VM is placed there."
+    if staying:
+        text += (f" {len(staying)} VM(s) stay until migrated: {', '.join(staying)}.")
+    messages.success(request, text)
+    return redirect("hosts:host_detail", pk=host.pk)
+
+
+@login_required
+@require_POST
+def host_maintenance_leave(request: HttpRequest, pk: int) -> HttpResponse:
+    """Take the host out of maintenance: it takes new VMs again (admins)."""
+    host = _managed(request, pk)
+    try:
+        services.host_maintenance_leave(host=host)
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{host.name} left maintenance and takes new VMs again.")
+    return redirect("hosts:host_detail", pk=host.pk)
+
+
+@login_required
+@require_POST
+def host_mark_up(request: HttpRequest, pk: int) -> HttpResponse:
+    """Mark a down host up again after a health check passed (admins)."""
+    host = _managed(request, pk)
+    try:
+        services.host_mark_up(host=host)
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{host.name} is up and takes new VMs again.")
+    return redirect("hosts:host_detail", pk=host.pk)
+
+
+def _power_off_question(request: HttpRequest, host: Host) -> HttpResponse:
+    """Ask before powering off (the VMs' confirmation page; nothing changes until then)."""
+    return render(request, "vms/confirm.html", {"action_url": request.path, "confirmation": {
+        "title": f"Power off {host.name}?",
+        "consequences": (
+            f"{host.name} is switched off through {host.get_power_method_display()}: "
+            "whatever runs on it outside the portal stops, and it stays off until powered "
+            "on again.",
+            "The portal refuses while any of its VMs is running.",
+        ),
+        "button": f"Power off {host.name}",
+        "back_url": reverse("hosts:host_detail", args=[host.pk]),
+    }})
+
+
+def _power(request: HttpRequest, pk: int, *, on: bool) -> HttpResponse:
+    host = _managed(request, pk)
+    if not on and request.POST.get("confirmed") != "1":
+        return _power_off_question(request, host)
+    try:
+        host_power_request(host=host, on=on, actor=request.user)
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Power {'on' if on else 'off'} of {host.name} queued; "
+                                  "the host's operations below say how it went.")
+    return redirect("hosts:host_detail", pk=host.pk)
+
+
+@login_required
+@require_POST
+def host_power_on(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue powering the host on through its configured method (admins)."""
+    return _power(request, pk, on=True)
+
+
+@login_required
+@require_POST
+def host_power_off(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue powering the host off, refused while VMs run there (admins)."""
+    return _power(request, pk, on=False)

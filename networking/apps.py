@@ -11,4 +11,11 @@ class NetworkingConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the system checks of the networking settings and declare its permissions."""
+        from hosts.health_check import host_networks_source_set
+
         from . import checks, rules, services  # noqa: F401  (services: the NAT operation spec)
+        from .models import VLAN
+
+        # The hosts' health check looks for the libvirt networks the VLANs use.
+        host_networks_source_set(lambda _host: sorted(
+            set(VLAN.objects.values_list("network_name", flat=True))))

@@ -39,6 +39,9 @@ class OperationKind(models.TextChoices):
     SAVE_TEMPLATE = "save_template", "Save as template"
     HOST_REFRESH = "host_refresh", "Refresh host"
     NAT_RESYNC = "nat_resync", "Re-apply NAT mappings"
+    HOST_DOWN = "host_down", "Health check"
+    HOST_POWER_ON = "host_power_on", "Power on"
+    HOST_POWER_OFF = "host_power_off", "Power off"
 
 
 class OperationStatus(models.TextChoices):

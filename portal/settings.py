@@ -307,6 +307,14 @@ PORTAL_MONITOR = {
     "PERIOD": env.int("PORTAL_MONITOR_PERIOD", default=300),
     "SSH_KEY_FILE": env.str("PORTAL_SSH_KEY_FILE", default=""),
 }
+# Host health (`hosts.health_check`): every EVERY_MINUTES each host is checked; an up host
+# failing FAILS_BEFORE_DOWN checks in a row is marked down and admins are mailed once.
+PORTAL_HOST_HEALTH = {
+    "EVERY_MINUTES": env.int("PORTAL_HOST_HEALTH_EVERY_MINUTES", default=5),
+    "FAILS_BEFORE_DOWN": env.int("PORTAL_HOST_HEALTH_FAILS_BEFORE_DOWN", default=3),
+    "MIN_FREE_GIB": env.int("PORTAL_HOST_HEALTH_MIN_FREE_GIB", default=10),
+    "REACH_TIMEOUT": env.float("PORTAL_HOST_HEALTH_REACH_TIMEOUT", default=5.0),
+}
 # Browser console: `manage.py console_proxy` relays websockets to VNC and serial consoles.
 PORTAL_CONSOLE_LISTEN = env.str("PORTAL_CONSOLE_LISTEN", default="127.0.0.1:6080")
 # The ws:// or wss:// URL browsers reach the proxy at; empty: the page's host on the proxy's port.

@@ -29,6 +29,11 @@ class VmsConfig(AppConfig):
         from vms.services.undo import steps_register
 
         target_register("vm", VMHooks())
+        # Hosts are powered off only with none of their VMs running.
+        from hosts.power import host_running_vms_source_set
+        from vms.selectors import host_running_vm_names
+
+        host_running_vms_source_set(host_running_vm_names)
         steps_register()
 
         from . import rules  # noqa: F401  (declares the VM, request and operation permissions)

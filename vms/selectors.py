@@ -208,3 +208,10 @@ def volumes_in_use() -> set[str]:
     for vm in VirtualMachine.objects.exclude(state=VMState.DELETED).only("uuid"):
         names.update((vm.volume_name, vm.seed_volume_name))
     return names
+
+
+def host_running_vm_names(host: object) -> list[str]:
+    """Return the names of the VMs on the host that are neither shut off nor deleted."""
+    return list(VirtualMachine.objects.filter(host=host)
+                .exclude(state__in=[VMState.SHUTOFF, VMState.DELETED])
+                .order_by("name").values_list("name", flat=True))

@@ -47,6 +47,13 @@ class Networks(HypervisorBase):
             if net.isPersistent() and not net.autostart():
                 net.setAutostart(1)
 
+    def network_is_active(self, name: str) -> bool:
+        """Return whether the network is up; raise NotFound when it is not defined."""
+        check_network_name(name)
+        conn = self._conn()
+        with self._doing("read", f"network '{name}'"):
+            return bool(conn.networkLookupByName(name).isActive())
+
     # --- DHCP host entries of libvirt networks ----------------------------------------------
 
     def network_dhcp_hosts(self, network: str) -> list[tuple[str, str, str]]:

@@ -350,3 +350,18 @@ class Storage(HypervisorBase):
             except libvirt.libvirtError:
                 pass  # the stream is already closed on the server; the error below says why
             raise
+
+    def pool_state(self, name: str) -> tuple[bool, int]:
+        """Return whether the pool is active and the bytes free in it (0 when it is not).
+
+        The pool is re-read first (skipped while libvirt builds a volume in it), so the free
+        space is the file system's now; raise NotFound when there is no such pool.
+        """
+        check_pool_name(name)
+        pool = self._lookup_pool(name, "read")
+        with self._doing("read", f"pool '{name}'"):
+            if not pool.isActive():
+                return False, 0
+        self._refresh_pool(pool, name)
+        with self._doing("read", f"pool '{name}'"):
+            return True, int(pool.info()[3])

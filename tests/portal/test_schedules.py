@@ -10,7 +10,7 @@ from django_q.models import Schedule
 
 pytestmark = pytest.mark.django_db
 
-NAMES = {"portal-reconcile", "portal-collect", "portal-snapshots"}
+NAMES = {"portal-reconcile", "portal-collect", "portal-snapshots", "portal-host-health"}
 
 
 def _ensure() -> str:
@@ -39,6 +39,8 @@ def test_the_command_creates_every_schedule_from_the_settings(settings):
             rows["portal-collect"].minutes) == ("monitoring.tasks.collect_all", "I", 10)
     assert (rows["portal-snapshots"].func, rows["portal-snapshots"].schedule_type) == (
         "vms.tasks.snapshots_scheduled", "H")
+    assert (rows["portal-host-health"].func, rows["portal-host-health"].minutes) == (
+        "hosts.tasks.health_check_all", settings.PORTAL_HOST_HEALTH["EVERY_MINUTES"])
     assert all(row.repeats == -1 for row in rows.values())
 
 
