@@ -7,21 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.browser.chromium import chromium
 from tests.browser.narrow_pages import DESKTOP, PHONE, Visit
-from tests.browser.walkthrough_portal import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                      args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def test_a_host_marked_down_shows_its_checks_and_power(browser, live_server, site, settings):
