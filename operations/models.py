@@ -39,6 +39,11 @@ class OperationKind(models.TextChoices):
     SAVE_TEMPLATE = "save_template", "Save as template"
     HOST_REFRESH = "host_refresh", "Refresh host"
     NAT_RESYNC = "nat_resync", "Re-apply NAT mappings"
+    DOMAIN_ADOPT = "domain_adopt", "Adopt an orphan domain"
+    DOMAIN_REMOVE = "domain_remove", "Delete an orphan domain"
+    VOLUME_REMOVE = "volume_remove", "Delete an orphan volume"
+    VM_LOST = "vm_lost", "Mark as lost"
+    VM_RECREATE = "vm_recreate", "Recreate from its disk"
 
 
 class OperationStatus(models.TextChoices):
