@@ -184,6 +184,7 @@ def _take_over(op: Operation, vm: VirtualMachine, hv: Hypervisor, copy_from: str
         hv.clone_volume(pool, copy_from, vm.volume_name)
     disk_path = str(PurePosixPath(vm.datastore.path) / vm.volume_name)
     vnc_port_allocate(vm=vm, avoid=hv.vnc_ports_in_use())
+    hv.ensure_network_active(ip.vlan.network_name)  # as an install does: Start needs it
     operation_progress(op, "Redefining the domain from the portal's spec")
     hv.undefine_domain(vm.domain_name)
     try:

@@ -115,6 +115,7 @@ def vm_recreate(op: Operation) -> str:
                 if hv.volume_exists(pool, vm.seed_volume_name) else None)
         if vm.vnc_port is None:
             vnc_port_allocate(vm=vm, avoid=hv.vnc_ports_in_use())
+        hv.ensure_network_active(ip.vlan.network_name)
         operation_progress(op, "Defining the domain again")
         hv.define_domain(build_domain_xml(vm_spec(vm, disk, ip, seed_path=seed)))
         for extra in vm.extra_disks.select_related("datastore").exclude(target=""):
