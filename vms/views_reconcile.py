@@ -94,7 +94,8 @@ def host_domain_delete(request: HttpRequest, pk: int) -> HttpResponse:
                 "portal or another domain uses, or that lie outside the portal's datastores: "
                 "the operation's message lists which were kept and why.",
             ),
-            button="Delete domain", back_url=reverse("hosts:host_detail", args=[host.pk])))
+            button="Delete domain", back_url=reverse("hosts:host_detail", args=[host.pk])),
+            keep={"domain": name})
     return _asked(request, host.pk, lambda: orphan_domain_delete_request(
         host=host, domain=name, actor=request.user), f"Deletion of domain {name} queued.")
 
@@ -113,7 +114,8 @@ def host_volume_delete(request: HttpRequest, pk: int) -> HttpResponse:
                 "It is kept if, when the worker looks again, a VM, disk, seed, template or "
                 "domain uses it.",
             ),
-            button="Delete volume", back_url=reverse("hosts:host_detail", args=[host.pk])))
+            button="Delete volume", back_url=reverse("hosts:host_detail", args=[host.pk])),
+            keep={"volume": path})
     return _asked(request, host.pk, lambda: orphan_volume_delete_request(
         host=host, path=path, actor=request.user), f"Deletion of {path} queued.")
 

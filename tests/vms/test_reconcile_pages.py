@@ -49,6 +49,10 @@ def test_deleting_a_domain_asks_first_and_changes_nothing_until_confirmed(site, 
     page = client.post(url, {"domain": "test"})
     assert page.status_code == 200 and b"Delete domain test on hv1?" in page.content
     assert not Operation.objects.filter(kind=OperationKind.DOMAIN_REMOVE).exists()
+    # Its Confirm posts the finding again, with the confirmation.
+    form = page.content.decode().split('id="confirm-form"')[1].split("</form>")[0]
+    assert '<input type="hidden" name="domain" value="test">' in form
+    assert '<input type="hidden" name="confirmed" value="1">' in form
     done = client.post(url, {"domain": "test", "confirmed": "1"}, follow=True)
     op = Operation.objects.get(kind=OperationKind.DOMAIN_REMOVE)
     assert op.arguments == {"domain": "test"} and op.host == site.host
