@@ -42,6 +42,11 @@ class OperationKind(models.TextChoices):
     HOST_DOWN = "host_down", "Health check"
     HOST_POWER_ON = "host_power_on", "Power on"
     HOST_POWER_OFF = "host_power_off", "Power off"
+    DOMAIN_ADOPT = "domain_adopt", "Adopt an orphan domain"
+    DOMAIN_REMOVE = "domain_remove", "Delete an orphan domain"
+    VOLUME_REMOVE = "volume_remove", "Delete an orphan volume"
+    VM_LOST = "vm_lost", "Mark as lost"
+    VM_RECREATE = "vm_recreate", "Recreate from its disk"
 
 
 class OperationStatus(models.TextChoices):

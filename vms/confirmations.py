@@ -36,11 +36,15 @@ def confirmed(request: HttpRequest) -> bool:
     return request.POST.get("confirmed") == "1"
 
 
-def confirmation_page(request: HttpRequest, confirmation: Confirmation) -> HttpResponse:
-    """Render the question; its Confirm posts the same action again with `confirmed=1`."""
+def confirmation_page(request: HttpRequest, confirmation: Confirmation,
+                      keep: dict[str, str] | None = None) -> HttpResponse:
+    """Render the question; its Confirm posts the same action again with `confirmed=1`.
+
+    `keep` names the fields of the first POST that the action needs again (what to act on).
+    """
     return render(request, "vms/confirm.html", {
         "confirmation": confirmation, "action_url": request.path,
-        "next": request.POST.get("next", ""),
+        "next": request.POST.get("next", ""), "keep": keep or {},
     })
 
 

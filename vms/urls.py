@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from . import views
+from . import views, views_reconcile
 from .services.lifecycle import OWNER_ACTIONS
 
 
@@ -64,7 +64,15 @@ urlpatterns = [
          name="vm_change_public_ip"),
     path("vms/<int:pk>/change/ssh-port/", views.vm_change, {"kind": "ssh_port"},
          name="vm_change_ssh_port"),
+    path("vms/<int:pk>/mark-lost/", views_reconcile.vm_mark_lost, name="vm_mark_lost"),
+    path("vms/<int:pk>/recreate/", views_reconcile.vm_recreate, name="vm_recreate"),
     path("vms/<int:pk>/<vm_action:action>/", views.vm_action, name="vm_action"),
+    path("hosts/<int:pk>/findings/adopt/", views_reconcile.host_domain_adopt,
+         name="host_domain_adopt"),
+    path("hosts/<int:pk>/findings/delete-domain/", views_reconcile.host_domain_delete,
+         name="host_domain_delete"),
+    path("hosts/<int:pk>/findings/delete-volume/", views_reconcile.host_volume_delete,
+         name="host_volume_delete"),
     path("operations/", views.operation_list, name="operation_list"),
     path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},
          name="operation_retry"),

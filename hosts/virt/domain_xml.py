@@ -81,6 +81,7 @@ class ParsedDomain:
     macs: list[str]
     vnc_port: int | None
     metadata: dict[str, str]
+    vnc_password: str | None = None  # only in XML read with VIR_DOMAIN_XML_SECURE
 
 
 def _is_int(value: object) -> bool:
@@ -339,9 +340,10 @@ def parse_domain_xml(xml: str) -> ParsedDomain:
         for mac in root.iterfind("devices/interface/mac")
         if mac.get("address")
     ]
-    vnc_port = None
+    vnc_port = vnc_password = None
     for graphics in root.iterfind("devices/graphics"):
         if graphics.get("type") == "vnc":
+            vnc_password = graphics.get("passwd")
             port = graphics.get("port", "")
             # libvirt writes port='-1' for an autoport display that is not running.
             if port.isdigit() and int(port) > 0:
@@ -362,4 +364,5 @@ def parse_domain_xml(xml: str) -> ParsedDomain:
         macs=macs,
         vnc_port=vnc_port,
         metadata=metadata,
+        vnc_password=vnc_password,
     )

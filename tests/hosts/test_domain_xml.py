@@ -364,6 +364,7 @@ def test_test_driver_defines_and_starts_the_built_xml(test_host: Hypervisor) -> 
         macs=["52:54:00:12:34:56"],
         vnc_port=5905,
         metadata={"owner": "alice", "note": HOSTILE},
+        vnc_password="s3cret",  # read back only from XML read with VIR_DOMAIN_XML_SECURE
     )
     root = ET.fromstring(stored)
     assert root.findtext("description") == HOSTILE
