@@ -24,7 +24,7 @@ class VmsConfig(AppConfig):
     def ready(self) -> None:
         """Register the VM operation specs, the VM hooks and steps of the operations engine."""
         from operations.registry import target_register
-        from vms.services import changes, lifecycle, snapshots  # noqa: F401
+        from vms.services import changes, lifecycle, migration, snapshots  # noqa: F401
         from vms.services.operation_hooks import VMHooks
         from vms.services.undo import steps_register
 
