@@ -64,10 +64,12 @@ urlpatterns = [
          name="vm_change_public_ip"),
     path("vms/<int:pk>/change/ssh-port/", views.vm_change, {"kind": "ssh_port"},
          name="vm_change_ssh_port"),
+    path("vms/<int:pk>/migrate/", views.vm_migrate, name="vm_migrate"),
     path("vms/<int:pk>/<vm_action:action>/", views.vm_action, name="vm_action"),
     path("operations/", views.operation_list, name="operation_list"),
     path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},
          name="operation_retry"),
+    path("operations/<int:pk>/cancel/", views.operation_cancel, name="operation_cancel"),
     path("operations/<int:pk>/dismiss/", views.operation_manage, {"action": "dismiss"},
          name="operation_dismiss"),
 ]

@@ -50,6 +50,16 @@ def migration_destinations(vm: VirtualMachine) -> list[Host]:
                 .exclude(accel="").exclude(pk=vm.host_id).order_by("name"))
 
 
+def migration_card(*, vm: VirtualMachine, user) -> dict | None:  # noqa: ANN001
+    """Return what the VM page's Migrate card shows an admin (None: no card)."""
+    if vm.state not in MIGRATE_STATES or vm.host_id is None or not user.has_perm(MIGRATE, vm):
+        return None
+    under_way = (Operation.objects.active().filter(vm=vm, kind=OperationKind.MIGRATE)
+                 .select_related("host").first())
+    return {"under_way": under_way,
+            "destinations": migration_destinations(vm) if under_way is None else []}
+
+
 def _destination_choose(vm: VirtualMachine, destination: Host | None) -> Host:
     """Lock and return the destination: the one asked for if it has room, else the best fit.
 
