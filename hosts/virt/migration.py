@@ -156,15 +156,17 @@ class Migration(Domains):
     # -- moves ----------------------------------------------------------------------------
 
     def migrate_live(self, name: str, dest_uri: str, *, shared: bool, vnc_port: int | None,
-                     vnc_listen: str, peer_to_peer: bool = False,
+                     vnc_listen: str, peer_to_peer: bool = False, migrate_uri: str = "",
                      progress: Callable[[MigrationProgress], None] | None = None,
                      should_stop: Callable[[], bool] | None = None) -> MigrationResult:
         """Move a running domain to dest_uri while it runs; return how it runs there.
 
-        `progress` is called with the job's progress at every poll and `should_stop` asked:
-        when it answers yes (or `progress` raises) the job is aborted. On any failure the
-        domain keeps running here with its snapshots, and nothing of it is left on the
-        destination, unless libvirt says it finished there (then that counts as done).
+        `migrate_uri` is where qemu sends the guest (`tcp://<address>`), by default the
+        destination URI's host. `progress` is called with the job's progress at every poll
+        and `should_stop` asked: when it answers yes (or `progress` raises) the job is
+        aborted. On any failure the domain keeps running here with its snapshots, and nothing
+        of it is left on the destination, unless libvirt says it finished there (then that
+        counts as done).
         """
         check_domain_name(name)
         dom = self._lookup_domain(name, "migrate")
@@ -180,7 +182,7 @@ class Migration(Domains):
             libvirt.VIR_MIGRATE_PARAM_DEST_XML: retarget_domain_xml(live_xml, **moved),
             libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: retarget_domain_xml(persist_xml, **moved),
         }
-        uri = migration_uri(dest_uri)
+        uri = migrate_uri or migration_uri(dest_uri)
         if uri and not peer_to_peer:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = uri
         flags = LIVE_FLAGS | (libvirt.VIR_MIGRATE_UNSAFE if shared

@@ -20,7 +20,7 @@ from core.errors import PortalError
 from hosts.models import Host
 from hosts.placement import NoHostAvailable, host_choose
 from hosts.virt import Hypervisor, vnc_listen_address
-from hosts.virt.migration import MigrationCancelled, MigrationProgress
+from hosts.virt.migration import MigrationCancelled, MigrationProgress, migration_uri
 from hosts.vnc import vnc_port_reserve
 from networking.models import PrivateIP
 from networking.services import dhcp_backend, dhcp_entry
@@ -180,6 +180,7 @@ def vm_migrate(op: Operation) -> str:
             operation_progress(op, f"Migrating to {dest.name} while it runs")
             result = source_hv.migrate_live(
                 name, dest.uri, shared=ds.shared, vnc_port=port, vnc_listen=listen,
+                migrate_uri=migration_uri(f"tcp://{dest.address}") if dest.address else "",
                 progress=lambda job: operation_progress(op, words(job)),
                 should_stop=lambda: _cancel_asked(op))
             facts, note = result.facts, result.snapshot_problem
