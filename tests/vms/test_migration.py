@@ -14,6 +14,7 @@ from hosts.virt import Hypervisor
 from hosts.vnc import vnc_port_allocate
 from networking.models import PrivateIP
 from operations.models import OperationKind, OperationStatus
+from operations.requests import operation_retry_refusal
 from operations.runner import operation_run
 from tests import factories as f
 from tests.virt_host import write_node_file
@@ -226,6 +227,8 @@ def test_a_cancelled_migration_leaves_the_vm_and_says_who(site, second,
     assert Hypervisor(second.uri).find_domain(vm.domain_name) is None
     with pytest.raises(PortalError, match="already ended"):
         vm_migrate_cancel(operation=op, actor=site.admin)
+    assert operation_retry_refusal(op) == ("A cancelled migration is not retried; ask for a "
+                                           "new one from the VM's page.")
 
 
 def _network_remove(uri):

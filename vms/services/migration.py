@@ -139,8 +139,14 @@ def cancelled_words(op: Operation, error: Exception) -> str:
             f"{op.vm.host.name}.")
 
 
+def _cancelled_not_retried(op: Operation) -> str | None:
+    if "cancel" in op.arguments:
+        return "A cancelled migration is not retried; ask for a new one from the VM's page."
+    return None
+
+
 @handles(OperationKind.MIGRATE, states=MIGRATE_STATES, permission=MIGRATE, scope=("vm", "host"),
-         routine={MigrationCancelled: cancelled_words})
+         routine={MigrationCancelled: cancelled_words}, retry_check=_cancelled_not_retried)
 def vm_migrate(op: Operation) -> str:
     """Move the VM to the operation's host; on failure it stays on its source, alone."""
     vm = VirtualMachine.objects.select_related("host", "datastore").get(pk=op.vm_id)
