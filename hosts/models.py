@@ -328,6 +328,11 @@ class Datastore(models.Model):
     )
     hosts = models.ManyToManyField(Host, related_name="datastores", blank=True)
     capacity_gib = models.PositiveIntegerField(default=0, help_text="0 means not limited.")
+    shared = models.BooleanField(
+        default=False,
+        help_text="Every host sees the same files here (NFS or alike): a VM migrates without "
+                  "copying its disk.",
+    )
 
     class Meta:
         ordering = ["name"]

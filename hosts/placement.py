@@ -6,7 +6,7 @@ from django.db.models import Q
 
 from core.errors import PortalError
 
-from .models import Host, HostStatus, Template
+from .models import Datastore, Host, HostStatus, Template
 from .selectors import host_usage
 
 
@@ -15,15 +15,18 @@ class NoHostAvailable(PortalError):
 
 
 def host_choose(*, vcpus: int, memory_mib: int, template: Template,
-                exclude: tuple[int, ...] = ()) -> Host:
+                exclude: tuple[int, ...] = (), datastore: Datastore | None = None) -> Host:
     """Lock and return the up host with the most free RAM that fits the VM.
+
+    Candidates see the template's datastore, or `datastore` when given (a VM's disk's).
 
     Call inside a transaction: the candidate rows stay locked until it ends, so two
     workers placing at once see each other's VMs.
     """
     candidates = list(
         Host.objects.select_for_update(of=("self",))
-        .filter(status=HostStatus.UP, datastores=template.datastore)
+        .filter(status=HostStatus.UP,
+                datastores=datastore if datastore is not None else template.datastore)
         .filter(~Q(accel=""))
         .exclude(pk__in=exclude)
         .order_by("pk")

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core.errors import PoolExhausted, PortalError
+from operations.models import Operation, OperationKind
 
 from .models import Host
 
@@ -42,6 +43,7 @@ def vnc_port_allocate(*, vm: VirtualMachine, avoid: set[int] | frozenset[int] = 
                 Host.objects.select_for_update().filter(pk=vm.host_id).first()
                 used = set(machines.filter(host_id=vm.host_id, vnc_port__isnull=False)
                            .values_list("vnc_port", flat=True)) | set(avoid)
+                used |= vnc_ports_reserved(host_id=vm.host_id)
                 port = next((p for p in range(first, last + 1) if p not in used), None)
                 if port is None:
                     raise PoolExhausted(
@@ -53,6 +55,34 @@ def vnc_port_allocate(*, vm: VirtualMachine, avoid: set[int] | frozenset[int] = 
         except IntegrityError:
             continue
     raise PoolExhausted(f"Could not take a VNC port on host {vm.host}; try again.")
+
+
+def vnc_ports_reserved(*, host_id: int) -> set[int]:
+    """Return the ports held on the host by VMs on their way there (their migration's port)."""
+    ports = (Operation.objects.active().filter(kind=OperationKind.MIGRATE, host_id=host_id)
+             .values_list("arguments__vnc_port", flat=True))
+    return {port for port in ports if isinstance(port, int)}
+
+
+def vnc_port_reserve(*, operation: Operation, vm: VirtualMachine, host: Host,
+                     avoid: set[int] | frozenset[int] = frozenset()) -> int:
+    """Hold the lowest free VNC port on the host a VM moves to, on its moving operation.
+
+    The port is recorded as the operation's `vnc_port` argument, so it is held while the
+    operation is under way and given back by its end; `vnc_port_allocate` skips it.
+    """
+    first, last = vnc_port_range()
+    with transaction.atomic():
+        Host.objects.select_for_update().filter(pk=host.pk).first()
+        used = set(type(vm).objects.filter(host_id=host.pk, vnc_port__isnull=False)
+                   .values_list("vnc_port", flat=True)) | set(avoid)
+        used |= vnc_ports_reserved(host_id=host.pk) - {operation.arguments.get("vnc_port")}
+        port = next((p for p in range(first, last + 1) if p not in used), None)
+        if port is None:
+            raise PoolExhausted(f"No free VNC port is left on host {host} ({first}-{last}).")
+        operation.arguments = {**operation.arguments, "vnc_port": port}
+        Operation.objects.filter(pk=operation.pk).update(arguments=operation.arguments)
+    return port
 
 
 def vnc_port_release(*, vm: VirtualMachine) -> None:

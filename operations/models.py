@@ -37,6 +37,7 @@ class OperationKind(models.TextChoices):
     DISK_DELETE = "disk_delete", "Delete a disk"
     RESIZE = "resize", "Resize"
     SAVE_TEMPLATE = "save_template", "Save as template"
+    MIGRATE = "migrate", "Migrate"
     HOST_REFRESH = "host_refresh", "Refresh host"
     NAT_RESYNC = "nat_resync", "Re-apply NAT mappings"
     HOST_DOWN = "host_down", "Health check"

@@ -5,8 +5,9 @@ running. A VM-scoped operation holds its VM: one at a time per VM (a partial uni
 constraint is the safety net). A host-scoped operation holds its host: while it is under way
 no other operation holding that host and no operation on one of the host's VMs may be asked
 for, and it may not be asked for while one of them is under way; its own children (`parent`)
-are let through. Kinds that only read a host (a refresh) or act elsewhere (the NAT box)
-declare no scope and hold nothing.
+are let through. A VM's operation whose spec holds "host" too (a migration) holds its VM and,
+the same way, the host it names (its destination). Kinds that only read a host (a refresh)
+or act elsewhere (the NAT box) declare no scope and hold nothing.
 """
 
 from __future__ import annotations
@@ -152,6 +153,9 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
         if spec.scope:
             operation_scope_check(vm=locked_vm, host=locked_host if locked_vm is None else None,
                                   parent=parent, then=then)
+            if locked_vm is not None and locked_host is not None and "host" in spec.scope:
+                # A VM's operation that holds a second host (a migration's destination).
+                operation_scope_check(host=locked_host, parent=parent, then=then)
         if callable(arguments):
             arguments = arguments(target)
         try:

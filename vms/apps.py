@@ -24,7 +24,15 @@ class VmsConfig(AppConfig):
     def ready(self) -> None:
         """Register the VM operation specs, the VM hooks and steps of the operations engine."""
         from operations.registry import target_register
-        from vms.services import adoption, changes, lifecycle, missing, orphans, snapshots  # noqa: F401
+        from vms.services import (  # noqa: F401
+            adoption,
+            changes,
+            lifecycle,
+            migration,
+            missing,
+            orphans,
+            snapshots,
+        )
         from vms.services.operation_hooks import VMHooks
         from vms.services.undo import steps_register
 

@@ -88,6 +88,7 @@ rules.add_perm("vms.operate_vm", is_portal_admin | is_owner | in_own_organisatio
 rules.add_perm("vms.view_vm_password", is_signed_in & is_owner)  # the owner alone
 rules.add_perm("vms.make_template", is_portal_admin)
 rules.add_perm("vms.apply_change", is_portal_admin)  # carry out a fully approved change
+rules.add_perm("vms.migrate_vm", is_portal_admin)  # move a VM to another host, or cancel it
 rules.add_perm("vms.view_request", sees_request)
 rules.add_perm("vms.decide_request",
                is_pending & ~is_requester

@@ -66,6 +66,7 @@ urlpatterns = [
          name="vm_change_ssh_port"),
     path("vms/<int:pk>/mark-lost/", views_reconcile.vm_mark_lost, name="vm_mark_lost"),
     path("vms/<int:pk>/recreate/", views_reconcile.vm_recreate, name="vm_recreate"),
+    path("vms/<int:pk>/migrate/", views.vm_migrate, name="vm_migrate"),
     path("vms/<int:pk>/<vm_action:action>/", views.vm_action, name="vm_action"),
     path("hosts/<int:pk>/findings/adopt/", views_reconcile.host_domain_adopt,
          name="host_domain_adopt"),
@@ -76,6 +77,7 @@ urlpatterns = [
     path("operations/", views.operation_list, name="operation_list"),
     path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},
          name="operation_retry"),
+    path("operations/<int:pk>/cancel/", views.operation_cancel, name="operation_cancel"),
     path("operations/<int:pk>/dismiss/", views.operation_manage, {"action": "dismiss"},
          name="operation_dismiss"),
 ]

@@ -42,6 +42,13 @@ from .selectors import vm_page
 from .services.changes import disk_action_request, template_save_request
 from .services.credentials import vm_password_reveal
 from .services.lifecycle import vm_action_request
+from .services.migration import (
+    MIGRATE,
+    migration_card,
+    migration_destinations,
+    vm_migrate_cancel,
+    vm_migrate_request,
+)
 from .services.snapshots import (
     snapshot_delete,
     snapshot_revert,
@@ -209,7 +216,8 @@ def _vm_context(request: HttpRequest, pk: int) -> dict:
     notice_op = (vm.operations.select_related("superseded_by").filter(pk=int(asked)).first()
                  if asked.isdigit() else None)
     return {**vm_page(vm=vm, user=request.user), "notice_op": notice_op,
-            "schedule_choices": ScheduleForm.base_fields["frequencies"].choices}
+            "schedule_choices": ScheduleForm.base_fields["frequencies"].choices,
+            "migration": migration_card(vm=vm, user=request.user)}
 
 
 @login_required
@@ -419,3 +427,31 @@ def vm_save_template(request: HttpRequest, pk: int) -> HttpResponse:
     return _done(request, pk, lambda: template_save_request(vm=vm, actor=request.user,
                                                             name=name),
                  f"Template '{name}' from {vm.name} queued.")
+
+
+@login_required
+@require_POST
+def vm_migrate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue the move of a VM to the host chosen, or to the best fit (admins)."""
+    vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user), pk=pk)
+    require(request.user.has_perm(MIGRATE, vm))
+    chosen = request.POST.get("destination", "")
+    destination = None
+    if chosen:
+        destination = next((h for h in migration_destinations(vm) if str(h.pk) == chosen), None)
+        if destination is None:
+            messages.error(request, "Choose one of the hosts listed, or the best fit.")
+            return redirect("vms:vm_detail", pk=pk)
+    return _done(request, pk, lambda: vm_migrate_request(vm=vm, actor=request.user,
+                                                         destination=destination), "")
+
+
+@login_required
+@require_POST
+def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask the worker to abort a migration under way (admins); the VM stays where it was."""
+    op = get_object_or_404(Operation.objects.visible_to(request.user).select_related("vm"),
+                           pk=pk)
+    require(op.vm is not None and request.user.has_perm(MIGRATE, op.vm))
+    return _done(request, op.vm_id, lambda: vm_migrate_cancel(operation=op, actor=request.user),
+                 "")

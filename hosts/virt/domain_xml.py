@@ -366,3 +366,36 @@ def parse_domain_xml(xml: str) -> ParsedDomain:
         metadata=metadata,
         vnc_password=vnc_password,
     )
+
+
+def retarget_domain_xml(xml: str, *, vnc_port: int | None, vnc_listen: str) -> str:
+    """Return domain (or snapshot) XML with its VNC display moved to another host's port.
+
+    Every `<graphics type="vnc">` in the document is changed, so a snapshot's saved domain
+    follows its VM too; nothing else is touched.
+    """
+    if vnc_port is not None and vnc_port not in VNC_PORTS:
+        raise VirtError(f"invalid VNC port {vnc_port!r}")
+    try:
+        listen = str(ipaddress.ip_address(vnc_listen))
+    except ValueError as exc:
+        raise VirtError(f"invalid VNC listen address {vnc_listen!r}") from exc
+    try:
+        root = ET.fromstring(xml)  # noqa: S314 - XML from libvirt itself
+    except (ET.ParseError, TypeError) as exc:
+        raise VirtError(f"invalid domain XML: {exc}") from exc
+    for graphics in root.iter("graphics"):
+        if graphics.get("type") != "vnc":
+            continue
+        if vnc_port is None:
+            graphics.attrib.pop("port", None)
+            graphics.set("autoport", "yes")
+        else:
+            graphics.set("port", str(vnc_port))
+            graphics.set("autoport", "no")
+        graphics.attrib.pop("websocket", None)
+        graphics.set("listen", listen)
+        for child in graphics.iterfind("listen"):
+            if child.get("type") == "address":
+                child.set("address", listen)
+    return ET.tostring(root, encoding="unicode")

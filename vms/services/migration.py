@@ -1,0 +1,232 @@
+"""Migration: moving a VM to another host, live while it runs, by redefinition when stopped.
+
+A migration is one operation on the VM that holds the VM and its destination host
+(`scope=("vm", "host")`, the destination being the operation's `host`). It takes a VNC port on
+the destination (held on the operation until it ends, `hosts.vnc.vnc_port_reserve`), writes the
+VM's DHCP entry there (DHCP is per host; NAT and the RRD history are not), moves the domain
+with its snapshots (`Hypervisor.migrate_live` / `migrate_cold`) and records the new host and
+port. A failure at any step gives back what was made on the destination and leaves the VM on
+its source; a cancel asked while it runs aborts libvirt's job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.db import transaction
+
+from core.errors import PortalError
+from hosts.models import Host
+from hosts.placement import NoHostAvailable, host_choose
+from hosts.virt import Hypervisor, vnc_listen_address
+from hosts.virt.migration import MigrationCancelled, MigrationProgress, migration_uri
+from hosts.vnc import vnc_port_reserve
+from networking.models import PrivateIP
+from networking.services import dhcp_backend, dhcp_entry
+from operations.models import Operation, OperationKind
+from operations.registry import handles
+from operations.requests import operation_request
+from operations.runner import operation_progress
+from operations.undo import undo_steps
+
+from ..models import VirtualMachine, VMState
+from .domain import vm_hypervisor, vm_observe
+
+logger = logging.getLogger(__name__)
+
+# Admins alone move VMs between hosts (vms/rules.py).
+MIGRATE = "vms.migrate_vm"
+MIGRATE_STATES = (VMState.RUNNING, VMState.PAUSED, VMState.SHUTOFF)
+LIVE_STATES = (VMState.RUNNING, VMState.PAUSED)
+MIB = 1024 * 1024
+
+
+def migration_destinations(vm: VirtualMachine) -> list[Host]:
+    """Return the up hosts, other than its own, that see the VM's datastore."""
+    if vm.datastore_id is None:
+        return []
+    return list(Host.objects.filter(status="up", datastores=vm.datastore_id)
+                .exclude(accel="").exclude(pk=vm.host_id).order_by("name"))
+
+
+def migration_card(*, vm: VirtualMachine, user) -> dict | None:  # noqa: ANN001
+    """Return what the VM page's Migrate card shows an admin (None: no card)."""
+    if vm.state not in MIGRATE_STATES or vm.host_id is None or not user.has_perm(MIGRATE, vm):
+        return None
+    under_way = (Operation.objects.active().filter(vm=vm, kind=OperationKind.MIGRATE)
+                 .select_related("host").first())
+    return {"under_way": under_way,
+            "destinations": migration_destinations(vm) if under_way is None else []}
+
+
+def _destination_choose(vm: VirtualMachine, destination: Host | None) -> Host:
+    """Lock and return the destination: the one asked for if it has room, else the best fit.
+
+    Placement is install's (`hosts.placement.host_choose`: up, the VM's datastore, the most
+    free RAM that fits its vCPUs and memory); the VM's own host is never a destination.
+    """
+    others = (Host.objects.exclude(pk=destination.pk) if destination is not None
+              else Host.objects.filter(pk=vm.host_id))
+    try:
+        return host_choose(vcpus=vm.vcpus, memory_mib=vm.memory_mib, template=vm.template,
+                           datastore=vm.datastore,
+                           exclude=tuple(others.values_list("pk", flat=True)))
+    except NoHostAvailable as exc:
+        where = destination.name if destination is not None else "another host"
+        raise NoHostAvailable(f"{vm.name} cannot move to {where}: {exc}") from exc
+
+
+def _movable(vm: VirtualMachine) -> None:
+    if vm.host_id is None or vm.datastore_id is None:
+        raise PortalError(f"{vm.name} is on no host; there is nothing to migrate.")
+    if vm.state == VMState.SHUTOFF and not vm.datastore.shared:
+        raise PortalError(
+            f"{vm.name} is shut off and its disk is on {vm.datastore.name}, which only its "
+            "host sees; copying a stopped VM's disk is not supported yet. Start it to migrate "
+            "it live, or mark the datastore shared if every host sees it.")
+
+
+def vm_migrate_request(*, vm: VirtualMachine, actor, destination: Host | None = None  # noqa: ANN001
+                       ) -> Operation:
+    """Ask for the VM to move to the destination, or to the best-fit host when none is given."""
+    if not actor.has_perm(MIGRATE, vm):
+        raise PortalError(f"You may not migrate {vm.name}.")
+    if destination is not None and destination.pk == vm.host_id:
+        raise PortalError(f"{vm.name} already runs on {destination.name}; choose another host.")
+    with transaction.atomic():
+        vm = VirtualMachine.objects.select_related("datastore", "template", "host").get(
+            pk=vm.pk)
+        _movable(vm)
+        target = _destination_choose(vm, destination)
+        return operation_request(
+            kind=OperationKind.MIGRATE, actor=actor, vm=vm, host=target, doing="migrate",
+            arguments={"source": vm.host_id, "destination": target.pk})
+
+
+def vm_migrate_cancel(*, operation: Operation, actor) -> Operation:  # noqa: ANN001
+    """Ask the worker moving a VM to abort the migration; the VM stays where it was."""
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().select_related("vm").get(pk=operation.pk)
+        if op.kind != OperationKind.MIGRATE or op.vm is None:
+            raise PortalError("Only a migration can be cancelled here.")
+        if not actor.has_perm(MIGRATE, op.vm):
+            raise PortalError(f"You may not migrate {op.vm.name}.")
+        if not op.is_active:
+            raise PortalError(f"The migration of {op.vm.name} has already ended.")
+        op.arguments = {**op.arguments, "cancel": actor.get_username()}
+        op.save(update_fields=["arguments", "updated_at"])
+    return op
+
+
+def _cancel_asked(op: Operation) -> bool:
+    return Operation.objects.filter(pk=op.pk, arguments__has_key="cancel").exists()
+
+
+def _progress_words(dest: Host) -> Callable[[MigrationProgress], str]:
+    def words(job: MigrationProgress) -> str:
+        if not job.total:
+            return f"Migrating to {dest.name}: starting"
+        return (f"Migrating to {dest.name}: copied {job.processed // MIB} of "
+                f"{job.total // MIB} MiB, {job.remaining // MIB} MiB left")
+    return words
+
+
+def cancelled_words(op: Operation, error: Exception) -> str:
+    """Say that a cancelled migration left the VM where it was."""
+    who = op.arguments.get("cancel", "an administrator")
+    return (f"The migration of {op.vm.name} was cancelled by {who}; it stays on "
+            f"{op.vm.host.name}.")
+
+
+def _cancelled_not_retried(op: Operation) -> str | None:
+    if "cancel" in op.arguments:
+        return "A cancelled migration is not retried; ask for a new one from the VM's page."
+    return None
+
+
+@handles(OperationKind.MIGRATE, states=MIGRATE_STATES, permission=MIGRATE, scope=("vm", "host"),
+         routine={MigrationCancelled: cancelled_words}, retry_check=_cancelled_not_retried)
+def vm_migrate(op: Operation) -> str:
+    """Move the VM to the operation's host; on failure it stays on its source, alone."""
+    vm = VirtualMachine.objects.select_related("host", "datastore").get(pk=op.vm_id)
+    dest = Host.objects.get(pk=op.host_id)
+    if vm.host_id == dest.pk:
+        return f"{vm.name} is already on {dest.name}."
+    if _cancel_asked(op):
+        raise MigrationCancelled(f"the migration of {vm.name} was cancelled before it started")
+    source_hv, dest_hv = vm_hypervisor(vm), Hypervisor(dest.uri)
+    name, ds = vm.domain_name, vm.datastore
+    here = source_hv.find_domain(name)
+    if here is None:
+        raise PortalError(f"{vm.name} has no domain on {vm.host.name} to migrate.")
+    there = dest_hv.find_domain(name)
+    if there is not None:
+        raise PortalError(f"Host {dest.name} already has a domain called {name}.")
+    live = here.state in ("running", "paused", "blocked")
+    ip = PrivateIP.objects.filter(vm=vm).select_related("vlan").first()
+    undo: list[tuple[str, Callable[[], None]]] = []
+    try:
+        operation_progress(op, f"Taking a VNC port on {dest.name}")
+        port = vnc_port_reserve(operation=op, vm=vm, host=dest,
+                                avoid=dest_hv.vnc_ports_in_use())
+        undo.append(("VNC port on the destination", lambda: _port_release(op)))
+        if ip is not None:
+            operation_progress(op, f"Writing the DHCP entry on {dest.name}")
+            dest_hv.ensure_network_active(ip.vlan.network_name)
+            dhcp_backend().add(dest.uri, dhcp_entry(vm, ip))
+            undo.append(("DHCP entry on the destination",
+                         lambda: dhcp_backend().remove(dest.uri, dhcp_entry(vm, ip))))
+        dest_hv.ensure_pool(ds.pool_name, ds.path)
+        undo.append(("domain on the destination",
+                     lambda: _destination_clear(source_hv, dest_hv, vm)))
+        listen = vnc_listen_address(dest.uri, dest.address)
+        if live:
+            words = _progress_words(dest)
+            operation_progress(op, f"Migrating to {dest.name} while it runs")
+            result = source_hv.migrate_live(
+                name, dest.uri, shared=ds.shared, vnc_port=port, vnc_listen=listen,
+                migrate_uri=migration_uri(f"tcp://{dest.address}") if dest.address else "",
+                progress=lambda job: operation_progress(op, words(job)),
+                should_stop=lambda: _cancel_asked(op))
+            facts, note = result.facts, result.snapshot_problem
+        else:
+            operation_progress(op, f"Moving the stopped VM's definition to {dest.name}")
+            facts = source_hv.migrate_cold(name, dest.uri, shared=ds.shared, vnc_port=port,
+                                           vnc_listen=listen)
+            note = ""
+    except BaseException:
+        undo_steps(vm, undo)
+        raise
+    source = vm.host
+    with transaction.atomic():
+        VirtualMachine.objects.filter(pk=vm.pk).update(host=dest, vnc_port=port)
+        vm.host, vm.vnc_port = dest, port
+    if ip is not None:
+        try:
+            dhcp_backend().remove(source.uri, dhcp_entry(vm, ip))
+        except Exception:  # the VM has moved; a stale entry on the source harms nobody
+            logger.exception("could not remove the DHCP entry of %s on %s", vm, source)
+    vm_observe(vm, facts)
+    how = "live" if live else "while shut off"
+    done = f"{vm.name} moved {how} from {source.name} to {dest.name} (VNC port {port})."
+    if note:
+        done += f" Its snapshots' records did not follow: {note}"
+    return done
+
+
+def _port_release(op: Operation) -> None:
+    """Give back the VNC port held on the destination before the operation ends."""
+    op.arguments = {k: v for k, v in op.arguments.items() if k != "vnc_port"}
+    Operation.objects.filter(pk=op.pk).update(arguments=op.arguments)
+
+
+def _destination_clear(source_hv: Hypervisor, dest_hv: Hypervisor, vm: VirtualMachine) -> None:
+    """Undefine the VM's domain on the destination, but only while its source still has it."""
+    name = vm.domain_name
+    there = dest_hv.find_domain(name)
+    if there is None or there.uuid != str(vm.uuid):
+        return
+    if source_hv.find_domain(name) is None:
+        return  # it moved after all: the destination's copy is the only one
+    dest_hv.undefine_domain(name)
