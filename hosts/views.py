@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -91,32 +93,32 @@ def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("hosts:host_detail", pk=host.pk)
 
 
+def _host_change(request: HttpRequest, pk: int, change: Callable[..., object],
+                 done: str) -> HttpResponse:
+    host = _managed(request, pk)
+    try:
+        change(host=host)
+    except PortalError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, done.format(host=host.name))
+    return redirect("hosts:host_detail", pk=host.pk)
+
+
 @login_required
 @require_POST
 def host_maintenance_leave(request: HttpRequest, pk: int) -> HttpResponse:
     """Take the host out of maintenance: it takes new VMs again (admins)."""
-    host = _managed(request, pk)
-    try:
-        services.host_maintenance_leave(host=host)
-    except PortalError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"{host.name} left maintenance and takes new VMs again.")
-    return redirect("hosts:host_detail", pk=host.pk)
+    return _host_change(request, pk, services.host_maintenance_leave,
+                        "{host} left maintenance and takes new VMs again.")
 
 
 @login_required
 @require_POST
 def host_mark_up(request: HttpRequest, pk: int) -> HttpResponse:
     """Mark a down host up again after a health check passed (admins)."""
-    host = _managed(request, pk)
-    try:
-        services.host_mark_up(host=host)
-    except PortalError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"{host.name} is up and takes new VMs again.")
-    return redirect("hosts:host_detail", pk=host.pk)
+    return _host_change(request, pk, services.host_mark_up,
+                        "{host} is up and takes new VMs again.")
 
 
 def _power_off_question(request: HttpRequest, host: Host) -> HttpResponse:

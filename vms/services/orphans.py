@@ -100,32 +100,31 @@ def disk_verdicts(hv: Hypervisor, host: Host, paths: list[str], *, domain: str) 
 
 # ---- asking (web side: database only) ----
 
-def orphan_domain_delete_request(*, host: Host, domain: str, actor) -> Operation:  # noqa: ANN001
-    """Ask for an orphan domain of the host to be destroyed and undefined."""
+def _finding_request(*, host: Host, actor, kind: OperationKind, key: str, value: str,  # noqa: ANN001
+                     listed: str, what: str) -> Operation:
+    """Ask for an operation on one finding the host's last reconcile listed (in `listed`)."""
 
     def check(locked: Host) -> None:
-        if domain not in locked.unknown_domains:
-            raise PortalError(f"{domain} is not among the orphan domains of {locked.name}; "
+        if value not in getattr(locked, listed):
+            raise PortalError(f"{value} is not among the orphan {what}s of {locked.name}; "
                               "refresh the page.")
-        finding_busy_check(locked, key="domain", value=domain)
+        finding_busy_check(locked, key=key, value=value)
 
-    return operation_request(kind=OperationKind.DOMAIN_REMOVE, actor=actor, host=host,
-                             arguments={"domain": domain}, check=check,
-                             doing="delete domains of")
+    return operation_request(kind=kind, actor=actor, host=host, arguments={key: value},
+                             check=check, doing=f"delete {what}s of")
+
+
+def orphan_domain_delete_request(*, host: Host, domain: str, actor) -> Operation:  # noqa: ANN001
+    """Ask for an orphan domain of the host to be destroyed and undefined."""
+    return _finding_request(host=host, actor=actor, kind=OperationKind.DOMAIN_REMOVE,
+                            key="domain", value=domain, listed="unknown_domains",
+                            what="domain")
 
 
 def orphan_volume_delete_request(*, host: Host, path: str, actor) -> Operation:  # noqa: ANN001
     """Ask for an orphan volume in one of the host's datastores to be deleted."""
-
-    def check(locked: Host) -> None:
-        if path not in locked.orphan_volumes:
-            raise PortalError(f"{path} is not among the orphan volumes of {locked.name}; "
-                              "refresh the page.")
-        finding_busy_check(locked, key="volume", value=path)
-
-    return operation_request(kind=OperationKind.VOLUME_REMOVE, actor=actor, host=host,
-                             arguments={"volume": path}, check=check,
-                             doing="delete volumes of")
+    return _finding_request(host=host, actor=actor, kind=OperationKind.VOLUME_REMOVE,
+                            key="volume", value=path, listed="orphan_volumes", what="volume")
 
 
 # ---- carrying out (worker side) ----
