@@ -107,7 +107,9 @@ def vm_migrate_request(*, vm: VirtualMachine, actor, destination: Host | None = 
 def vm_migrate_cancel(*, operation: Operation, actor) -> Operation:  # noqa: ANN001
     """Ask the worker moving a VM to abort the migration; the VM stays where it was."""
     with transaction.atomic():
-        op = Operation.objects.select_for_update().select_related("vm").get(pk=operation.pk)
+        # Lock the operation row alone: its VM is a nullable join PostgreSQL will not lock.
+        op = (Operation.objects.select_for_update(of=("self",)).select_related("vm")
+              .get(pk=operation.pk))
         if op.kind != OperationKind.MIGRATE or op.vm is None:
             raise PortalError("Only a migration can be cancelled here.")
         if not actor.has_perm(MIGRATE, op.vm):
