@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
-from django.http import Http404
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
 
 
 def require(allowed: bool) -> None:
@@ -36,3 +37,30 @@ def form_errors(form: forms.Form, exc: ValidationError) -> None:
             form.add_error(field if field in form.fields else None, errors)
     else:
         form.add_error(None, exc.messages)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """One question before a destructive action, in the words of the person asked."""
+
+    title: str
+    consequences: tuple[str, ...]
+    button: str
+    back_url: str
+
+
+def confirmed(request: HttpRequest) -> bool:
+    """Return whether the POST carries the person's confirmation."""
+    return request.POST.get("confirmed") == "1"
+
+
+def confirmation_page(request: HttpRequest, confirmation: Confirmation,
+                      keep: dict[str, str] | None = None) -> HttpResponse:
+    """Render the question; its Confirm posts the same action again with `confirmed=1`.
+
+    `keep` names the fields of the first POST that the action needs again (what to act on).
+    """
+    return render(request, "portal/confirm.html", {
+        "confirmation": confirmation, "action_url": request.path,
+        "next": request.POST.get("next", ""), "keep": keep or {},
+    })

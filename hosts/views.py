@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from core.errors import PortalError
-from core.views import permitted_or_404, require
+from core.views import Confirmation, confirmation_page, confirmed, permitted_or_404, require
 
 from . import services
 from .filters import HostFilter
@@ -122,23 +122,22 @@ def host_mark_up(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _power_off_question(request: HttpRequest, host: Host) -> HttpResponse:
-    """Ask before powering off (the VMs' confirmation page; nothing changes until then)."""
-    return render(request, "vms/confirm.html", {"action_url": request.path, "confirmation": {
-        "title": f"Power off {host.name}?",
-        "consequences": (
+    """Ask before powering off; nothing changes until the person confirms."""
+    return confirmation_page(request, Confirmation(
+        title=f"Power off {host.name}?",
+        consequences=(
             f"{host.name} is switched off through {host.get_power_method_display()}: "
             "whatever runs on it outside the portal stops, and it stays off until powered "
             "on again.",
             "The portal refuses while any of its VMs is running.",
         ),
-        "button": f"Power off {host.name}",
-        "back_url": reverse("hosts:host_detail", args=[host.pk]),
-    }})
+        button=f"Power off {host.name}",
+        back_url=reverse("hosts:host_detail", args=[host.pk])))
 
 
 def _power(request: HttpRequest, pk: int, *, on: bool) -> HttpResponse:
     host = _managed(request, pk)
-    if not on and request.POST.get("confirmed") != "1":
+    if not on and not confirmed(request):
         return _power_off_question(request, host)
     try:
         host_power_request(host=host, on=on, actor=request.user)

@@ -40,3 +40,22 @@ def domain_xml(name: str, *, memory_mib: int, vcpus: int, disk: str, mac: str,
     if balloon:
         ET.SubElement(devices, "memballoon", model="virtio")
     return ET.tostring(root, encoding="unicode")
+
+
+def with_disk(xml: str, path: str, target: str) -> str:
+    """Return the domain XML with one more file disk (virtio, at `target`)."""
+    root = ET.fromstring(xml)
+    disk = ET.SubElement(root.find("devices"), "disk", type="file", device="disk")
+    ET.SubElement(disk, "source", file=path)
+    ET.SubElement(disk, "target", dev=target, bus="virtio")
+    return ET.tostring(root, encoding="unicode")
+
+
+def with_vnc(xml: str, port: int, password: str | None = None) -> str:
+    """Return the domain XML with a VNC display on a fixed port (and password)."""
+    root = ET.fromstring(xml)
+    graphics = ET.SubElement(root.find("devices"), "graphics", type="vnc", port=str(port),
+                             autoport="no")
+    if password is not None:
+        graphics.set("passwd", password)
+    return ET.tostring(root, encoding="unicode")

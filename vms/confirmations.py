@@ -2,50 +2,20 @@
 
 Every destructive action's POST without `confirmed=1` answers with a page that says what will
 happen and offers Confirm (the same POST with `confirmed=1`) and Back; nothing changes until
-then, with or without JavaScript (`static/portal/portal.js` asks in a dialog instead and adds
-`confirmed=1` itself). Actions that can be undone or repeated (start, shut down, snapshots
-taken) ask nothing.
+then, with or without JavaScript (`core.views.confirmation_page` renders it; with JavaScript,
+`static/portal/portal.js` asks in a dialog instead and adds `confirmed=1` itself). Actions
+that can be undone or repeated (start, shut down, snapshots taken) ask nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 from django.urls import reverse
 
+from core.views import Confirmation
 from networking.models import PublicIP, SSHPort
 from operations.models import OperationKind
 
 from .models import ExtraDisk, Snapshot, VirtualMachine, VMRequest
-
-
-@dataclass(frozen=True)
-class Confirmation:
-    """One question before a destructive action, in the words of the person asked."""
-
-    title: str
-    consequences: tuple[str, ...]
-    button: str
-    back_url: str
-
-
-def confirmed(request: HttpRequest) -> bool:
-    """Return whether the POST carries the person's confirmation."""
-    return request.POST.get("confirmed") == "1"
-
-
-def confirmation_page(request: HttpRequest, confirmation: Confirmation,
-                      keep: dict[str, str] | None = None) -> HttpResponse:
-    """Render the question; its Confirm posts the same action again with `confirmed=1`.
-
-    `keep` names the fields of the first POST that the action needs again (what to act on).
-    """
-    return render(request, "vms/confirm.html", {
-        "confirmation": confirmation, "action_url": request.path,
-        "next": request.POST.get("next", ""), "keep": keep or {},
-    })
 
 
 def _vm_back(vm: VirtualMachine) -> str:

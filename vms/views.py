@@ -14,13 +14,11 @@ from django_tables2 import RequestConfig
 
 from core.accounts.predicates import is_portal_admin
 from core.errors import PortalError
-from core.views import form_errors, require
+from core.views import confirmation_page, confirmed, form_errors, require
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.requests import operation_dismiss, operation_retry
 
 from .confirmations import (
-    confirmation_page,
-    confirmed,
     disk_delete_confirmation,
     request_cancel_confirmation,
     snapshot_confirmation,

@@ -14,11 +14,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.errors import PortalError
-from core.views import permitted_or_404, require
+from core.views import Confirmation, confirmation_page, confirmed, permitted_or_404, require
 from hosts.models import Host, Template
 from operations.models import Operation
 
-from .confirmations import Confirmation, confirmation_page, confirmed
 from .models import VirtualMachine
 from .services.adoption import orphan_domain_adopt_request
 from .services.missing import vm_lost_request, vm_recreate_request

@@ -157,12 +157,11 @@ def test_a_stopped_vm_moves_with_its_snapshots_port_and_dhcp_entry(
 
 
 def _stray():
-    from tests.virt_host import domain_xml
+    from tests.virt_host import domain_xml, with_vnc
 
     xml = domain_xml("stray", memory_mib=64, vcpus=1, disk="/tmp/stray.img",
                      mac="52:54:00:99:00:01")
-    return xml.replace("</devices>",
-                       "<graphics type='vnc' port='5900' autoport='no'/></devices>")
+    return with_vnc(xml, 5900)
 
 
 def test_a_destination_without_the_network_leaves_the_vm_where_it_was(

@@ -10,7 +10,7 @@ from hosts.virt.domain_xml import parse_domain_xml
 from networking.models import PrivateIP
 from operations.models import OperationStatus
 from operations.runner import operation_run
-from tests.virt_host import domain_xml
+from tests.virt_host import domain_xml, with_disk, with_vnc
 from tests.vms.faults_helpers import install
 from vms.models import VirtualMachine, VMState
 from vms.services.adoption import orphan_domain_adopt_request
@@ -31,8 +31,7 @@ def _orphan(site, name, *, volumes=("",), mac="52:54:00:00:0a:64", disks=None):
     paths += disks or []
     xml = domain_xml(name, memory_mib=384, vcpus=2, disk=paths[0], mac=mac)
     if len(paths) > 1:  # a second disk
-        xml = xml.replace("</devices>", f"<disk type='file' device='disk'><source file='"
-                          f"{paths[1]}'/><target dev='vdb' bus='virtio'/></disk></devices>")
+        xml = with_disk(xml, paths[1], "vdb")
     hv.define_domain(xml)
     return hv, paths
 
@@ -89,9 +88,7 @@ def test_a_running_domain_is_recorded_as_it_is_when_its_disk_and_port_fit(
     volume = "vm-" + "ab" * 16 + ".qcow2"
     hv, _ = _orphan(site, "live1", volumes=(volume,))
     first, _last = settings.PORTAL["VNC_PORTS"]
-    xml = hv.domain_xml("live1").replace(
-        "</devices>", f"<graphics type='vnc' port='{first + 7}' autoport='no' "
-                      "passwd='s3cret'/></devices>")
+    xml = with_vnc(hv.domain_xml("live1"), first + 7, "s3cret")
     hv.define_domain(xml)
     hv.start("live1")
     host_reconcile(host=site.host)
@@ -137,9 +134,7 @@ def test_deleting_an_orphan_domain_keeps_the_disks_something_else_uses(
     hv.define_domain(domain_xml("holder", memory_mib=64, vcpus=1, disk=shared,
                                 mac="52:54:00:99:00:01"))
     vm_disk = f"{site.datastore.path}/{vm.volume_name}"
-    xml = hv.domain_xml("junk").replace(
-        "</devices>", f"<disk type='file' device='disk'><source file='{vm_disk}'/>"
-                      "<target dev='vdc' bus='virtio'/></disk></devices>")
+    xml = with_disk(hv.domain_xml("junk"), vm_disk, "vdc")
     hv.define_domain(xml)
     hv.start("junk")
     host_reconcile(host=site.host)
