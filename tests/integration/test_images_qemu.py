@@ -33,7 +33,9 @@ EVIL = "evil.qcow2"
 
 
 def qemu_img(*args: str) -> None:
-    subprocess.run(["qemu-img", *args], check=True, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, f"qemu-img {' '.join(args)}: {done.stderr}"
 
 
 @pytest.fixture
@@ -62,12 +64,20 @@ def with_unexpected_backing(store: Path, out: Path) -> list[Path]:
 
 
 def luks_encrypted(store: Path, out: Path) -> list[Path]:
-    # A quarter second of key stretching: with a few milliseconds qemu-img's benchmark fails
-    # now and then ("Unable to get accurate CPU usage").
-    qemu_img("create", "--object", "secret,id=sec0,data=portal-test", "-f", "qcow2",
-             "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=250",
-             str(store / EVIL), "64M")
-    return []
+    # qemu-img times its key stretching on the thread's CPU clock first; on a loaded machine
+    # whose clock ticks coarsely that first sample can read zero and qemu-img gives up
+    # ("Unable to get accurate CPU usage"). The image itself is what the test needs, so a
+    # failed timing is tried again; any other error ends the test at once.
+    args = ["qemu-img", "create", "--object", "secret,id=sec0,data=portal-test", "-f", "qcow2",
+            "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=250",
+            str(store / EVIL), "64M"]
+    for _ in range(5):
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode == 0:
+            return []
+        assert "accurate CPU usage" in done.stderr, done.stderr
+        (store / EVIL).unlink(missing_ok=True)
+    raise AssertionError(f"qemu-img could not time its key stretching: {done.stderr}")
 
 
 def raw_recorded_as_qcow2(store: Path, out: Path) -> list[Path]:
