@@ -47,6 +47,13 @@ class Confirmation:
     consequences: tuple[str, ...]
     button: str
     back_url: str
+    # A statement the person must tick before confirming (posted as `checked=1`), or "".
+    checkbox: str = ""
+
+
+def checked(request: HttpRequest) -> bool:
+    """Return whether the person ticked the confirmation's statement (`Confirmation.checkbox`)."""
+    return request.POST.get("checked") == "1"
 
 
 def confirmed(request: HttpRequest) -> bool:

@@ -20,9 +20,11 @@ class HostsConfig(AppConfig):
 
     def ready(self) -> None:
         """Declare the permissions on hosts (rules); register the host operation specs."""
-        from operations.registry import host_hooks_register
+        from operations.registry import host_hooks_register, target_register
 
         from . import health_check, power, rules, services  # noqa: F401
-        from .health import HostOperationHooks
+        from .health import HostOperationHooks, HostTargetHooks
 
         host_hooks_register(HostOperationHooks())
+        # A dead host operation's recorded steps (a respawn's) are given back by the engine.
+        target_register("host", HostTargetHooks())

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from operations.registry import HostHooks
+from operations.registry import HostHooks, TargetHooks
+from operations.undo import Step, recorded_steps_undo
 
 from .models import Host, HostStatus
+
+if TYPE_CHECKING:
+    from operations.models import Operation
 from .virt import VirtError, connect_failure, is_connected
 
 logger = logging.getLogger(__name__)
@@ -62,3 +67,11 @@ class HostOperationHooks(HostHooks):
         host = Host.objects.filter(pk=host_id).first()
         if host is not None:
             host_after_operation(host=host, succeeded=succeeded)
+
+
+class HostTargetHooks(TargetHooks):
+    """The engine's questions about an operation on a host (not on one VM)."""
+
+    def steps_undo(self, op: Operation, steps: list[Step]) -> list[Step]:
+        """Give back a dead run's recorded steps (their owner is the host)."""
+        return recorded_steps_undo(Host.objects.get(pk=op.host_id), steps)

@@ -45,6 +45,26 @@ def host_networks_source_set(source: Callable[[Host], list[str]]) -> None:
     _networks_source = source
 
 
+# Told of each host the check has just marked down (the VMs application may respawn its VMs
+# elsewhere: `vms.services.respawn`). It sits above hosts, so it registers itself.
+_down_listener: Callable[[Host], None] | None = None
+
+
+def host_marked_down_listener_set(listener: Callable[[Host], None]) -> None:
+    """Call this function with every host the health check marks down."""
+    global _down_listener  # noqa: PLW0603 - set once, from VmsConfig.ready()
+    _down_listener = listener
+
+
+def _tell_marked_down(host: Host) -> None:
+    if _down_listener is None:
+        return
+    try:
+        _down_listener(host)
+    except Exception:  # the host is marked down whatever the listener met
+        logger.exception("what follows marking %s down failed", host.name)
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """One check: its name (`HEALTH_CHECKS`), whether it passed, and why."""
@@ -185,6 +205,8 @@ def host_health_record(host: Host, results: list[CheckResult], *,
         logger.warning("host %s marked down by the health check", host.name)
         alerts_flush_quietly()
     host.refresh_from_db()
+    if marked:
+        _tell_marked_down(host)
     return host
 
 

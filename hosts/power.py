@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -221,3 +222,60 @@ def host_power_off(op: Operation) -> str:
     else:
         said, how = ssh_poweroff(host), "SSH"
     return f"{host.name}: power off asked through {how} ({said})."
+
+
+# ---- fencing a dead host ----
+
+FENCE_STATUS_TRIES = 5
+FENCE_STATUS_WAIT_S = 2.0
+
+
+class FenceImpossible(PortalError):
+    """Nothing the portal can do powers the host off, and nobody said it is off."""
+
+
+def host_fence_means(host: Host) -> str | None:
+    """Return how the portal can power a dead host off ("IPMI", "SSH"), or None."""
+    if host.power_method == PowerMethod.IPMI:
+        return "IPMI"
+    if host.power_method == PowerMethod.SSH or (
+            host.power_method == PowerMethod.WOL and host.ssh_power_off):
+        return "SSH"
+    return None
+
+
+def _ipmi_fence(host: Host) -> str:
+    """Power the host off through its BMC and wait until the BMC reports it off."""
+    said = ipmi_run(host, "off")
+    status = ""
+    for attempt in range(FENCE_STATUS_TRIES):
+        status = ipmi_run(host, "status")
+        if status.lower().rstrip(".").endswith(" off"):
+            return f"{said}; {status}"
+        if attempt + 1 < FENCE_STATUS_TRIES:
+            time.sleep(FENCE_STATUS_WAIT_S)
+    raise PowerFailed(f"the BMC {host.bmc_address} still reports “{status}” after "
+                      "`chassis power off`")
+
+
+def host_fence(host: Host, *, off_confirmed_by: str = "") -> str:
+    """Make sure a dead host runs nothing: power it off whatever VMs are recorded there.
+
+    Unlike power off, VMs recorded on the host do not stop it: the host is dead and so are
+    they. Through IPMI the BMC must then report the chassis off; through SSH `poweroff` must
+    start (a host that cannot be reached is not fenced). With no such method the fence holds
+    only when an administrator said the host is off (`off_confirmed_by`, their username).
+    Return what was done; raise FenceImpossible, PortalError or PowerFailed when not fenced.
+    """
+    means = host_fence_means(host)
+    if means == "IPMI":
+        return f"{host.name} fenced through IPMI ({_ipmi_fence(host)})"
+    if means == "SSH":
+        return f"{host.name} fenced through SSH ({ssh_poweroff(host)})"
+    if off_confirmed_by:
+        return (f"{host.name} not powered off by the portal (no IPMI or SSH power method): "
+                f"{off_confirmed_by} confirmed it is powered off")
+    raise FenceImpossible(
+        f"{host.name} cannot be fenced: its power method "
+        f"({host.get_power_method_display()}) cannot power it off. Make sure it is powered "
+        "off (unplug it if need be), then confirm so when asking again.")

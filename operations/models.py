@@ -48,6 +48,8 @@ class OperationKind(models.TextChoices):
     VOLUME_REMOVE = "volume_remove", "Delete an orphan volume"
     VM_LOST = "vm_lost", "Mark as lost"
     VM_RECREATE = "vm_recreate", "Recreate from its disk"
+    # Respawning a dead host's VMs elsewhere (vms.services.respawn).
+    HOST_RESPAWN = "host_respawn", "Respawn VMs of host"
 
 
 class OperationStatus(models.TextChoices):

@@ -56,6 +56,17 @@ def operation_step(operation: Operation, step: str, **facts: object) -> None:
         raise RunFenced(f"operation {operation.pk} attempt {operation.attempts}")
 
 
+def operation_steps_keep(operation: Operation, steps: list[Step]) -> None:
+    """Record that only these of the run's steps are still to be given back if it dies.
+
+    A handler that completes one part of its work (one VM of many moved) forgets that part's
+    steps, so that a dead run's undo leaves the finished part alone.
+    """
+    operation.steps = list(steps)
+    if not _this_run(operation).update(steps=operation.steps, updated_at=timezone.now()):
+        raise RunFenced(f"operation {operation.pk} attempt {operation.attempts}")
+
+
 def operation_steps_undo(operation: Operation, owner: object) -> list[Step]:
     """Give back this run's recorded steps now (the worker's own clean-up); return the rest."""
     left = recorded_steps_undo(owner, operation.steps)

@@ -258,6 +258,9 @@ PORTAL = {
     # Operations running at once on one host; more wait, queued, for a slot. 0: the workers
     # less one when more than one host is up (a hung host never holds every worker), else all.
     "HOST_MAX_OPERATIONS": env.int("PORTAL_HOST_MAX_OPERATIONS", default=0),
+    # When the health check marks a host down and its power method can fence it (IPMI or
+    # SSH), respawn its VMs on other hosts at once (vms.services.respawn).
+    "RESPAWN_AUTOMATIC": env.bool("PORTAL_RESPAWN_AUTOMATIC", default=False),
 }
 
 # Datastores must lie under one of these directories (colon- or comma-separated, absolute):

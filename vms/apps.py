@@ -31,6 +31,7 @@ class VmsConfig(AppConfig):
             migration,
             missing,
             orphans,
+            respawn,
             snapshots,
         )
         from vms.services.operation_hooks import VMHooks
@@ -42,6 +43,10 @@ class VmsConfig(AppConfig):
         from vms.selectors import host_running_vm_names
 
         host_running_vms_source_set(host_running_vm_names)
+        # A host the health check marks down may have its VMs respawned elsewhere at once.
+        from hosts.health_check import host_marked_down_listener_set
+
+        host_marked_down_listener_set(respawn.respawn_after_marked_down)
         steps_register()
 
         from . import rules  # noqa: F401  (declares the VM, request and operation permissions)

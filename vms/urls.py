@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from . import views, views_reconcile
+from . import views, views_reconcile, views_respawn
 from .services.lifecycle import OWNER_ACTIONS
 
 
@@ -74,6 +74,7 @@ urlpatterns = [
          name="host_domain_delete"),
     path("hosts/<int:pk>/findings/delete-volume/", views_reconcile.host_volume_delete,
          name="host_volume_delete"),
+    path("hosts/<int:pk>/respawn/", views_respawn.host_respawn, name="host_respawn"),
     path("operations/", views.operation_list, name="operation_list"),
     path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},
          name="operation_retry"),

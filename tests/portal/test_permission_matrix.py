@@ -84,6 +84,7 @@ MATRIX = {
     "vms:host_volume_delete": ("post", "host", row(go=("admin",))),
     "vms:vm_mark_lost": ("post", "vm", row(go=("admin",))),
     "vms:vm_recreate": ("post", "vm", row(go=("admin",))),
+    "vms:host_respawn": ("post", "host", row(go=("admin",))),
     "monitoring:vm_usage": ("get", "vm", row(ok=SEES_VM)),
     "monitoring:vm_graph_png": ("get", "vm_graph", row(ok=SEES_VM)),
     "monitoring:vm_graph_svg": ("get", "vm_graph", row(ok=SEES_VM)),

@@ -95,6 +95,33 @@ def vm_mark_lost(op: Operation) -> str:
     return f"{vm.name} marked lost; its IP, MAC and VNC port were given back."
 
 
+def vm_define_from_disk(vm: VirtualMachine, hv: Hypervisor, *, then: str = "") -> None:
+    """Define the VM's domain on `hv` (its host's adapter) from its disk and the portal's data.
+
+    The disk must be in the VM's datastore as that host sees it; the cloud-init seed and the
+    extra disks found there are attached again. The VM must hold its VNC port on that host.
+    `then` ends a refusal (what to do instead).
+    """
+    pool = vm.datastore.pool_name
+    disk = str(PurePosixPath(vm.datastore.path) / vm.volume_name)
+    if not hv.volume_exists(pool, vm.volume_name):
+        raise PortalError(f"The disk of {vm.name} ({disk}) is gone from datastore "
+                          f"{vm.datastore.name} as {vm.host.name} sees it; it cannot be "
+                          f"defined from it. {then}".strip())
+    ip = vm.private_ip
+    if ip is None:
+        raise PortalError(f"{vm.name} holds no private address to define it with. "
+                          f"{then}".strip())
+    seed = (str(PurePosixPath(vm.datastore.path) / vm.seed_volume_name)
+            if hv.volume_exists(pool, vm.seed_volume_name) else None)
+    hv.ensure_network_active(ip.vlan.network_name)
+    hv.define_domain(build_domain_xml(vm_spec(vm, disk, ip, seed_path=seed)))
+    for extra in vm.extra_disks.select_related("datastore").exclude(target=""):
+        path = str(PurePosixPath(extra.datastore.path) / extra.volume_name)
+        if hv.volume_exists(extra.datastore.pool_name, extra.volume_name):
+            hv.attach_disk(vm.domain_name, path, extra.target)
+
+
 @handles(OperationKind.VM_RECREATE, states=MISSING_STATES, permission=APPLY_CHANGE)
 def vm_recreate(op: Operation) -> str:
     """Define the VM's domain again from the portal's data on its disk; start it if told."""
@@ -102,26 +129,10 @@ def vm_recreate(op: Operation) -> str:
         "host", "datastore", "owner", "organisation").get(pk=op.vm_id)
     hv = Hypervisor(vm.host.uri)
     if hv.find_domain(vm.domain_name) is None:
-        pool = vm.datastore.pool_name
-        disk = str(PurePosixPath(vm.datastore.path) / vm.volume_name)
-        if not hv.volume_exists(pool, vm.volume_name):
-            raise PortalError(f"The disk of {vm.name} ({disk}) is gone from datastore "
-                              f"{vm.datastore.name}; it cannot be recreated. Mark it lost.")
-        ip = vm.private_ip
-        if ip is None:
-            raise PortalError(f"{vm.name} holds no private address to recreate it with; "
-                              "mark it lost.")
-        seed = (str(PurePosixPath(vm.datastore.path) / vm.seed_volume_name)
-                if hv.volume_exists(pool, vm.seed_volume_name) else None)
         if vm.vnc_port is None:
             vnc_port_allocate(vm=vm, avoid=hv.vnc_ports_in_use())
-        hv.ensure_network_active(ip.vlan.network_name)
         operation_progress(op, "Defining the domain again")
-        hv.define_domain(build_domain_xml(vm_spec(vm, disk, ip, seed_path=seed)))
-        for extra in vm.extra_disks.select_related("datastore").exclude(target=""):
-            path = str(PurePosixPath(extra.datastore.path) / extra.volume_name)
-            if hv.volume_exists(extra.datastore.pool_name, extra.volume_name):
-                hv.attach_disk(vm.domain_name, path, extra.target)
+        vm_define_from_disk(vm, hv, then="Mark it lost.")
     facts = hv.domain(vm.domain_name)
     if op.arguments.get("start") and facts.state != "running":
         operation_progress(op, "Starting it")
