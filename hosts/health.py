@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from operations.registry import HostHooks, TargetHooks
+from operations.registry import HostHooks, TargetHooks, spec_for
 from operations.undo import Step, recorded_steps_undo
 
 from .models import Host, HostStatus
@@ -71,6 +71,13 @@ class HostOperationHooks(HostHooks):
 
 class HostTargetHooks(TargetHooks):
     """The engine's questions about an operation on a host (not on one VM)."""
+
+    def failure_message(self, op: Operation) -> str:
+        """Return the kind's own words for a failure on the host ({host}), else the default."""
+        spec = spec_for(op.kind)
+        if spec is not None and spec.failed_words:
+            return spec.failed_words.format(host=op.host)
+        return super().failure_message(op)
 
     def steps_undo(self, op: Operation, steps: list[Step]) -> list[Step]:
         """Give back a dead run's recorded steps (their owner is the host)."""

@@ -167,6 +167,27 @@ def test_a_failed_fence_respawns_nothing(site, hv2, shared, monkeypatch, tmp_pat
     assert lab1.host == site.host and Hypervisor(hv2.uri).find_domain("lab1") is None
 
 
+def test_a_host_ssh_does_not_reach_is_not_fenced_and_admins_get_the_text(
+        site, hv2, shared, monkeypatch, django_capture_on_commit_callbacks):
+    from hosts import power
+    from hosts.remote import RemoteError
+
+    def unreachable(remote, argv, **kw):
+        raise RemoteError("root@10.0.0.5: cannot connect: timed out")
+
+    capture = django_capture_on_commit_callbacks
+    lab1, _ = two_vms(site, hv2, capture)
+    monkeypatch.setattr(power, "run", unreachable)
+    host = down(site.host, power_method=PowerMethod.SSH, address="10.0.0.5")
+    op = operation_run(operation_id=ask(capture, host=host, actor=site.admin).pk)
+    assert op.status == OperationStatus.FAILED
+    assert op.message.startswith("hv1 could not be fenced (powered off), so no VM was "
+                                 "respawned; the details below say why.")
+    assert "cannot connect: timed out" in op.detail and op.admin_alert
+    lab1.refresh_from_db()
+    assert lab1.host == site.host and Hypervisor(hv2.uri).find_domain("lab1") is None
+
+
 def test_the_fence_argv_for_ipmi_powers_off_then_reads_the_status(site, monkeypatch):
     monkeypatch.setenv("HV1_BMC", SECRET)
     host = down(site.host, power_method=PowerMethod.IPMI, bmc_address="bmc-hv1.example.org",

@@ -113,7 +113,9 @@ def _fence(op: Operation, host: Host) -> str:
     operation_progress(op, f"Fencing {host.name}")
     try:
         said = host_fence(host, off_confirmed_by=op.arguments.get("off_confirmed_by", ""))
-    except (PortalError, HostFailure) as exc:
+    except HostFailure:
+        raise  # the tool's or the host's own text goes to admins (FENCE_FAILED words it)
+    except PortalError as exc:
         raise PortalError(f"{host.name} was not fenced, so no VM was respawned: {exc}") from exc
     op.arguments = {**op.arguments, "fenced": said}
     Operation.objects.filter(pk=op.pk).update(arguments=op.arguments)
@@ -183,8 +185,13 @@ def _left(op: Operation, vm: VirtualMachine, dead: Host, reason: str) -> str:
     return f"{vm.name} ({reason})"
 
 
+FENCE_FAILED = ("{host} could not be fenced (powered off), so no VM was respawned; the details "
+                "below say why. Retry once its power method works, or power it off by hand, "
+                "set its power method to none and ask again, confirming it is off.")
+
+
 @handles(OperationKind.HOST_RESPAWN, target="host", scope=("host",), permission=MANAGE_HOST,
-         records_steps=True)
+         records_steps=True, failed_words=FENCE_FAILED)
 def host_respawn(op: Operation) -> str:
     """Fence the dead host, then move each of its VMs that can move; say which did and not."""
     dead = Host.objects.get(pk=op.host_id)
