@@ -14,6 +14,7 @@ from hosts.power import FenceImpossible, host_fence, host_fence_means, ipmi_comm
 from hosts.virt import Hypervisor
 from operations.models import Operation, OperationKind, OperationStatus
 from operations.reconcile import operation_abandon
+from operations.requests import operation_retry
 from operations.runner import RunFenced, operation_run
 from tests import factories as f
 from tests.virt_host import write_node_file
@@ -249,6 +250,16 @@ def test_a_dead_run_gives_back_the_vm_it_was_moving(site, hv2, shared, monkeypat
     assert lab2.host == site.host and lab2.vnc_port == port
     assert Hypervisor(hv2.uri).find_domain("lab2") is None
     assert Hypervisor(hv2.uri).find_domain("lab1") is not None
+
+    # A retry goes on with what is still on the dead host.
+    monkeypatch.setattr(respawn, "vm_observe", real)
+    with django_capture_on_commit_callbacks(execute=False):
+        operation_retry(operation=op, actor=site.admin)
+    op = operation_run(operation_id=op.pk)
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    assert "Respawned 1 VM(s): lab2 on hv2 (not started; it was shut off)." in op.message
+    lab2.refresh_from_db()
+    assert lab2.host == hv2 and Hypervisor(hv2.uri).domain("lab2").uuid == str(lab2.uuid)
 
 
 @pytest.mark.parametrize(("automatic", "method", "asked"), [
