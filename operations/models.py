@@ -48,6 +48,8 @@ class OperationKind(models.TextChoices):
     VOLUME_REMOVE = "volume_remove", "Delete an orphan volume"
     VM_LOST = "vm_lost", "Mark as lost"
     VM_RECREATE = "vm_recreate", "Recreate from its disk"
+    # Host maintenance that moves the host's VMs away (vms.services.evacuation).
+    EVACUATE = "evacuate", "Evacuate host"
 
 
 class OperationStatus(models.TextChoices):

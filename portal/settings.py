@@ -258,6 +258,8 @@ PORTAL = {
     # Operations running at once on one host; more wait, queued, for a slot. 0: the workers
     # less one when more than one host is up (a hung host never holds every worker), else all.
     "HOST_MAX_OPERATIONS": env.int("PORTAL_HOST_MAX_OPERATIONS", default=0),
+    # VMs an evacuation moves at once, in the threads of its own worker (not the queue's).
+    "EVACUATE_PARALLEL": env.int("PORTAL_EVACUATE_PARALLEL", default=2),
 }
 
 # Datastores must lie under one of these directories (colon- or comma-separated, absolute):

@@ -27,6 +27,7 @@ class VmsConfig(AppConfig):
         from vms.services import (  # noqa: F401
             adoption,
             changes,
+            evacuation,
             lifecycle,
             migration,
             missing,
@@ -42,6 +43,10 @@ class VmsConfig(AppConfig):
         from vms.selectors import host_running_vm_names
 
         host_running_vms_source_set(host_running_vm_names)
+        # Maintenance moves the host's VMs away (the host page asks through this).
+        from hosts.services import host_evacuation_set
+
+        host_evacuation_set(evacuation.evacuation_request)
         steps_register()
 
         from . import rules  # noqa: F401  (declares the VM, request and operation permissions)
