@@ -148,3 +148,21 @@ def test_evacuate_again_from_the_host_page(site, second,  # noqa: F811
                              progress="Migrating to hv2: copied 10 of 40 MiB, 30 MiB left")
     page = site.client(site.admin).get(reverse("hosts:host_detail", args=[site.host.pk]))
     assert "copied 10 of 40 MiB" in page.content.decode()
+
+
+@pytest.mark.postgres  # SQLite's shared in-memory test database locks tables across threads
+@pytest.mark.django_db(transaction=True)
+def test_two_moves_at_once_in_the_evacuations_own_threads(site, second, settings,  # noqa: F811
+                                                          monkeypatch,
+                                                          django_capture_on_commit_callbacks):
+    """Committed rows, so that the evacuation's threads see them; no task is queued."""
+    monkeypatch.setattr("operations.requests.operation_enqueue", lambda op: None)
+    a, b = on_hv1(second, lambda: [stopped(site, django_capture_on_commit_callbacks, name=n)
+                                   for n in ("lab1", "lab2")])
+    settings.PORTAL = {**settings.PORTAL, "EVACUATE_PARALLEL": 2}
+    op = evacuate(site, django_capture_on_commit_callbacks)
+    assert (op.status, op.message) == (OperationStatus.SUCCEEDED,
+                                       "All 2 VMs moved off hv1."), op.message
+    assert set(op.children.values_list("status", flat=True)) == {OperationStatus.SUCCEEDED}
+    assert set(VirtualMachine.objects.filter(host=second).values_list("pk", flat=True)) \
+        == {a.pk, b.pk}
