@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.db.models import Q
 
 from core.errors import PortalError
@@ -15,10 +17,13 @@ class NoHostAvailable(PortalError):
 
 
 def host_choose(*, vcpus: int, memory_mib: int, template: Template,
-                exclude: tuple[int, ...] = (), datastore: Datastore | None = None) -> Host:
+                exclude: tuple[int, ...] = (), datastore: Datastore | None = None,
+                reserved: Mapping[int, tuple[int, int]] | None = None) -> Host:
     """Lock and return the up host with the most free RAM that fits the VM.
 
     Candidates see the template's datastore, or `datastore` when given (a VM's disk's).
+    `reserved` maps a host's id to vCPUs and MiB already promised to VMs not there yet (an
+    evacuation's planned moves): they count as used.
 
     Call inside a transaction: the candidate rows stay locked until it ends, so two
     workers placing at once see each other's VMs.
@@ -35,6 +40,8 @@ def host_choose(*, vcpus: int, memory_mib: int, template: Template,
     reasons = []
     for host in candidates:
         used_cpu, used_mem = host_usage(host)
+        held_cpu, held_mem = (reserved or {}).get(host.pk, (0, 0))
+        used_cpu, used_mem = used_cpu + held_cpu, used_mem + held_mem
         free_cpu = host.vcpu_capacity - used_cpu
         free_mem = host.memory_capacity_mib - used_mem
         if free_cpu >= vcpus and free_mem >= memory_mib:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 from django.db import transaction
+from django.db.models import Prefetch
 from django.utils import timezone
 
 from core.errors import PortalError
@@ -193,6 +195,32 @@ def host_maintenance_enter(*, host: Host) -> list[str]:
     row = _status_change(host, allowed=(HostStatus.UP, HostStatus.DOWN),
                          to=HostStatus.MAINTENANCE, refusal="{host} is in maintenance already.")
     return list(row.vms.live().order_by("name").values_list("name", flat=True))
+
+
+# How the host's VMs are moved away: the VMs application, which sits above hosts, registers
+# it (`vms.services.evacuation.evacuation_request`); it returns the evacuation asked for, or
+# None when no VM is left on the host.
+_evacuation: Callable[..., Operation | None] | None = None
+
+
+def host_evacuation_set(request: Callable[..., Operation | None]) -> None:
+    """Ask this function for a host's evacuation (maintenance's moves of its VMs)."""
+    global _evacuation  # noqa: PLW0603 - set once, from VmsConfig.ready()
+    _evacuation = request
+
+
+def host_evacuate_request(*, host: Host, actor) -> Operation | None:  # noqa: ANN001
+    """Ask for the VMs left on a host in maintenance to move to other hosts."""
+    if _evacuation is None:
+        raise PortalError("The portal cannot move VMs between hosts here; nothing was asked.")
+    return _evacuation(host=host, actor=actor)
+
+
+def host_evacuation_last(host: Host) -> Operation | None:
+    """Return the host's evacuation under way or its last one, with its children."""
+    children = Operation.objects.select_related("vm", "host").order_by("pk")
+    return (host.operations.filter(kind=OperationKind.EVACUATE)
+            .prefetch_related(Prefetch("children", queryset=children)).first())
 
 
 def host_maintenance_leave(*, host: Host) -> Host:

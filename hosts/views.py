@@ -49,6 +49,7 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "host": host, "vms": vms, "datastores": host.datastores.all(),
         "operations": host.operations.select_related("requested_by")[:10],
         "accel_pins": AccelPin.choices, "power_off_states": POWER_OFF_STATES,
+        "evacuation": services.host_evacuation_last(host),
     })
 
 
@@ -88,9 +89,30 @@ def host_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("hosts:host_detail", pk=host.pk)
     text = f"{host.name} is in maintenance: no new VM is placed there."
     if staying:
-        text += (f" {len(staying)} VM(s) stay until migrated: {', '.join(staying)}.")
+        return _evacuate(request, host, lead=text + " ")
     messages.success(request, text)
     return redirect("hosts:host_detail", pk=host.pk)
+
+
+def _evacuate(request: HttpRequest, host: Host, *, lead: str = "") -> HttpResponse:
+    """Ask for the host's evacuation and say how it went, after `lead`."""
+    try:
+        op = services.host_evacuate_request(host=host, actor=request.user)
+    except PortalError as exc:
+        messages.warning(request, f"{lead}Its VMs stay for now: {exc}")
+    else:
+        messages.success(request, lead + (
+            f"The VMs left on {host.name} are being moved to other hosts." if op is not None
+            else f"No VM is left on {host.name}; nothing to move."))
+    return redirect("hosts:host_detail", pk=host.pk)
+
+
+@login_required
+@require_POST
+def host_evacuate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask again for the VMs left on a host in maintenance to move elsewhere (admins)."""
+    host = _managed(request, pk)
+    return _evacuate(request, host)
 
 
 def _host_change(request: HttpRequest, pk: int, change: Callable[..., object],

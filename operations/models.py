@@ -50,6 +50,8 @@ class OperationKind(models.TextChoices):
     VM_RECREATE = "vm_recreate", "Recreate from its disk"
     # Respawning a dead host's VMs elsewhere (vms.services.respawn).
     HOST_RESPAWN = "host_respawn", "Respawn VMs of host"
+    # Host maintenance that moves the host's VMs away (vms.services.evacuation).
+    EVACUATE = "evacuate", "Evacuate host"
 
 
 class OperationStatus(models.TextChoices):

@@ -40,13 +40,18 @@ def operation_enqueue(operation: Operation) -> None:
 
 def operation_create(*, kind: OperationKind, requested_by=None, vm=None, host=None,  # noqa: ANN001
                      arguments: dict | None = None, parent: Operation | None = None,
-                     ) -> Operation:
-    """Record a new queued operation and enqueue it (the caller has checked and locked)."""
+                     enqueue: bool = True) -> Operation:
+    """Record a new queued operation and enqueue it (the caller has checked and locked).
+
+    With `enqueue=False` no worker is handed it: its parent runs it itself (`runner.
+    operation_run`); it is never re-enqueued by the reconciler (`enqueued_at` stays empty).
+    """
     op = Operation(kind=kind, vm=vm, host=host, requested_by=requested_by,
                    arguments=arguments or {}, parent=parent)
     op.full_clean()
     op.save()
-    operation_enqueue(op)
+    if enqueue:
+        operation_enqueue(op)
     return op
 
 
@@ -70,6 +75,8 @@ def operation_scope_busy(*, vm: Model | None = None, host_id: int | None = None,
     for mine in (exclude, parent):
         if mine is not None:
             active = active.exclude(pk=mine.pk)
+    if parent is not None:
+        active = active.exclude(parent_id=parent.pk)  # its siblings
     return active.exists()
 
 
@@ -121,7 +128,7 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
                       arguments: dict | Callable[[Model], dict] | None = None,
                       parent: Operation | None = None, doing: str | None = None,
                       check: Callable[[Model], None] | None = None,
-                      then: str = "wait for it.") -> Operation:
+                      then: str = "wait for it.", enqueue: bool = True) -> Operation:
     """Ask for an operation: lock its scope, check permission, state and scope; create it.
 
     `doing` words the refusals ("You may not {doing} lab1", "Cannot {doing} lab1 while it
@@ -130,7 +137,7 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
     spec `preempts` others ends those under way on the VM first (they give way to it).
     `arguments` may be a function of the locked target, called once every check has passed
     (to record what the operation will make, such as a disk row). The operation is enqueued
-    once the transaction commits.
+    once the transaction commits, unless `enqueue` is False (a child its parent runs itself).
     """
     spec = spec_for(kind)
     if spec is None:
@@ -161,7 +168,8 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
         try:
             with transaction.atomic():
                 op = operation_create(kind=kind, vm=locked_vm, host=locked_host,
-                                      requested_by=actor, arguments=arguments, parent=parent)
+                                      requested_by=actor, arguments=arguments, parent=parent,
+                                      enqueue=enqueue)
         except IntegrityError as exc:
             raise PortalError(f"Another operation on {name} is under way.") from exc
         if given_way:

@@ -152,8 +152,11 @@ def _late(op: Operation) -> Operation:
     return Operation.objects.get(pk=op.pk)
 
 
-def operation_run(*, operation_id: int) -> Operation | None:
+def operation_run(*, operation_id: int, admit: bool = True) -> Operation | None:
     """Carry out a queued operation once; a redelivered or finished one is left alone.
+
+    `admit=False` skips the per-host admission: a parent running its children in its own
+    threads (an evacuation) holds no further worker and bounds them itself.
 
     The run holds a token, its attempt number: every write of its progress and outcome
     applies only while the row is still running under that attempt, so a run that the
@@ -163,7 +166,7 @@ def operation_run(*, operation_id: int) -> Operation | None:
         op = Operation.objects.select_for_update().filter(pk=operation_id).first()
         if op is None or op.status != OperationStatus.QUEUED:
             return op
-        if not operation_admit(op):
+        if admit and not operation_admit(op):
             return op  # its host runs its cap of operations: it waits, queued, for a slot
         now = timezone.now()
         op.status = OperationStatus.RUNNING

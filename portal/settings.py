@@ -261,6 +261,8 @@ PORTAL = {
     # When the health check marks a host down and its power method can fence it (IPMI or
     # SSH), respawn its VMs on other hosts at once (vms.services.respawn).
     "RESPAWN_AUTOMATIC": env.bool("PORTAL_RESPAWN_AUTOMATIC", default=False),
+    # VMs an evacuation moves at once, in the threads of its own worker (not the queue's).
+    "EVACUATE_PARALLEL": env.int("PORTAL_EVACUATE_PARALLEL", default=2),
 }
 
 # Datastores must lie under one of these directories (colon- or comma-separated, absolute):

@@ -27,6 +27,7 @@ class VmsConfig(AppConfig):
         from vms.services import (  # noqa: F401
             adoption,
             changes,
+            evacuation,
             lifecycle,
             migration,
             missing,
@@ -47,6 +48,10 @@ class VmsConfig(AppConfig):
         from hosts.health_check import host_marked_down_listener_set
 
         host_marked_down_listener_set(respawn.respawn_after_marked_down)
+        # Maintenance moves the host's VMs away (the host page asks through this).
+        from hosts.services import host_evacuation_set
+
+        host_evacuation_set(evacuation.evacuation_request)
         steps_register()
 
         from . import rules  # noqa: F401  (declares the VM, request and operation permissions)

@@ -32,10 +32,10 @@ def vm_on(site, name, state=VMState.RUNNING):
 def test_the_up_host_page_says_what_maintenance_means(site):
     html = page(site, site.host)
     assert 'id="host-maintenance"' in html
-    assert "no new VM is placed here" in html and "stay until migrated" in html
+    assert "no new VM is placed here" in html and "moved to other hosts with room" in html
 
 
-def test_entering_maintenance_lists_the_vms_that_stay(site):
+def test_entering_maintenance_asks_for_one_evacuation(site):
     vm_on(site, "web")
     vm_on(site, "db", state=VMState.SHUTOFF)
     response = post(site, "hosts:host_maintenance", site.host)
@@ -43,9 +43,11 @@ def test_entering_maintenance_lists_the_vms_that_stay(site):
     assert site.host.status == HostStatus.MAINTENANCE
     text = response.content.decode()
     assert "hv1 is in maintenance: no new VM is placed there." in text
-    assert "2 VM(s) stay until migrated: db, web." in text
-    assert 'id="host-maintenance-leave"' in text
-    assert "staying until migrated" in text
+    assert "The VMs left on hv1 are being moved to other hosts." in text
+    assert 'id="host-maintenance-leave"' in text and 'id="host-evacuation"' in text
+    assert "Still here:" in text
+    evacuation = site.host.operations.get(kind="evacuate")
+    assert evacuation.requested_by == site.admin and evacuation.status == "queued"
     with pytest.raises(NoHostAvailable):
         host_choose(vcpus=1, memory_mib=256, template=site.template)
 

@@ -170,3 +170,24 @@ def test_host_and_nat_kinds_name_their_permission_and_refuse_others(site):
         nat_resync_request(actor=site.orgadmin)
     assert not Operation.objects.exists()
     assert host_refresh_request(host=site.host, requested_by=site.admin).kind == "host_refresh"
+
+
+def test_children_of_one_parent_do_not_block_each_other_on_a_shared_destination(
+        site, django_capture_on_commit_callbacks):
+    """An evacuation's migrations may share a destination; others' may not pass."""
+    dest = f.HostFactory(name="hv2", uri="test:///hv2")
+    a, b = plain_vm(site, "a"), plain_vm(site, "b")
+    parent = Operation.objects.create(kind=OperationKind.EVACUATE, host=site.host,
+                                      status=OperationStatus.RUNNING)
+    first = Operation.objects.create(kind=OperationKind.MIGRATE, vm=a, host=dest,
+                                     parent=parent, status=OperationStatus.RUNNING)
+    assert not operation_scope_busy(vm=b, host_id=dest.pk, parent=parent)
+    assert operation_scope_busy(host_id=dest.pk)  # anyone else waits for the destination
+    stranger = Operation.objects.create(kind=OperationKind.EVACUATE, host=dest)  # queued
+    assert operation_scope_busy(host_id=dest.pk, parent=stranger)
+    Operation.objects.filter(pk=stranger.pk).update(status=OperationStatus.SUCCEEDED)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        second = operation_request(kind=OperationKind.MIGRATE, actor=site.admin, vm=b,
+                                   host=dest, parent=parent, enqueue=False)
+    assert (second.parent, second.enqueued_at, callbacks) == (parent, None, [])
+    assert first.vm == a

@@ -77,6 +77,7 @@ MATRIX = {
     "hosts:host_maintenance": ("post", "host", row(go=("admin",))),
     "hosts:host_maintenance_leave": ("post", "host", row(go=("admin",))),
     "hosts:host_mark_up": ("post", "host", row(go=("admin",))),
+    "hosts:host_evacuate": ("post", "host", row(go=("admin",))),
     "hosts:host_power_on": ("post", "host", row(go=("admin",))),
     "hosts:host_power_off": ("post", "host", row(go=("admin",))),
     "vms:host_domain_adopt": ("get", "host", row(ok=("admin",))),

@@ -77,6 +77,24 @@ def _destination_choose(vm: VirtualMachine, destination: Host | None) -> Host:
         raise NoHostAvailable(f"{vm.name} cannot move to {where}: {exc}") from exc
 
 
+def migration_destination_plan(vm: VirtualMachine, *,
+                               reserved: dict[int, tuple[int, int]] | None = None) -> Host:
+    """Check the VM may move and return the best-fit other host, counting `reserved` room.
+
+    For a plan of several moves (an evacuation): `reserved` holds the vCPUs and MiB already
+    promised on each host. Raises PortalError in admin words when it cannot move.
+    """
+    _movable(vm)
+    if not migration_destinations(vm):
+        raise NoHostAvailable(f"{vm.name}: no other host that is up sees its datastore "
+                              f"{vm.datastore.name}.")
+    try:
+        return host_choose(vcpus=vm.vcpus, memory_mib=vm.memory_mib, template=vm.template,
+                           datastore=vm.datastore, exclude=(vm.host_id,), reserved=reserved)
+    except NoHostAvailable as exc:
+        raise NoHostAvailable(f"{vm.name} cannot move to another host: {exc}") from exc
+
+
 def _movable(vm: VirtualMachine) -> None:
     if vm.host_id is None or vm.datastore_id is None:
         raise PortalError(f"{vm.name} is on no host; there is nothing to migrate.")
