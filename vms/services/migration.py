@@ -32,6 +32,7 @@ from operations.requests import operation_request
 from operations.runner import operation_progress, operation_step
 
 from ..models import VirtualMachine, VMState
+from .changes import resize_apply
 from .domain import vm_hypervisor, vm_observe
 from .migration_steps import migration_given_back
 
@@ -201,6 +202,11 @@ def vm_migrate(op: Operation) -> str:
     done = f"{vm.name} moved {how} from {source.name} to {dest.name} (VNC port {port})."
     if note:
         done += f" Not everything followed: {note}"
+    resize = op.arguments.get("resize")
+    if resize:
+        # A resize its old host had no room for (`resize_move`): applied here now.
+        operation_progress(op, f"Resizing {vm.name} on {dest.name}")
+        done += " " + resize_apply(vm, int(resize["vcpus"]), int(resize["memory_mib"]))
     return done
 
 
