@@ -4,7 +4,10 @@ Live migration is libvirt's managed migration (`migrate3` from this host's conne
 destination's), or peer-to-peer on request: live, persistent on the destination, undefined
 here once it runs there. On a shared datastore the disk stays where it is (`UNSAFE`: libvirt
 cannot tell NFS from a local directory and would refuse a disk whose cache is not `none`); on a
-datastore that is not shared the disk is copied during the migration (`NON_SHARED_INC`).
+datastore that is not shared the disk is copied during the migration (`NON_SHARED_INC`, onto
+an overlay made there first on the same base, copied there too when missing:
+`migration_disks`), and a stopped domain's disks are copied through libvirt streams. Disks
+that moved are removed here once the domain is defined there; bases stay.
 
 Internal snapshots live inside the qcow2 image, which the move keeps, but libvirt refuses to
 migrate a domain that still has snapshot metadata. Their XML is read (secure, parents first)
@@ -14,6 +17,7 @@ destination (the current snapshot kept), or here again when the move fails.
 
 from __future__ import annotations
 
+import logging
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -29,6 +33,9 @@ from .domain_xml import retarget_domain_xml
 from .domains import Domains
 from .errors import NotFound, VirtError
 from .facts import DomainFacts
+from .migration_disks import DiskCopy, MigrationDisks
+
+log = logging.getLogger(__name__)
 
 LIVE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST
               | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
@@ -80,7 +87,7 @@ def _snapshot_name(xml: str) -> str:
     return (ET.fromstring(xml).findtext("name") or "").strip()  # noqa: S314 - from libvirt
 
 
-class Migration(Domains):
+class Migration(Domains, MigrationDisks):
     """Moving one host's domains to another host; every step says what it left behind."""
 
     # -- snapshot metadata ---------------------------------------------------------------
@@ -183,15 +190,21 @@ class Migration(Domains):
             libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: retarget_domain_xml(persist_xml, **moved),
         }
         uri = migrate_uri or migration_uri(dest_uri)
-        if uri and not peer_to_peer:
+        if uri:
+            # Peer to peer too: the destination would name itself by its hostname otherwise.
             params[libvirt.VIR_MIGRATE_PARAM_URI] = uri
         flags = LIVE_FLAGS | (libvirt.VIR_MIGRATE_UNSAFE if shared
                               else libvirt.VIR_MIGRATE_NON_SHARED_INC)
         if peer_to_peer:
             flags |= libvirt.VIR_MIGRATE_PEER2PEER
-        snapshots = self.snapshot_metadata(name)
-        if snapshots.xmls:
-            self.snapshot_metadata_drop(name)
+        copy = DiskCopy() if shared else self.disks_copy_to(name, dest_uri, live=True)
+        try:
+            snapshots = self.snapshot_metadata(name)
+            if snapshots.xmls:
+                self.snapshot_metadata_drop(name)
+        except BaseException:
+            self.disks_remove_copies(dest_uri, copy)
+            raise
         try:
             self._run_job(dom, name, lambda: (
                 dom.migrateToURI3(dest_uri, params, flags) if peer_to_peer
@@ -199,28 +212,37 @@ class Migration(Domains):
         except BaseException as exc:
             if self._arrived(name, dest_uri):
                 # libvirt's last phase failed after the guest moved: it runs there, done.
-                return self._bring_snapshots(dest_uri, name, snapshots, moved)
+                return self._moved(dest_uri, name, snapshots, moved, copy)
             self._left_on_destination(dest_uri, name)
+            self.disks_remove_copies(dest_uri, copy)
             if snapshots.xmls:
                 self.snapshot_metadata_define(name, snapshots)
             if isinstance(exc, libvirt.libvirtError):
                 raise translate(exc, f"cannot migrate domain '{name}' from {self.uri} to "
                                      f"{dest_uri}") from exc
             raise
-        return self._bring_snapshots(dest_uri, name, snapshots, moved)
+        return self._moved(dest_uri, name, snapshots, moved, copy)
+
+    def _moved(self, dest_uri: str, name: str, snapshots: SnapshotMetadata, moved: dict,
+               copy: DiskCopy) -> MigrationResult:
+        """Finish a live move: snapshots there, the disks that moved removed here."""
+        result = self._bring_snapshots(dest_uri, name, snapshots, moved)
+        try:
+            self.disks_remove_moved(copy)
+        except VirtError as exc:  # the guest runs there: a stale copy here is only space
+            problem = f"its old disk could not be removed from {self.uri}: {exc}"
+            return MigrationResult(result.facts, "; ".join(
+                p for p in (result.snapshot_problem, problem) if p))
+        return result
 
     def migrate_cold(self, name: str, dest_uri: str, *, shared: bool, vnc_port: int | None,
                      vnc_listen: str) -> DomainFacts:
         """Move a stopped domain's definition and snapshots to dest_uri; undefine it here.
 
-        Its disk stays where it is, so the datastore must be shared by both hosts: copying a
-        stopped domain's disk to another host is not supported yet.
+        On a shared datastore its disk stays where it is; otherwise its disks are copied
+        there first (bases only when missing) and removed here once it is defined there.
         """
         check_domain_name(name)
-        if not shared:
-            raise VirtError(f"cannot migrate stopped domain '{name}' from {self.uri} to "
-                            f"{dest_uri}: its datastore is not shared, and copying a stopped "
-                            "VM's disk to another host is not supported yet")
         dom = self._lookup_domain(name, "migrate")
         with self._doing("migrate", f"domain '{name}'"):
             if dom.isActive():
@@ -233,6 +255,7 @@ class Migration(Domains):
         if dest.find_domain(name) is not None:
             raise VirtError(f"cannot migrate domain '{name}' to {dest_uri}: a domain of that "
                             "name is defined there already")
+        copy = DiskCopy() if shared else self.disks_copy_to(name, dest_uri, live=False)
         try:
             facts = dest.define_domain(retarget_domain_xml(xml, **moved))
             if snapshots.xmls:
@@ -240,8 +263,13 @@ class Migration(Domains):
                     name, snapshots.retargeted(vnc_port=vnc_port, vnc_listen=vnc_listen))
         except BaseException:
             dest.undefine_domain(name)
+            self.disks_remove_copies(dest_uri, copy)
             raise
         self.undefine_domain(name)
+        try:
+            self.disks_remove_moved(copy)
+        except VirtError:  # it is defined there: a stale copy here is only space
+            log.exception("could not remove the moved disks of %s from %s", name, self.uri)
         return facts
 
     # -- helpers --------------------------------------------------------------------------

@@ -7,7 +7,10 @@ folder, marked shared.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +98,44 @@ def test_a_destination_without_the_network_leaves_the_vm_running_on_its_source(
     assert Hypervisor("qemu:///system").domain(vm.domain_name).state == "running"
     assert there.find_domain(vm.domain_name) is None
     assert "vnc_port" not in op.arguments
+
+
+@pytest.fixture
+def private_datastore(two_hosts) -> Iterator:
+    """Move the site's datastore to a path private to each host (not shared), base included."""
+    site, hv2, there = two_hosts
+    old = Path(site.datastore.path)
+    path = Path(f"/var/lib/libvirt/portaltest-{suffix()}")
+    path.mkdir(mode=0o755)
+    shutil.copyfile(old / "base.qcow2", path / "base.qcow2")
+    (path / "base.qcow2").chmod(0o644)
+    site.datastore.name, site.datastore.path = f"t{suffix()}", str(path)
+    site.datastore.shared = False
+    site.datastore.save()
+    yield site, hv2, there, path
+    for uri in ("qemu:///system", there.uri):
+        for action in ("pool-destroy", "pool-undefine"):
+            subprocess.run(["virsh", "-c", uri, action, site.datastore.pool_name],
+                           capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_portal_moves_a_running_vm_off_a_datastore_not_shared_with_its_disk(
+        private_datastore, second_host, django_capture_on_commit_callbacks):  # noqa: F811
+    site, hv2, there, path = private_datastore
+    vm, op = install(site, django_capture_on_commit_callbacks, f"pt-{suffix()}")
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    assert (path / vm.volume_name).exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        op = vm_migrate_request(vm=vm, actor=site.admin)
+    op = operation_run(operation_id=op.pk)
+    assert op.status == OperationStatus.SUCCEEDED, (op.message, op.detail)
+    assert op.steps == []
+    vm.refresh_from_db()
+    assert vm.host == hv2 and vm.state == VMState.RUNNING
+    assert there.domain(vm.domain_name).state == "running"
+    assert Hypervisor("qemu:///system").find_domain(vm.domain_name) is None
+    # The disk is on the second host's own folder of that path, and gone from this one's.
+    theirs = second_host.root / "lib" / path.relative_to("/var/lib/libvirt")
+    assert (theirs / vm.volume_name).exists() and (theirs / "base.qcow2").exists()
+    assert not (path / vm.volume_name).exists() and (path / "base.qcow2").exists()

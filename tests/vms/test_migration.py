@@ -97,13 +97,23 @@ def test_only_admins_may_migrate(site, second, django_capture_on_commit_callback
             ask(vm, user, django_capture_on_commit_callbacks)
 
 
-def test_a_stopped_vm_on_a_datastore_only_its_host_sees_is_refused(
+def test_a_stopped_vm_on_a_datastore_only_its_host_sees_moves_with_its_disks(
         site, second, django_capture_on_commit_callbacks):
     vm = stopped(site, django_capture_on_commit_callbacks)
     site.datastore.shared = False
     site.datastore.save()
-    with pytest.raises(PortalError, match="copying a stopped VM's disk is not supported yet"):
-        ask(vm, site.admin, django_capture_on_commit_callbacks)
+    pool, here, there = site.datastore.pool_name, Hypervisor(URI), Hypervisor(second.uri)
+    assert here.volume_exists(pool, vm.volume_name)
+    op = operation_run(operation_id=ask(vm, site.admin, django_capture_on_commit_callbacks).pk)
+    assert op.status == OperationStatus.SUCCEEDED, (op.message, op.detail)
+    assert op.steps == []
+    vm.refresh_from_db()
+    assert vm.host == second
+    # The disk (and the template's image it is built on) were copied; the disk left hv1.
+    assert there.volume_exists(pool, vm.volume_name)
+    assert not here.volume_exists(pool, vm.volume_name)
+    base = vm.template.image_path.rpartition("/")[2]
+    assert there.volume_exists(pool, base) and here.volume_exists(pool, base)
 
 
 def test_a_migration_holds_the_vm_and_its_destination(site, second,

@@ -274,15 +274,27 @@ def test_resize_requests_outside_bounds_or_without_change_are_refused(
     assert field in err.value.message_dict
 
 
-def test_a_resize_the_host_has_no_room_for_fails_and_changes_nothing(
+def test_a_resize_no_host_has_room_for_is_refused_when_asked(
         site, django_capture_on_commit_callbacks):
     vm, _ = install(site, django_capture_on_commit_callbacks)
     site.host.vcpus = 1
     site.host.save()
+    with pytest.raises(ValidationError, match="cannot grow to 2 vCPUs and 512 MiB on its "
+                                              "host, nor move to another"):
+        approved_change(site, vm, RequestKind.RESIZE, django_capture_on_commit_callbacks,
+                        vcpus=2, memory_mib=512)
+
+
+def test_a_resize_whose_host_lost_its_room_since_the_approval_fails_and_changes_nothing(
+        site, django_capture_on_commit_callbacks):
+    vm, _ = install(site, django_capture_on_commit_callbacks)
     approved_change(site, vm, RequestKind.RESIZE, django_capture_on_commit_callbacks,
                     vcpus=2, memory_mib=512)
+    site.host.vcpus = 1
+    site.host.save()
     op = run_pending(vm)
     assert op.status == OperationStatus.FAILED and "no room" in op.message
+    assert "will move to a host with room" in op.message
     vm.refresh_from_db()
     assert vm.vcpus == 1 and Hypervisor(URI).domain(vm.domain_name).vcpus == 1
 

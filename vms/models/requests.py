@@ -146,8 +146,9 @@ class VMRequest(models.Model):
         if self.kind == RequestKind.SSH_PORT:
             return f"Forward an SSH port to {self.name}"
         if self.kind == RequestKind.RESIZE:
+            move = " (it moves to a host with room)" if self.params.get("move") else ""
             return (f"Resize {self.name} to {self.params.get('vcpus')} vCPUs and "
-                    f"{self.params.get('memory_mib')} MiB")
+                    f"{self.params.get('memory_mib')} MiB{move}")
         if self.kind == RequestKind.DISK:
             return f"Add a {self.params.get('size_gib')} GiB disk to {self.name}"
         if self.kind == RequestKind.CLONE:

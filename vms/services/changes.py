@@ -86,14 +86,23 @@ def clones_record(*, request: VMRequest, vm: VirtualMachine) -> list[VirtualMach
 def vm_resize(op: Operation) -> str:
     """Give the VM its new vCPUs and RAM, live where libvirt allows, else at the next start."""
     vm = VirtualMachine.objects.select_related("host").get(pk=op.vm_id)
-    vcpus, memory = int(op.arguments["vcpus"]), int(op.arguments["memory_mib"])
+    return resize_apply(vm, int(op.arguments["vcpus"]), int(op.arguments["memory_mib"]))
+
+
+def resize_apply(vm: VirtualMachine, vcpus: int, memory: int) -> str:
+    """Resize the VM on its host if the host has room (else refuse); say when it applies.
+
+    A resize approved for a VM whose host had no room moves it first (`resize_move`); this
+    refusal is for a host that lost its room since.
+    """
     with transaction.atomic():
         host = type(vm.host).objects.select_for_update().get(pk=vm.host_id)
         used_cpu, used_mem = host_usage(host)
         if (used_cpu - vm.vcpus + vcpus > host.vcpu_capacity
                 or used_mem - vm.memory_mib + memory > host.memory_capacity_mib):
             raise PortalError(f"Host {host.name} has no room for {vcpus} vCPUs and "
-                              f"{memory} MiB; ask an admin to migrate {vm.name} first.")
+                              f"{memory} MiB any more; ask for the resize again: "
+                              f"{vm.name} will move to a host with room.")
         how = vm_hypervisor(vm).set_resources(vm.domain_name, vcpus, memory)
         VirtualMachine.objects.filter(pk=vm.pk).update(
             vcpus=vcpus, memory_mib=memory, sizes_pending_restart=how == "next-start")

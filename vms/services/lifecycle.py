@@ -50,6 +50,7 @@ from .changes import (
 from .credentials import login_name_for, password_prepare
 from .domain import APPLY_CHANGE, CHANGEABLE_STATES, OPERATE, vm_hypervisor, vm_observe, vm_spec
 from .notify import absolute_url, notify
+from .resize_move import resize_move_request, resize_needs_move
 
 GIB = 1024**3
 
@@ -125,8 +126,10 @@ def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
     """Queue the operation that carries out an approved change request.
 
     Every change goes through `operation_request` (lock, permission, state, scope, create).
-    A clone's operations run on the new VMs; the original is checked as the change's target
-    first (its state, nothing else under way on it), and the first copy's operation returned.
+    A resize its VM's host has no room for is a migration to a host with room that resizes
+    the VM once there (`resize_move`). A clone's operations run on the new VMs; the original
+    is checked as the change's target first (its state, nothing else under way on it), and
+    the first copy's operation returned.
     """
     vm = VirtualMachine.objects.get(pk=request.target_id)
     kind = RequestKind(request.kind)
@@ -139,6 +142,10 @@ def vm_change_apply(*, request: VMRequest, actor) -> Operation:  # noqa: ANN001
                                       doing="copy", then=BUSY_THEN,
                                       arguments={"request": request.pk, "source": source.pk})
                     for clone in clones_record(request=request, vm=source)][0]
+    if kind == RequestKind.RESIZE and resize_needs_move(
+            vm, int(request.params["vcpus"]), int(request.params["memory_mib"])):
+        # Its host has no room for the new sizes: it moves to one that has, then resizes.
+        return resize_move_request(request=request, actor=actor, then=BUSY_THEN)
     check = ssh_port_request_check if kind == RequestKind.SSH_PORT else None
     return operation_request(kind=CHANGE_OPERATIONS[kind], actor=actor, vm=vm, doing="change",
                              check=check, arguments=_change_arguments(request), then=BUSY_THEN)

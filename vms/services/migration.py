@@ -5,8 +5,10 @@ A migration is one operation on the VM that holds the VM and its destination hos
 the destination (held on the operation until it ends, `hosts.vnc.vnc_port_reserve`), writes the
 VM's DHCP entry there (DHCP is per host; NAT and the RRD history are not), moves the domain
 with its snapshots (`Hypervisor.migrate_live` / `migrate_cold`) and records the new host and
-port. A failure at any step gives back what was made on the destination and leaves the VM on
-its source; a cancel asked while it runs aborts libvirt's job.
+port. On a datastore that is not shared the disks are copied (`Hypervisor.migrate_live`
+pre-creates the overlay there and copies missing bases). A failure at any step gives back
+what was made on the destination (recorded steps, `migration_steps`) and leaves the VM on its
+source; a cancel asked while it runs aborts libvirt's job.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.db import transaction
 from core.errors import PortalError
 from hosts.models import Host
 from hosts.placement import NoHostAvailable, host_choose
-from hosts.virt import Hypervisor, vnc_listen_address
+from hosts.virt import DomainFacts, Hypervisor, vnc_listen_address
 from hosts.virt.migration import MigrationCancelled, MigrationProgress, migration_uri
 from hosts.vnc import vnc_port_reserve
 from networking.models import PrivateIP
@@ -27,11 +29,12 @@ from networking.services import dhcp_backend, dhcp_entry
 from operations.models import Operation, OperationKind
 from operations.registry import handles
 from operations.requests import operation_request
-from operations.runner import operation_progress
-from operations.undo import undo_steps
+from operations.runner import operation_progress, operation_step
 
 from ..models import VirtualMachine, VMState
+from .changes import resize_apply
 from .domain import vm_hypervisor, vm_observe
+from .migration_steps import migration_given_back
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +101,6 @@ def migration_destination_plan(vm: VirtualMachine, *,
 def _movable(vm: VirtualMachine) -> None:
     if vm.host_id is None or vm.datastore_id is None:
         raise PortalError(f"{vm.name} is on no host; there is nothing to migrate.")
-    if vm.state == VMState.SHUTOFF and not vm.datastore.shared:
-        raise PortalError(
-            f"{vm.name} is shut off and its disk is on {vm.datastore.name}, which only its "
-            "host sees; copying a stopped VM's disk is not supported yet. Start it to migrate "
-            "it live, or mark the datastore shared if every host sees it.")
 
 
 def vm_migrate_request(*, vm: VirtualMachine, actor, destination: Host | None = None  # noqa: ANN001
@@ -166,9 +164,14 @@ def _cancelled_not_retried(op: Operation) -> str | None:
 
 
 @handles(OperationKind.MIGRATE, states=MIGRATE_STATES, permission=MIGRATE, scope=("vm", "host"),
-         routine={MigrationCancelled: cancelled_words}, retry_check=_cancelled_not_retried)
+         routine={MigrationCancelled: cancelled_words}, retry_check=_cancelled_not_retried,
+         records_steps=True)
 def vm_migrate(op: Operation) -> str:
-    """Move the VM to the operation's host; on failure it stays on its source, alone."""
+    """Move the VM to the operation's host; on failure it stays on its source, alone.
+
+    Each thing taken on the destination is recorded first (`migration_steps`), so the worker
+    gives it back when the move fails, and the reconciler when the worker died half-way.
+    """
     vm = VirtualMachine.objects.select_related("host", "datastore").get(pk=op.vm_id)
     dest = Host.objects.get(pk=op.host_id)
     if vm.host_id == dest.pk:
@@ -185,39 +188,24 @@ def vm_migrate(op: Operation) -> str:
         raise PortalError(f"Host {dest.name} already has a domain called {name}.")
     live = here.state in ("running", "paused", "blocked")
     ip = PrivateIP.objects.filter(vm=vm).select_related("vlan").first()
-    undo: list[tuple[str, Callable[[], None]]] = []
-    try:
+    on_dest = {"host": dest.pk, "host_name": dest.name}
+    with migration_given_back(op, vm):
         operation_progress(op, f"Taking a VNC port on {dest.name}")
+        operation_step(op, "migration_vnc_port", operation_id=op.pk, **on_dest)
         port = vnc_port_reserve(operation=op, vm=vm, host=dest,
                                 avoid=dest_hv.vnc_ports_in_use())
-        undo.append(("VNC port on the destination", lambda: _port_release(op)))
         if ip is not None:
             operation_progress(op, f"Writing the DHCP entry on {dest.name}")
             dest_hv.ensure_network_active(ip.vlan.network_name)
+            operation_step(op, "migration_dhcp", address=ip.address, mac=ip.mac, **on_dest)
             dhcp_backend().add(dest.uri, dhcp_entry(vm, ip))
-            undo.append(("DHCP entry on the destination",
-                         lambda: dhcp_backend().remove(dest.uri, dhcp_entry(vm, ip))))
         dest_hv.ensure_pool(ds.pool_name, ds.path)
-        undo.append(("domain on the destination",
-                     lambda: _destination_clear(source_hv, dest_hv, vm)))
-        listen = vnc_listen_address(dest.uri, dest.address)
-        if live:
-            words = _progress_words(dest)
-            operation_progress(op, f"Migrating to {dest.name} while it runs")
-            result = source_hv.migrate_live(
-                name, dest.uri, shared=ds.shared, vnc_port=port, vnc_listen=listen,
-                migrate_uri=migration_uri(f"tcp://{dest.address}") if dest.address else "",
-                progress=lambda job: operation_progress(op, words(job)),
-                should_stop=lambda: _cancel_asked(op))
-            facts, note = result.facts, result.snapshot_problem
-        else:
-            operation_progress(op, f"Moving the stopped VM's definition to {dest.name}")
-            facts = source_hv.migrate_cold(name, dest.uri, shared=ds.shared, vnc_port=port,
-                                           vnc_listen=listen)
-            note = ""
-    except BaseException:
-        undo_steps(vm, undo)
-        raise
+        snapshots = source_hv.snapshot_metadata(name)
+        operation_step(op, "migration_destination", name=name, snapshots=list(snapshots.xmls),
+                       current=snapshots.current or "",
+                       volumes=[] if ds.shared else source_hv.disks_copy_plan(name, dest.uri),
+                       **on_dest)
+        facts, note = _move(op, vm, dest, source_hv, port=port, live=live)
     source = vm.host
     with transaction.atomic():
         VirtualMachine.objects.filter(pk=vm.pk).update(host=dest, vnc_port=port)
@@ -231,22 +219,30 @@ def vm_migrate(op: Operation) -> str:
     how = "live" if live else "while shut off"
     done = f"{vm.name} moved {how} from {source.name} to {dest.name} (VNC port {port})."
     if note:
-        done += f" Its snapshots' records did not follow: {note}"
+        done += f" Not everything followed: {note}"
+    resize = op.arguments.get("resize")
+    if resize:
+        # A resize its old host had no room for (`resize_move`): applied here now.
+        operation_progress(op, f"Resizing {vm.name} on {dest.name}")
+        done += " " + resize_apply(vm, int(resize["vcpus"]), int(resize["memory_mib"]))
     return done
 
 
-def _port_release(op: Operation) -> None:
-    """Give back the VNC port held on the destination before the operation ends."""
-    op.arguments = {k: v for k, v in op.arguments.items() if k != "vnc_port"}
-    Operation.objects.filter(pk=op.pk).update(arguments=op.arguments)
-
-
-def _destination_clear(source_hv: Hypervisor, dest_hv: Hypervisor, vm: VirtualMachine) -> None:
-    """Undefine the VM's domain on the destination, but only while its source still has it."""
-    name = vm.domain_name
-    there = dest_hv.find_domain(name)
-    if there is None or there.uuid != str(vm.uuid):
-        return
-    if source_hv.find_domain(name) is None:
-        return  # it moved after all: the destination's copy is the only one
-    dest_hv.undefine_domain(name)
+def _move(op: Operation, vm: VirtualMachine, dest: Host, source_hv: Hypervisor, *,
+          port: int, live: bool) -> tuple[DomainFacts, str]:
+    """Move the domain (live or stopped, copying its disks when not shared); say what is off."""
+    name, shared = vm.domain_name, vm.datastore.shared
+    listen = vnc_listen_address(dest.uri, dest.address)
+    copied = "" if shared else " with its disk"
+    if live:
+        words = _progress_words(dest)
+        operation_progress(op, f"Migrating to {dest.name}{copied} while it runs")
+        result = source_hv.migrate_live(
+            name, dest.uri, shared=shared, vnc_port=port, vnc_listen=listen,
+            migrate_uri=migration_uri(f"tcp://{dest.address}") if dest.address else "",
+            progress=lambda job: operation_progress(op, words(job)),
+            should_stop=lambda: _cancel_asked(op))
+        return result.facts, result.snapshot_problem
+    operation_progress(op, f"Moving the stopped VM{copied} to {dest.name}")
+    return source_hv.migrate_cold(name, dest.uri, shared=shared, vnc_port=port,
+                                  vnc_listen=listen), ""

@@ -66,3 +66,6 @@ def steps_register() -> None:
     step_register("domain", _undefine_domain,
                   lambda s: f"domain {s['name']} on host {s.get('host_name')}")
     step_register("nat", _detach_nat, lambda s: "its public IP mapping on the NAT box")
+    from .migration_steps import migration_steps_register
+
+    migration_steps_register()

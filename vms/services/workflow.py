@@ -30,6 +30,7 @@ from .changes import ssh_port_request_check
 from .credentials import key_snapshot
 from .lifecycle import vm_change_apply, vm_create_from_request
 from .notify import absolute_url, notify
+from .resize_move import resize_move_problem, resize_needs_move
 from .sizes import vm_sizes_validate
 
 # The first stage a request waits at, by the requester's role: senior roles skip the
@@ -197,7 +198,13 @@ def _change_params(vm: VirtualMachine, kind: RequestKind, params: dict,
                 errors.setdefault(key, messages[0])
         if (vcpus, memory) == (vm.vcpus, vm.memory_mib):
             errors["vcpus"] = f"{vm.name} already has these sizes."
-        return {"vcpus": vcpus, "memory_mib": memory}
+        if errors or not resize_needs_move(vm, vcpus, memory):
+            return {"vcpus": vcpus, "memory_mib": memory}
+        # Its host has no room: the approved resize moves it to a host that has, if any.
+        problem = resize_move_problem(vm, vcpus, memory)
+        if problem:
+            errors["memory_mib"] = problem
+        return {"vcpus": vcpus, "memory_mib": memory, "move": True}
     if kind == RequestKind.DISK:
         size = number("size_gib")
         if size is not None:
