@@ -15,23 +15,69 @@ and in libvirt on both hosts, not only on the pages.
 
 from __future__ import annotations
 
+import os
 import queue
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.browser.chromium import chromium
 from tests.browser.narrow_pages import DESKTOP, PHONE, Visit
-from tests.integration.second_host import SUBNET, second_host  # noqa: F401 - module fixture
+from tests.integration.second_host import (
+    SUBNET,
+    SecondHost,
+    second_host_start,
+    second_host_stop,
+)
 from tests.integration.test_migration_portal_qemu import two_hosts  # noqa: F401
 from tests.integration.test_portal_qemu import real_site, suffix  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.hypervisor]
 
 SETTLE_SECONDS = 120  # the longest an operation of this test may take
+PREFIX = "bm-"  # this test's VM names
+
+
+def _guest_processes() -> list[str]:
+    """Return the command lines of qemu processes running one of this test's guests."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and b"qemu" in args[0] and any(f"guest={PREFIX}".encode() in a for a in args):
+            found.append(b" ".join(args).decode(errors="replace")[:200])
+    return found
+
+
+@pytest.fixture(scope="module")
+def second_host() -> Iterator[SecondHost]:
+    """The second libvirtd (`tests.integration.second_host`), checked gone afterwards."""
+    host = second_host_start()
+    pids = [int((host.root / "run" / name).read_text().strip())
+            for name in ("libvirtd.pid", "virtlogd.pid")]
+    try:
+        yield host
+    finally:
+        second_host_stop(host)
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        alive.append(pid)
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"the second host's daemons outlived it: {alive}"
+    assert not Path(f"/run/netns/{host.netns}").exists(), host.netns
+    assert not host.root.exists(), host.root
+    assert _guest_processes() == []
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +213,7 @@ def test_an_admin_migrates_a_vm_and_evacuates_a_host_watching_the_progress(
     Host.objects.filter(pk__in=[hv1.pk, hv2.pk]).update(cpu_overcommit=4)
     # hv2's qemu sends a VM back to hv1 at this machine's end of their link.
     Host.objects.filter(pk=hv1.pk).update(address=f"{SUBNET}.1")
-    first, second = (_install(site, worker, f"bm-{suffix()}") for _ in range(2))
+    first, second = (_install(site, worker, f"{PREFIX}{suffix()}") for _ in range(2))
     assert first.host_id == second.host_id == hv1.pk
     Host.objects.filter(pk=hv2.pk).update(status=HostStatus.UP)
 
@@ -245,6 +291,17 @@ def test_an_admin_migrates_a_vm_and_evacuates_a_host_watching_the_progress(
         assert scroll <= window, ("sideways scroll at 375 px", scroll, window)
         visit.shot("host-evacuation-under-way", PHONE)
         visit.width(DESKTOP)
+        # Without JavaScript nothing polls; loading the page shows the same progress.
+        plain = Visit(browser, live_server.url, "admin", site.admin, javascript=False)
+        try:
+            plain.width(DESKTOP)
+            plain.goto(f"/hosts/{hv2.pk}/")
+            expect(plain.page.locator("#host-evacuation-summary")).to_contain_text(
+                "1 of 2 moved")
+            expect(plain.page.locator('#host-evacuation tbody [data-status="succeeded"]')
+                   ).to_have_count(1)
+        finally:
+            plain.close()
         go_on.set()
         expect(page.locator("#host-evacuation-summary")).to_contain_text(
             f"All 2 VMs moved off {hv2.name}.", timeout=SETTLE_SECONDS * 1000)
