@@ -9,8 +9,9 @@ and leaves maintenance. The portal is pytest-django's live server; the operation
 queue run in `Worker`, a thread of the test process standing in for the task queue's worker
 (the test's in-memory database is not reachable from a qcluster process). The worker holds an
 operation back until the page has shown it queued, and the evacuation pauses after its first
-VM, so that what is under way is seen for certain; the end state is checked in the database
-and in libvirt on both hosts, not only on the pages.
+VM, so that what is under way is seen for certain (then also by a page without JavaScript);
+the end state is checked in the database and in libvirt on both hosts, not only on the pages.
+The second host's teardown is checked to leave no daemon, namespace or guest running.
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ def test_an_admin_migrates_a_vm_and_evacuates_a_host_watching_the_progress(
     assert first.host_id == second.host_id == hv1.pk
     Host.objects.filter(pk=hv2.pk).update(status=HostStatus.UP)
 
+    midway, go_on = threading.Event(), threading.Event()
     visit = Visit(browser, live_server.url, "admin", site.admin)
     page = visit.page
     try:
@@ -261,7 +263,6 @@ def test_an_admin_migrates_a_vm_and_evacuates_a_host_watching_the_progress(
         _on(second, hv2, there, here)
 
         # 2. Maintenance on hv2 evacuates it; the evacuation waits after its first VM moved.
-        midway, go_on = threading.Event(), threading.Event()
         progress = evacuation._Evacuation.progress
 
         def held(self) -> None:  # noqa: ANN001
@@ -338,4 +339,6 @@ def test_an_admin_migrates_a_vm_and_evacuates_a_host_watching_the_progress(
         assert hv2.status == HostStatus.UP
         assert visit.errors == []
     finally:
+        go_on.set()  # a failure half-way must not leave the worker waiting
+        worker.hold.set()
         visit.close()
