@@ -85,6 +85,14 @@ def _alive(pid_file: Path) -> int | None:
     return pid
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def second_host_start() -> SecondHost:
     """Build the namespaces, start virtlogd and libvirtd there; wait until libvirt answers."""
     tag = uuid.uuid4().hex[:6]
@@ -148,8 +156,9 @@ def second_host_stop(host: SecondHost, outside: str | None = None) -> None:
         pid = _alive(host.root / "run" / name)
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
-            for _ in range(50):
-                if _alive(host.root / "run" / name) is None:
+            # The daemon removes its pid file before it has finished exiting: watch the pid.
+            for _ in range(100):
+                if not _running(pid):
                     break
                 time.sleep(0.1)
             else:
