@@ -48,6 +48,9 @@ class OperationKind(models.TextChoices):
     VOLUME_REMOVE = "volume_remove", "Delete an orphan volume"
     VM_LOST = "vm_lost", "Mark as lost"
     VM_RECREATE = "vm_recreate", "Recreate from its disk"
+    # Whole-cloud shutdown and bootup (vms.services.cloud_power).
+    CLOUD_SHUTDOWN = "cloud_shutdown", "Shut down the cloud"
+    CLOUD_BOOTUP = "cloud_bootup", "Boot up the cloud"
 
 
 class OperationStatus(models.TextChoices):
