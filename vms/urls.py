@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from . import views, views_reconcile
+from . import views, views_cloud, views_reconcile
 from .services.lifecycle import OWNER_ACTIONS
 
 
@@ -74,6 +74,9 @@ urlpatterns = [
          name="host_domain_delete"),
     path("hosts/<int:pk>/findings/delete-volume/", views_reconcile.host_volume_delete,
          name="host_volume_delete"),
+    path("cloud/", views_cloud.cloud_overview, name="cloud"),
+    path("cloud/shutdown/", views_cloud.cloud_shutdown, name="cloud_shutdown"),
+    path("cloud/bootup/", views_cloud.cloud_bootup, name="cloud_bootup"),
     path("operations/", views.operation_list, name="operation_list"),
     path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},
          name="operation_retry"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from core.errors import PortalError
 from hosts.models import HostStatus, PowerMethod
@@ -228,3 +229,43 @@ def test_a_second_shutdown_is_refused_while_one_is_under_way(
             cloud_shutdown_request(actor=site.admin)
         with pytest.raises(PortalError, match="under way"):
             cloud_bootup_request(actor=site.admin)
+
+
+# --- the cloud page --------------------------------------------------------------------------
+
+def test_the_cloud_page_says_what_a_shutdown_would_do_then_what_will_be_resumed(
+        site, quick, django_capture_on_commit_callbacks):
+    capture = django_capture_on_commit_callbacks
+    three_vms(site, capture)
+    client = site.client(site.admin)
+    page = client.get(reverse("vms:cloud")).content.decode()
+    assert 'id="cloud-running">2<' in page and "None: left on" in page
+    # The button asks first, and nothing is queued until the admin confirms.
+    asked = client.post(reverse("vms:cloud_shutdown"))
+    assert asked.status_code == 200 and 'name="confirmed" value="1"' in asked.content.decode()
+    assert not CloudShutdown.objects.exists()
+    with capture(execute=False):
+        client.post(reverse("vms:cloud_shutdown"), {"confirmed": "1"})
+    op = Operation.objects.get(kind=OperationKind.CLOUD_SHUTDOWN)
+    page = client.get(reverse("vms:cloud")).content.decode()
+    assert "Shutting down since" in page and "is queued" in page
+    operation_run(operation_id=op.pk)
+    page = client.get(reverse("vms:cloud")).content.decode()
+    assert "Shut down since" in page and "web1" in page and "web2" in page
+    assert "idle1" not in page and "Left on (no power method)" in page
+    assert 'data-action="bootup"' in page
+    # Whoever presses Start reads why nothing starts.
+    vm_page = client.post(
+        reverse("vms:vm_action", args=[VirtualMachine.objects.get(name="idle1").pk, "start"]),
+        follow=True).content.decode()
+    assert "The cloud is shut down for maintenance since" in vm_page
+    with capture(execute=False):
+        client.post(reverse("vms:cloud_bootup"))
+    operation_run(operation_id=Operation.objects.get(kind=OperationKind.CLOUD_BOOTUP).pk)
+    page = client.get(reverse("vms:cloud")).content.decode()
+    assert "The cloud is up" in page and "2 VM(s) resumed" in page
+
+
+def test_the_cloud_page_is_for_admins_alone(site):
+    for role in ("student", "faculty", "orgadmin"):
+        assert site.client(site.users[role]).get(reverse("vms:cloud")).status_code == 404
