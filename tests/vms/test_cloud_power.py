@@ -186,7 +186,7 @@ def test_a_host_failing_its_health_check_keeps_its_vms_waiting(
     quick["ok"] = False
     op = ask(cloud_bootup_request, site, capture)
     assert op.status == OperationStatus.FAILED
-    assert "hv1 did not pass the health check" in op.message
+    assert "Not back in time, their VMs wait: hv1" in op.message
     assert states(vms) == ["shutoff"] * 3
     with pytest.raises(PortalError, match="shut down for maintenance"):
         act(vms[2], OperationKind.START, site.admin, capture)

@@ -267,15 +267,16 @@ def _power_on(row: CloudShutdownHost) -> None:
     row.save(update_fields=["note"])
 
 
-def _healthy(op: Operation, host: Host) -> bool:
-    """Check the host until it passes its health check or the wait is over."""
+def _healthy(op: Operation, host: Host) -> str | None:
+    """Check the host until it passes its health check (None) or the wait is over (why not)."""
     limit = time.monotonic() + _setting("CLOUD_BOOT_WAIT", 600)
     while True:
         host = host_health_check(host)
         if host.health_state == "ok":
-            return True
+            return None
         if time.monotonic() > limit:
-            return False
+            failed = [f"{r['label']}: {r['detail']}" for r in host.health_rows if not r["ok"]]
+            return f"{host.name} ({'; '.join(failed) or 'not checked'})"
         operation_progress(op, f"Waiting for {host.name} to pass its health check")
         time.sleep(_setting("CLOUD_POLL", 2))
 
@@ -320,8 +321,9 @@ def cloud_bootup_run(op: Operation) -> str:
         if hrow.stage == CloudHostStage.OFF:
             operation_progress(op, f"Powering on {host.name}")
             _power_on(hrow)
-        if not _healthy(op, host):
-            waiting.append(host.name)
+        why = _healthy(op, host)
+        if why:
+            waiting.append(why)
             continue
         Host.objects.filter(pk=host.pk).update(status=hrow.prior_status)
         for row in record.vms.select_related("host").filter(host=host).exclude(
@@ -330,9 +332,9 @@ def cloud_bootup_run(op: Operation) -> str:
         hrow.stage = CloudHostStage.UP
         hrow.save(update_fields=["stage"])
     if waiting:
-        raise PortalError(f"{', '.join(waiting)} did not pass the health check in time; "
-                          "their VMs wait. Ask for the bootup again once they are up; the "
-                          "other hosts' VMs are resumed.")
+        raise PortalError("Not back in time, their VMs wait: " + "; ".join(waiting) + ". "
+                          "Ask for the bootup again once they pass their health check (the "
+                          "other hosts' VMs are resumed).")
     CloudShutdown.objects.filter(pk=record.pk).update(finished_at=timezone.now())
     resumed = record.vms.filter(stage=CloudVMStage.DONE).count()
     skipped = record.vms.filter(stage=CloudVMStage.SKIPPED).count()
