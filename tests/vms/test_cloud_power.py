@@ -12,7 +12,7 @@ from operations.models import Operation, OperationKind, OperationStatus
 from operations.runner import operation_run
 from tests.vms.test_lifecycle import act, approved_vm, run_pending
 from vms.models import CloudShutdown, CloudVMStage, Snapshot, VirtualMachine, VMState
-from vms.services import cloud_power
+from vms.services import cloud_power, lifecycle
 from vms.services.cloud_power import cloud_bootup_request, cloud_shutdown_request
 
 pytestmark = pytest.mark.django_db
@@ -269,3 +269,42 @@ def test_the_cloud_page_says_what_a_shutdown_would_do_then_what_will_be_resumed(
 def test_the_cloud_page_is_for_admins_alone(site):
     for role in ("student", "faculty", "orgadmin"):
         assert site.client(site.users[role]).get(reverse("vms:cloud")).status_code == 404
+
+
+def test_while_shut_down_snapshots_deletes_and_host_power_are_refused_too(
+        site, quick, django_capture_on_commit_callbacks):
+    from hosts.power import host_power_request
+    from vms.services.snapshots import snapshot_take
+
+    capture = django_capture_on_commit_callbacks
+    vms = three_vms(site, capture)
+    ask(cloud_shutdown_request, site, capture)
+    with pytest.raises(PortalError, match="shut down for maintenance"):
+        with capture(execute=False):
+            snapshot_take(vm=vms[0], actor=site.admin, name="mine")
+    with pytest.raises(PortalError, match="shut down for maintenance"):
+        act(vms[2], OperationKind.DELETE, site.admin, capture)
+    type(site.host).objects.filter(pk=site.host.pk).update(
+        power_method=PowerMethod.IPMI, bmc_address="10.0.0.9", bmc_username="root",
+        bmc_password_file="/etc/bmc")
+    site.host.refresh_from_db()
+    with pytest.raises(PortalError, match="shut down for maintenance"):
+        with capture(execute=False):
+            host_power_request(host=site.host, on=True, actor=site.admin)
+
+
+def test_a_vm_operation_under_way_is_waited_for_then_the_shutdown_continues(
+        site, quick, django_capture_on_commit_callbacks):
+    capture = django_capture_on_commit_callbacks
+    vms = three_vms(site, capture)
+    with capture(execute=False):
+        busy = lifecycle.vm_action_request(vm=vms[0], kind=OperationKind.REBOOT,
+                                           actor=site.admin)
+    first = ask(cloud_shutdown_request, site, capture)
+    assert first.status == OperationStatus.FAILED
+    assert f"{vms[0].name} is still busy" in first.message
+    assert states(vms)[0] == "running"
+    assert operation_run(operation_id=busy.pk).status == OperationStatus.SUCCEEDED
+    again = ask(cloud_shutdown_request, site, capture)
+    assert again.status == OperationStatus.SUCCEEDED, again.message
+    assert states(vms) == ["shutoff"] * 3
