@@ -308,3 +308,25 @@ def test_a_vm_operation_under_way_is_waited_for_then_the_shutdown_continues(
     again = ask(cloud_shutdown_request, site, capture)
     assert again.status == OperationStatus.SUCCEEDED, again.message
     assert states(vms) == ["shutoff"] * 3
+
+
+def test_a_run_near_the_workers_time_limit_queues_the_next_part(
+        site, quick, settings, monkeypatch, django_capture_on_commit_callbacks):
+    capture = django_capture_on_commit_callbacks
+    vms = three_vms(site, capture)
+    monkeypatch.setattr(cloud_power, "_budget_start", lambda: None)
+    saves = {"n": 0}
+
+    def budget():
+        saves["n"] += 1
+        if saves["n"] == 2:  # the second VM: time is up
+            raise cloud_power._OutOfTime
+
+    monkeypatch.setattr(cloud_power, "_budget_check", budget)
+    first = ask(cloud_shutdown_request, site, capture)
+    assert first.status == OperationStatus.SUCCEEDED and "part 2" in first.message
+    assert states(vms)[:2] == ["shutoff", "running"]
+    part = Operation.objects.get(kind=OperationKind.CLOUD_SHUTDOWN, status="queued")
+    assert part.arguments["part"] == 2
+    assert operation_run(operation_id=part.pk).status == OperationStatus.SUCCEEDED
+    assert states(vms) == ["shutoff"] * 3

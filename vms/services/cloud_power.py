@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -33,7 +34,7 @@ from hosts.power import ipmi_run, ssh_poweroff, wol_send
 from hosts.virt import Hypervisor, power_state
 from operations.models import Operation, OperationKind
 from operations.registry import handles, spec_for
-from operations.requests import operation_request, operation_scope_busy
+from operations.requests import operation_create, operation_request, operation_scope_busy
 from operations.runner import operation_progress
 
 from ..models import (
@@ -57,6 +58,33 @@ SNAPSHOT_WORDS = "Taken by the whole-cloud shutdown; removed when the cloud boot
 
 def _setting(name: str, default: float) -> float:
     return float(settings.PORTAL.get(name, default))
+
+
+class _OutOfTime(Exception):  # noqa: N818 - not an error: the next part takes over
+    """This run nears the workers' time limit: it stops here and queues the next part."""
+
+
+def _budget_check() -> None:
+    """Stop the run well before the workers' time limit (`_next_part` continues it)."""
+    if time.monotonic() > _BUDGET["until"]:
+        raise _OutOfTime
+
+
+_BUDGET = {"until": float("inf")}
+
+
+def _budget_start() -> None:
+    margin = _setting("CLOUD_TIME_MARGIN", 180)
+    _BUDGET["until"] = time.monotonic() + max(settings.OPERATION_TIMEOUT - margin, 30)
+
+
+def _next_part(op: Operation) -> str:
+    """Queue the same kind again on the same record: it continues where this run stopped."""
+    part = int(op.arguments.get("part", 1)) + 1
+    nxt = operation_create(kind=op.kind, requested_by=op.requested_by,
+                           arguments={**op.arguments, "part": part})
+    return (f"Stopped before the workers' time limit; part {part} (operation {nxt.pk}) "
+            "continues from here.")
 
 
 def cloud_shutdown_open() -> CloudShutdown | None:
@@ -106,8 +134,8 @@ def _request(kind: OperationKind, actor, record_for: Callable[[], CloudShutdown]
             if under_way is not None:
                 raise PortalError(f"{under_way.get_kind_display()} is under way; wait for it.")
             record = record_for()
-            return operation_request(kind=kind, actor=actor, doing=doing,
-                                     arguments={"shutdown": record.pk})
+            return operation_request(kind=kind, actor=actor, doing=doing, arguments={
+                "shutdown": record.pk, "since": timezone.now().isoformat()})
     except IntegrityError as exc:
         raise PortalError("Another administrator has just asked the same; see below.") from exc
 
@@ -174,6 +202,7 @@ def _wait_free(op: Operation, vm: VirtualMachine) -> None:
     """Wait for the VM's operations under way when the shutdown was asked for to end."""
     limit = time.monotonic() + _setting("CLOUD_VM_WAIT", 300)
     while operation_scope_busy(vm=vm):
+        _budget_check()
         if time.monotonic() > limit:
             raise PortalError(f"{vm.name} is still busy with another operation; ask for the "
                               "shutdown again once it has finished (what is saved stays "
@@ -185,6 +214,7 @@ def _wait_free(op: Operation, vm: VirtualMachine) -> None:
 def _save(op: Operation, row: CloudShutdownVM) -> None:
     """Snapshot the VM's domain (once: an existing snapshot is kept) and force it off."""
     vm = row.vm
+    _budget_check()
     _wait_free(op, vm)
     hv = Hypervisor(row.host.uri)
     facts = hv.find_domain(vm.domain_name)
@@ -239,12 +269,21 @@ def cloud_shutdown_run(op: Operation) -> str:
     record = _record(op)
     if record.bootup_started_at is not None or record.finished_at is not None:
         raise PortalError("The cloud's bootup has begun; this shutdown is over.")
+    _budget_start()
+    try:
+        return _shutdown(op, record)
+    except _OutOfTime:
+        return _next_part(op)
+
+
+def _shutdown(op: Operation, record: CloudShutdown) -> str:
     if record.listed_at is None:
         _list_running(op, record)
     for hrow in record.hosts.select_related("host").filter(stage=CloudHostStage.LISTED):
         for row in record.vms.select_related("vm", "host").filter(
                 host=hrow.host, stage=CloudVMStage.LISTED):
             _save(op, row)
+        _budget_check()
         operation_progress(op, f"Powering off {hrow.host.name}")
         _power_off(hrow)
     if record.shut_down_at is None:
@@ -268,15 +307,21 @@ def _power_on(row: CloudShutdownHost) -> None:
 
 
 def _healthy(op: Operation, host: Host) -> str | None:
-    """Check the host until it passes its health check (None) or the wait is over (why not)."""
-    limit = time.monotonic() + _setting("CLOUD_BOOT_WAIT", 600)
+    """Check the host until it passes its health check (None) or the wait is over (why not).
+
+    The wait counts from when this bootup was asked for, across its parts.
+    """
+    since = datetime.fromisoformat(op.arguments["since"]) if op.arguments.get(
+        "since") else op.created_at
+    limit = since + timedelta(seconds=_setting("CLOUD_BOOT_WAIT", 600))
     while True:
         host = host_health_check(host)
         if host.health_state == "ok":
             return None
-        if time.monotonic() > limit:
+        if timezone.now() > limit:
             failed = [f"{r['label']}: {r['detail']}" for r in host.health_rows if not r["ok"]]
             return f"{host.name} ({'; '.join(failed) or 'not checked'})"
+        _budget_check()
         operation_progress(op, f"Waiting for {host.name} to pass its health check")
         time.sleep(_setting("CLOUD_POLL", 2))
 
@@ -315,6 +360,14 @@ def _resume(op: Operation, row: CloudShutdownVM) -> None:
 def cloud_bootup_run(op: Operation) -> str:
     """Power the hosts on, wait for their health, resume exactly the recorded VMs."""
     record = _record(op)
+    _budget_start()
+    try:
+        return _bootup(op, record)
+    except _OutOfTime:
+        return _next_part(op)
+
+
+def _bootup(op: Operation, record: CloudShutdown) -> str:
     waiting: list[str] = []
     for hrow in record.hosts.select_related("host").exclude(stage=CloudHostStage.UP):
         host = hrow.host
@@ -328,6 +381,7 @@ def cloud_bootup_run(op: Operation) -> str:
         Host.objects.filter(pk=host.pk).update(status=hrow.prior_status)
         for row in record.vms.select_related("host").filter(host=host).exclude(
                 stage__in=(CloudVMStage.DONE, CloudVMStage.SKIPPED)):
+            _budget_check()
             _resume(op, row)
         hrow.stage = CloudHostStage.UP
         hrow.save(update_fields=["stage"])
