@@ -259,11 +259,15 @@ def test_the_cloud_page_says_what_a_shutdown_would_do_then_what_will_be_resumed(
         reverse("vms:vm_action", args=[VirtualMachine.objects.get(name="idle1").pk, "start"]),
         follow=True).content.decode()
     assert "The cloud is shut down for maintenance since" in vm_page
+    # Everyone's dashboard says so too.
+    home = site.client(site.student).get(reverse("dashboard")).content.decode()
+    assert 'id="cloud-shut"' in home and "an administrator will start it again" in home
     with capture(execute=False):
         client.post(reverse("vms:cloud_bootup"))
     operation_run(operation_id=Operation.objects.get(kind=OperationKind.CLOUD_BOOTUP).pk)
     page = client.get(reverse("vms:cloud")).content.decode()
     assert "The cloud is up" in page and "2 VM(s) resumed" in page
+    assert 'id="cloud-shut"' not in client.get(reverse("dashboard")).content.decode()
 
 
 def test_the_cloud_page_is_for_admins_alone(site):
