@@ -52,6 +52,9 @@ class OperationKind(models.TextChoices):
     HOST_RESPAWN = "host_respawn", "Respawn VMs of host"
     # Host maintenance that moves the host's VMs away (vms.services.evacuation).
     EVACUATE = "evacuate", "Evacuate host"
+    # Whole-cloud shutdown and bootup (vms.services.cloud_power).
+    CLOUD_SHUTDOWN = "cloud_shutdown", "Shut down the cloud"
+    CLOUD_BOOTUP = "cloud_bootup", "Boot up the cloud"
 
 
 class OperationStatus(models.TextChoices):

@@ -176,3 +176,26 @@ def host_hooks_register(hooks: HostHooks) -> None:
 def host_hooks() -> HostHooks:
     """Return the registered hosts hooks."""
     return HOST_HOOKS[0]
+
+
+# Refusals every request passes, registered by the applications above (the VMs application
+# refuses work on VMs while the cloud is shut down). Each is given the kind, the locked VM and
+# host (or None) and the parent operation, and returns why the request is refused, or None.
+RequestGuard = Callable[[str, object, object, "Operation | None"], "str | None"]
+_REQUEST_GUARDS: list[RequestGuard] = []
+
+
+def request_guard_register(guard: RequestGuard) -> None:
+    """Ask this function about every operation requested or retried from now on."""
+    if guard not in _REQUEST_GUARDS:
+        _REQUEST_GUARDS.append(guard)
+
+
+def request_refusal(kind: str, vm: object, host: object,
+                    parent: Operation | None = None) -> str | None:
+    """Return the first registered guard's refusal of this request, or None."""
+    for guard in _REQUEST_GUARDS:
+        refusal = guard(kind, vm, host, parent)
+        if refusal:
+            return refusal
+    return None

@@ -21,7 +21,7 @@ from django.utils import timezone
 from core.errors import PortalError
 
 from .models import Operation, OperationKind, OperationStatus
-from .registry import SPECS, spec_for, target_hooks
+from .registry import SPECS, request_refusal, spec_for, target_hooks
 
 # The task that runs an operation, by name (django-q2 imports it in the worker).
 RUN_TASK = "operations.tasks.run_operation"
@@ -148,6 +148,9 @@ def operation_request(*, kind: OperationKind, actor=None, vm: Model | None = Non
         name = getattr(target, "name", "the portal")
         if actor is not None and spec.permission and not _may(actor, spec.permission, target):
             raise PortalError(f"You may not {doing or 'act on'} {name}.")
+        refusal = request_refusal(kind, locked_vm, locked_host, parent)
+        if refusal:
+            raise PortalError(refusal)
         state = getattr(target, "state", None)
         if spec.request_states is not None and state not in spec.request_states:
             raise PortalError(
@@ -190,7 +193,7 @@ def operation_retry(*, operation: Operation, actor) -> Operation:  # noqa: ANN00
         op = Operation.objects.select_for_update().get(pk=operation.pk)
         # Lock the target too: a delete or another action asked for now waits for this.
         vm = _locked(op.vm) if op.vm_id else None
-        refusal = operation_retry_refusal(op)
+        refusal = operation_retry_refusal(op) or request_refusal(op.kind, vm, op.host, op.parent)
         if refusal:
             raise PortalError(refusal)
         if vm is not None:

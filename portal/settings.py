@@ -252,6 +252,14 @@ PORTAL = {
                        .split("-", 1)),
     "MAX_RANGE": env.int("PORTAL_MAX_RANGE", default=4096),
     "MAX_SNAPSHOTS": env.int("PORTAL_MAX_SNAPSHOTS", default=3),
+    # Whole-cloud bootup: how long to wait for a host's health check to pass, and for a VM's
+    # operation under way when a shutdown was asked for (seconds); how often to look again.
+    "CLOUD_BOOT_WAIT": env.int("PORTAL_CLOUD_BOOT_WAIT", default=600),
+    "CLOUD_VM_WAIT": env.int("PORTAL_CLOUD_VM_WAIT", default=300),
+    "CLOUD_POLL": env.float("PORTAL_CLOUD_POLL", default=5.0),
+    # A shutdown or bootup run stops this long before the workers' time limit and queues
+    # its next part, which continues from the record.
+    "CLOUD_TIME_MARGIN": env.int("PORTAL_CLOUD_TIME_MARGIN", default=180),
     "MAX_CLONES": env.int("PORTAL_MAX_CLONES", default=5),
     "MAX_EXTRA_DISK_GIB": env.int("PORTAL_MAX_EXTRA_DISK_GIB", default=200),
     "MAX_EXTRA_DISKS": env.int("PORTAL_MAX_EXTRA_DISKS", default=4),

@@ -15,6 +15,7 @@ from hosts.models import Host
 from hosts.selectors import hosts_with_usage
 from operations.models import Operation
 from vms.models import VirtualMachine, VMRequest, VMState
+from vms.services.cloud_power import cloud_shut_words, cloud_shutdown_open
 
 
 @login_required
@@ -33,6 +34,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "awaiting_count": VMRequest.objects.awaiting(user).count(),
         "recent_ops": Operation.objects.visible_to(user).select_related("vm", "host")[:6],
     }
+    shut = cloud_shutdown_open()
+    if shut is not None:
+        context["cloud_shut"] = cloud_shut_words(shut)
     if user.has_perm("hosts.view_host"):
         context["hosts"] = hosts_with_usage(Host.objects.visible_to(user))
         # Routine failures (a guest that ignored a shut down) are their owners' to act on.

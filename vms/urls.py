@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from . import views, views_reconcile, views_respawn
+from . import views, views_cloud, views_reconcile, views_respawn
 from .services.lifecycle import OWNER_ACTIONS
 
 
@@ -75,6 +75,9 @@ urlpatterns = [
     path("hosts/<int:pk>/findings/delete-volume/", views_reconcile.host_volume_delete,
          name="host_volume_delete"),
     path("hosts/<int:pk>/respawn/", views_respawn.host_respawn, name="host_respawn"),
+    path("cloud/", views_cloud.cloud_overview, name="cloud"),
+    path("cloud/shutdown/", views_cloud.cloud_shutdown, name="cloud_shutdown"),
+    path("cloud/bootup/", views_cloud.cloud_bootup, name="cloud_bootup"),
     path("operations/", views.operation_list, name="operation_list"),
     path("operations/<int:pk>/retry/", views.operation_manage, {"action": "retry"},
          name="operation_retry"),

@@ -63,6 +63,9 @@ MATRIX = {
     "vms:vm_migrate": ("post", "vm", row(go=("admin",))),
     "vms:operation_cancel": ("post", "operation", row(go=("admin",))),
     "vms:operation_list": ("get", None, row(ok=EVERYONE)),
+    "vms:cloud": ("get", None, row(ok=("admin",))),
+    "vms:cloud_shutdown": ("post", None, row(go=("admin",))),
+    "vms:cloud_bootup": ("post", None, row(go=("admin",))),
     "vms:operation_retry": ("post", "operation", row(go=("admin",))),
     "vms:operation_dismiss": ("post", "operation", row(go=("admin",))),
     "console:vnc": ("get", "vm", row(ok=("student", "orgadmin", "admin"))),
@@ -215,7 +218,7 @@ def test_state_changes_need_a_csrf_token(site, objects, name):
 # Destructive actions: their unconfirmed POST shows whoever may act a confirmation page (200)
 # and changes nothing; everyone else gets what the confirmed POST gets.
 CONFIRMED = ("vms:request_cancel", "vms:snapshot_revert", "vms:snapshot_delete",
-             "vms:disk_delete", "vms:vm_action")
+             "vms:disk_delete", "vms:vm_action", "vms:cloud_shutdown")
 
 
 @pytest.mark.django_db

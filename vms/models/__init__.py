@@ -1,5 +1,12 @@
 """Models of the VMs application."""
 
+from .cloud import (
+    CloudHostStage,
+    CloudShutdown,
+    CloudShutdownHost,
+    CloudShutdownVM,
+    CloudVMStage,
+)
 from .machines import VirtualMachine, VMState
 from .requests import ApprovalStep, Decision, RequestKind, RequestStage, VMRequest
 from .snapshots import (
@@ -12,6 +19,11 @@ from .snapshots import (
 )
 
 __all__ = [
+    "CloudHostStage",
+    "CloudShutdown",
+    "CloudShutdownHost",
+    "CloudShutdownVM",
+    "CloudVMStage",
     "DiskState",
     "ExtraDisk",
     "Snapshot",
