@@ -246,3 +246,21 @@ def _network_remove(uri):
     net = get_connection(uri).networkLookupByName("default")
     net.destroy()
     net.undefine()
+
+
+def test_a_live_move_from_another_machine_to_a_host_without_address_is_refused(
+        site, second, django_capture_on_commit_callbacks):
+    vm, _ = install(site, django_capture_on_commit_callbacks)
+    site.datastore.shared = True
+    site.datastore.save()
+    # The VM's host is another machine, the destination (hv2) is known by a local URI alone.
+    Host.objects.filter(pk=site.host.pk).update(uri="qemu+tcp://192.0.2.7/system")
+    vm.refresh_from_db()
+    with pytest.raises(PortalError, match="Host hv2 has no address, so hv1 cannot send"):
+        ask(vm, site.admin, django_capture_on_commit_callbacks, destination=second)
+    assert not vm.operations.filter(kind=OperationKind.MIGRATE).exists()
+    # With its address set, the move is asked for.
+    Host.objects.filter(pk=second.pk).update(address="192.0.2.8")
+    second.refresh_from_db()
+    op = ask(vm, site.admin, django_capture_on_commit_callbacks, destination=second)
+    assert op.kind == OperationKind.MIGRATE and op.host_id == second.pk

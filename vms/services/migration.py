@@ -21,7 +21,7 @@ from django.db import transaction
 from core.errors import PortalError
 from hosts.models import Host
 from hosts.placement import NoHostAvailable, host_choose
-from hosts.virt import DomainFacts, Hypervisor, vnc_listen_address
+from hosts.virt import DomainFacts, Hypervisor, is_remote, vnc_listen_address
 from hosts.virt.migration import MigrationCancelled, MigrationProgress, migration_uri
 from hosts.vnc import vnc_port_reserve
 from networking.models import PrivateIP
@@ -98,6 +98,19 @@ def migration_destination_plan(vm: VirtualMachine, *,
         raise NoHostAvailable(f"{vm.name} cannot move to another host: {exc}") from exc
 
 
+def migration_reachable(vm: VirtualMachine, dest: Host) -> None:
+    """Refuse a live move from another machine to a host with no address, in admin words.
+
+    The source's qemu sends the memory straight to the destination, so it must know where;
+    a host registered by a local URI alone (`qemu:///system`) has no such address.
+    """
+    if vm.state in LIVE_STATES and not dest.address and is_remote(vm.host.uri):
+        raise PortalError(
+            f"Host {dest.name} has no address, so {vm.host.name} cannot send {vm.name}'s "
+            f"memory to it. Set {dest.name}'s address (its IP on the network the hosts share) "
+            "in administration, then migrate again; nothing was changed.")
+
+
 def _movable(vm: VirtualMachine) -> None:
     if vm.host_id is None or vm.datastore_id is None:
         raise PortalError(f"{vm.name} is on no host; there is nothing to migrate.")
@@ -115,6 +128,7 @@ def vm_migrate_request(*, vm: VirtualMachine, actor, destination: Host | None = 
             pk=vm.pk)
         _movable(vm)
         target = _destination_choose(vm, destination)
+        migration_reachable(vm, target)
         return operation_request(
             kind=OperationKind.MIGRATE, actor=actor, vm=vm, host=target, doing="migrate",
             arguments={"source": vm.host_id, "destination": target.pk})
@@ -178,6 +192,7 @@ def vm_migrate(op: Operation) -> str:
         return f"{vm.name} is already on {dest.name}."
     if _cancel_asked(op):
         raise MigrationCancelled(f"the migration of {vm.name} was cancelled before it started")
+    migration_reachable(vm, dest)
     source_hv, dest_hv = vm_hypervisor(vm), Hypervisor(dest.uri)
     name, ds = vm.domain_name, vm.datastore
     here = source_hv.find_domain(name)
