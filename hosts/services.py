@@ -223,6 +223,23 @@ def host_evacuation_last(host: Host) -> Operation | None:
             .prefetch_related(Prefetch("children", queryset=children)).first())
 
 
+def host_evacuation_rows(evacuation: Operation | None) -> list[dict]:
+    """Return the evacuation's rows for the host page: each move begun (its child operation),
+    each one planned and waiting, and each VM that stays with its reason."""
+    if evacuation is None:
+        return []
+    children = list(evacuation.children.all())
+    begun = {child.vm_id for child in children}
+    rows = [{"name": child.vm.name if child.vm else "", "vm_id": child.vm_id,
+             "to": child.host.name if child.host else "", "op": child} for child in children]
+    plan = evacuation.arguments.get("plan", [])
+    rows += [{"name": move["name"], "vm_id": move["vm"], "to": move["to"], "waiting": True}
+             for move in plan if move["vm"] not in begun]
+    rows += [{"name": stay["name"], "vm_id": stay["vm"], "to": "", "why": stay["why"]}
+             for stay in evacuation.arguments.get("stays", [])]
+    return rows
+
+
 def host_maintenance_leave(*, host: Host) -> Host:
     """Take the host out of maintenance: it is up and takes new VMs again."""
     return _status_change(host, allowed=(HostStatus.MAINTENANCE,), to=HostStatus.UP,

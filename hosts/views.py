@@ -45,11 +45,12 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show one host with its VMs, datastores and operations (admins)."""
     host = get_object_or_404(hosts_with_usage(Host.objects.visible_to(request.user)), pk=pk)
     vms = host.vms.live().select_related("owner").prefetch_related("private_ips")
+    evacuation = services.host_evacuation_last(host)
     return render(request, "hosts/host_detail.html", {
         "host": host, "vms": vms, "datastores": host.datastores.all(),
         "operations": host.operations.select_related("requested_by")[:10],
         "accel_pins": AccelPin.choices, "power_off_states": POWER_OFF_STATES,
-        "evacuation": services.host_evacuation_last(host),
+        "evacuation": evacuation, "evacuation_rows": services.host_evacuation_rows(evacuation),
     })
 
 

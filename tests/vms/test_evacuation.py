@@ -103,17 +103,21 @@ def test_vms_that_cannot_move_stay_and_the_parent_lists_why(site, second,  # noq
     assert failed.status == OperationStatus.FAILED and failed.parent == op
 
 
-def test_a_stopped_vm_on_a_datastore_only_its_host_sees_stays(site, second,  # noqa: F811
-                                                              django_capture_on_commit_callbacks):
+def test_a_vm_whose_datastore_no_other_host_sees_stays(site, second,  # noqa: F811
+                                                       django_capture_on_commit_callbacks):
     vm = stopped(site, django_capture_on_commit_callbacks)
-    site.datastore.shared = False
-    site.datastore.save()
+    site.datastore.hosts.remove(second)
     op = evacuate(site, django_capture_on_commit_callbacks)
     assert op.status == OperationStatus.FAILED
-    assert "0 of 1 VMs moved off hv1; 1 stay: lab1 is shut off" in op.message
+    assert ("0 of 1 VMs moved off hv1; 1 stay: lab1: no other host that is up sees its "
+            "datastore") in op.message
     assert not op.children.exists()
     vm.refresh_from_db()
     assert vm.host == site.host
+    # The host page's card reads the plan from the operation: nothing to move, one stays.
+    assert op.arguments["plan"] == []
+    assert [(s["name"], s["why"][:30]) for s in op.arguments["stays"]] == [
+        ("lab1", "lab1: no other host that is up")]
 
 
 def test_an_evacuation_needs_maintenance_and_vms(site, django_capture_on_commit_callbacks):
@@ -148,6 +152,30 @@ def test_evacuate_again_from_the_host_page(site, second,  # noqa: F811
                              progress="Migrating to hv2: copied 10 of 40 MiB, 30 MiB left")
     page = site.client(site.admin).get(reverse("hosts:host_detail", args=[site.host.pk]))
     assert "copied 10 of 40 MiB" in page.content.decode()
+
+
+def test_the_card_lists_moves_waiting_and_vms_that_stay_with_why(
+        site, second, django_capture_on_commit_callbacks):  # noqa: F811
+    moving = placed(site, django_capture_on_commit_callbacks, "lab1", site.host)
+    waiting = placed(site, django_capture_on_commit_callbacks, "lab2", site.host)
+    maintenance(site.host)
+    op = Operation.objects.create(
+        kind=OperationKind.EVACUATE, host=site.host, status=OperationStatus.RUNNING,
+        progress="0 of 3 moved",
+        arguments={"plan": [{"vm": moving.pk, "name": "lab1", "to": "hv2"},
+                            {"vm": waiting.pk, "name": "lab2", "to": "hv2"}],
+                   "stays": [{"vm": 999, "name": "lab3", "why": "lab3 is installing"}]})
+    Operation.objects.create(kind=OperationKind.MIGRATE, vm=moving, host=second, parent=op,
+                             status=OperationStatus.RUNNING, progress="Migrating to hv2: starting")
+    text = site.client(site.admin).get(
+        reverse("hosts:host_detail", args=[site.host.pk])).content.decode()
+    rows = {name: text.split(f'data-evacuation-vm="{name}"', 1)[1].split("</tr>", 1)[0]
+            for name in ("lab1", "lab2", "lab3")}
+    assert "Migrating to hv2: starting" in rows["lab1"]
+    assert "Waiting" in rows["lab2"] and "Moves once a slot is free." in rows["lab2"]
+    assert "Stays" in rows["lab3"] and "lab3 is installing" in rows["lab3"]
+    # The VMs' table is refreshed with the card while it runs.
+    assert 'hx-select-oob="#host-vms"' in text and 'id="host-vms"' in text
 
 
 @pytest.mark.postgres  # SQLite's shared in-memory test database locks tables across threads

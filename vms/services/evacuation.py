@@ -136,6 +136,13 @@ def host_evacuate(op: Operation) -> str:
     total = len(moves) + len(stays)
     if total == 0:
         return f"No VM was left on {host.name}."
+    # The plan, for the host page: the moves not begun yet and the VMs that stay, with why.
+    op.arguments = {**op.arguments,
+                    "plan": [{"vm": vm.pk, "name": vm.name, "to": dest.name}
+                             for vm, dest in moves],
+                    "stays": [{"vm": vm.pk, "name": vm.name, "why": _reason(vm, why)}
+                              for vm, why in stays]}
+    Operation.objects.filter(pk=op.pk).update(arguments=op.arguments)
     run = _Evacuation(op, total)
     run.progress()
     parallel = _parallel()
