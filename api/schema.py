@@ -1,0 +1,42 @@
+"""The OpenAPI description's shared parts: the token scheme and the error bodies."""
+
+from __future__ import annotations
+
+from django import forms
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions, serializers
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """Describe `Authorization: Bearer vmp_…` in the schema."""
+
+    target_class = "api.authentication.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema: object) -> dict:
+        """Return the HTTP bearer scheme of personal tokens."""
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "vmp_<prefix>_<secret>",
+                "description": "A personal API token, made on your API tokens page."}
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error: a sentence, and for 400 the messages of each field."""
+
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
+                                   required=False)
+
+
+ERRORS_READ = {401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
+               429: ErrorSerializer}
+ERRORS = {400: ErrorSerializer, **ERRORS_READ, 409: ErrorSerializer}
+
+
+def form_checked(form: forms.Form, rename: dict[str, str] | None = None) -> dict:
+    """Return the page form's cleaned data, or raise its errors field by field (400)."""
+    if form.is_valid():
+        return form.cleaned_data
+    rename = rename or {}
+    raise exceptions.ValidationError({
+        ("non_field_errors" if field == "__all__" else rename.get(field, field)): messages
+        for field, messages in form.errors.items()})
