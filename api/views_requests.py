@@ -25,6 +25,7 @@ from vms.services.workflow import (
 )
 
 from . import serializers as s
+from .pagination import ListFiltersOnly
 from .schema import ERRORS, ERRORS_READ, form_checked
 
 DONE = {200: s.VMRequestDetailSerializer, **ERRORS}
@@ -38,7 +39,7 @@ def _form_data(data: dict) -> dict:
     return out
 
 
-class VMRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class VMRequestViewSet(ListFiltersOnly, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Requests: one's own, or every one the caller may see with `?scope=all`."""
 
     serializer_class = s.VMRequestSerializer

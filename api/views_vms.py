@@ -11,6 +11,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -23,6 +24,7 @@ from vms.services.lifecycle import vm_action_request
 from vms.services.snapshots import snapshot_delete, snapshot_revert, snapshot_take
 
 from . import serializers as s
+from .pagination import ListFiltersOnly
 from .schema import ERRORS, ERRORS_READ, form_checked
 
 ACCEPTED = {202: s.OperationAcceptedSerializer, **ERRORS}
@@ -53,7 +55,7 @@ def _power(kind: OperationKind, summary: str, name: str = ""):  # noqa: ANN202 -
     return act
 
 
-class VMViewSet(viewsets.ReadOnlyModelViewSet):
+class VMViewSet(ListFiltersOnly, viewsets.ReadOnlyModelViewSet):
     """The VMs the caller sees; `?deleted=1` includes deleted ones, as on the VM list."""
 
     serializer_class = s.VirtualMachineSerializer
@@ -97,7 +99,7 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class SnapshotViewSet(viewsets.GenericViewSet):
-    """The snapshots of one VM the caller may operate: list, take, revert, delete."""
+    """The snapshots of one VM: listed to whoever sees it; taken, reverted, deleted by operators."""
 
     serializer_class = s.SnapshotSerializer
     pagination_class = None
@@ -108,9 +110,13 @@ class SnapshotViewSet(viewsets.GenericViewSet):
         return Snapshot.objects.filter(vm=self.vm)
 
     def initial(self, request: Request, *args: object, **kwargs: object) -> None:
-        """Find the VM before anything else: another's VM answers 404."""
+        """Find the VM first: whoever sees it reads its snapshots, its operators change them."""
         super().initial(request, *args, **kwargs)
-        self.vm = operable_vm(request, kwargs["vm_pk"])
+        if request.method in SAFE_METHODS:
+            self.vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user),
+                                        pk=kwargs["vm_pk"])
+        else:
+            self.vm = operable_vm(request, kwargs["vm_pk"])
 
     @extend_schema(summary="List a VM's snapshots",
                    responses={200: s.SnapshotSerializer(many=True), **ERRORS_READ})
@@ -142,7 +148,7 @@ class SnapshotViewSet(viewsets.GenericViewSet):
         return accepted(request, snapshot_revert(snapshot=self.get_object(), actor=request.user))
 
 
-class OperationViewSet(viewsets.ReadOnlyModelViewSet):
+class OperationViewSet(ListFiltersOnly, viewsets.ReadOnlyModelViewSet):
     """Operations the caller sees (`?status=`, `?attention=1`), with their progress."""
 
     serializer_class = s.OperationSerializer
