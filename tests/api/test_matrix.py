@@ -27,7 +27,7 @@ def test_the_matrix_lists_every_route_and_method():
     listed = {name for name, _, _ in API_MATRIX}
     assert {n for n in url_names() if n.startswith("api:")} == listed
     methods = {}
-    for prefix, viewset, basename in router.registry:
+    for _prefix, viewset, basename in router.registry:
         for url in router.get_routes(viewset):
             for method, action in url.mapping.items():
                 if hasattr(viewset, action):

@@ -1,4 +1,4 @@
-"""Personal API tokens: made and revoked on the tokens page, stored hashed, acting as their owner."""
+"""Personal API tokens: made and revoked on their page, stored hashed, acting as their owner."""
 
 from __future__ import annotations
 
