@@ -40,3 +40,31 @@ def form_checked(form: forms.Form, rename: dict[str, str] | None = None) -> dict
     raise exceptions.ValidationError({
         ("non_field_errors" if field == "__all__" else rename.get(field, field)): messages
         for field, messages in form.errors.items()})
+
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ERROR_WORDS = {"400": "Invalid input, field by field", "401": "No valid token or session",
+               "403": "Not allowed: a read-only token writing, or CSRF missing",
+               "404": "Not found, or out of the caller's reach",
+               "409": "Refused now: another operation is under way, or the state forbids it",
+               "429": "Too many calls with this token; wait and try again"}
+
+
+def add_error_responses(result: dict, generator: object, request: object, public: bool) -> dict:
+    """Declare the JSON errors every operation may answer (drf-spectacular post-processing)."""
+    result.setdefault("components", {}).setdefault("schemas", {}).setdefault("Error", {
+        "type": "object", "required": ["detail"],
+        "properties": {"detail": {"type": "string"},
+                       "errors": {"type": "object", "additionalProperties": {
+                           "type": "array", "items": {"type": "string"}}}}})
+    for path, methods in result.get("paths", {}).items():
+        public_page = path.endswith(("/schema/", "/docs/", "/redoc/"))
+        for method, operation in methods.items():
+            codes = ["400", "429"] if public_page else ["400", "401", "403", "404", "429"]
+            if method not in ("get", "head", "options") and not public_page:
+                codes.append("409")
+            for code in codes:
+                operation.setdefault("responses", {}).setdefault(code, {
+                    "content": {"application/json": {"schema": ERROR_REF}},
+                    "description": ERROR_WORDS[code]})
+    return result

@@ -184,10 +184,16 @@ class VMRequestDetailSerializer(VMRequestSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field({"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$", "maxLength": 63})
+class VMNameField(serializers.CharField):
+    """A VM's name: the request form checks it with every other field, in one answer."""
+
+
 class VMRequestCreateSerializer(serializers.Serializer):
     """What a requester sends to ask for a VM (checked as the request form checks it)."""
 
-    name = serializers.CharField(max_length=63)
+    name = VMNameField(max_length=63, help_text="Lower-case letters, digits and hyphens, "
+                                                "starting with a letter.")
     template = serializers.IntegerField(min_value=1, max_value=2**31 - 1,
                                         help_text="Id of a template from /templates/.")
     vcpus = serializers.IntegerField(min_value=1, max_value=2**31 - 1)

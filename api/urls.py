@@ -1,6 +1,8 @@
 """URLs of the API, under /api/v1/ (the version is part of the path)."""
 
-from django.urls import path
+from django.http import HttpRequest, JsonResponse
+from django.urls import path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -11,6 +13,13 @@ from rest_framework.routers import SimpleRouter
 from . import views_requests, views_vms
 
 app_name = "api"
+
+
+@csrf_exempt  # a 404 for every method: nothing changes, no form to protect
+def not_found(request: HttpRequest, *args: object, **kwargs: object) -> JsonResponse:
+    """Answer any other path under /api/v1/ with the API's JSON 404, not the HTML page."""
+    return JsonResponse({"detail": "Not found."}, status=404)
+
 
 router = SimpleRouter()
 router.register("vms", views_vms.VMViewSet, basename="vm")
@@ -28,4 +37,5 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     *router.urls,
+    re_path(r"", not_found),  # last: every other path, whatever the method
 ]

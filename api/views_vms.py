@@ -44,15 +44,16 @@ def operable_vm(request: Request, pk: int) -> VirtualMachine:
     return vm
 
 
-def _power(kind: OperationKind, summary: str, name: str = ""):  # noqa: ANN202 - a view method
-    @extend_schema(summary=summary, request=None, responses=ACCEPTED)
+def _power(kind: OperationKind, summary: str, path: str = ""):  # noqa: ANN202 - an action
     def act(self: VMViewSet, request: Request, pk: int | None = None,
             version: str | None = None) -> Response:
         vm = operable_vm(request, pk)
         return accepted(request, vm_action_request(vm=vm, kind=kind, actor=request.user))
-    act.__name__ = act.__qualname__ = name or kind.value
+    act.__name__ = act.__qualname__ = path.replace("-", "_") or kind.value
     act.__doc__ = f"{summary}: queue the operation and answer 202 with its URL."
-    return act
+    routed = action(detail=True, methods=["post"], url_path=path or kind.value,
+                    url_name=path or kind.value)(act)
+    return extend_schema(summary=summary, request=None, responses=ACCEPTED)(routed)
 
 
 class VMViewSet(ListFiltersOnly, viewsets.ReadOnlyModelViewSet):
@@ -88,14 +89,12 @@ class VMViewSet(ListFiltersOnly, viewsets.ReadOnlyModelViewSet):
         op = vm_action_request(vm=vm, kind=OperationKind.DELETE, actor=request.user)
         return accepted(request, op)
 
-    start = action(detail=True, methods=["post"])(_power(OperationKind.START, "Start"))
-    shutdown = action(detail=True, methods=["post"])(
-        _power(OperationKind.SHUTDOWN, "Shut down (ACPI)"))
-    force_off = action(detail=True, methods=["post"], url_path="force-off", url_name="force-off")(
-        _power(OperationKind.DESTROY, "Force off", "force_off"))
-    reboot = action(detail=True, methods=["post"])(_power(OperationKind.REBOOT, "Reboot"))
-    suspend = action(detail=True, methods=["post"])(_power(OperationKind.SUSPEND, "Suspend"))
-    resume = action(detail=True, methods=["post"])(_power(OperationKind.RESUME, "Resume"))
+    start = _power(OperationKind.START, "Start")
+    shutdown = _power(OperationKind.SHUTDOWN, "Shut down (ACPI)")
+    force_off = _power(OperationKind.DESTROY, "Force off", "force-off")
+    reboot = _power(OperationKind.REBOOT, "Reboot")
+    suspend = _power(OperationKind.SUSPEND, "Suspend")
+    resume = _power(OperationKind.RESUME, "Resume")
 
 
 class SnapshotViewSet(viewsets.GenericViewSet):

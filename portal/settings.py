@@ -365,6 +365,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "api.schema.add_error_responses"],
     "ENUM_NAME_OVERRIDES": {
         "VMStateEnum": "vms.models.VMState", "RequestStageEnum": "vms.models.RequestStage",
         "RequestKindEnum": "vms.models.RequestKind",
