@@ -199,7 +199,7 @@ class VMRequestCreateSerializer(serializers.Serializer):
     vcpus = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
     memory_mib = serializers.IntegerField(min_value=64, max_value=2**31 - 1)
     disk_gib = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
-    purpose = serializers.CharField(max_length=2000)
+    purpose = serializers.CharField(max_length=2000, allow_blank=True)
     security_domain = serializers.IntegerField(
         min_value=1, max_value=2**31 - 1, help_text="Id of a domain from /security-domains/.")
     public_ip = serializers.BooleanField(default=False)

@@ -10,7 +10,7 @@ from drf_spectacular.views import (
 )
 from rest_framework.routers import SimpleRouter
 
-from . import views_requests, views_vms
+from . import views_more, views_requests, views_vms
 
 app_name = "api"
 
@@ -25,12 +25,19 @@ router = SimpleRouter()
 router.register("vms", views_vms.VMViewSet, basename="vm")
 router.register(r"vms/(?P<vm_pk>\d+)/snapshots", views_vms.SnapshotViewSet,
                 basename="snapshot")
+router.register(r"vms/(?P<vm_pk>\d+)", views_more.VMExtrasViewSet, basename="vm-extra")
+router.register(r"vms/(?P<vm_pk>\d+)/disks", views_more.DiskViewSet, basename="disk")
 router.register("operations", views_vms.OperationViewSet, basename="operation")
 router.register("requests", views_requests.VMRequestViewSet, basename="request")
 router.register("approvals", views_requests.ApprovalViewSet, basename="approval")
 router.register("templates", views_requests.TemplateViewSet, basename="template")
 router.register("security-domains", views_requests.SecurityDomainViewSet,
                 basename="security-domain")
+router.register("hosts", views_more.HostViewSet, basename="host")
+router.register("vlans", views_more.VLANViewSet, basename="vlan")
+router.register(r"vlans/(?P<vlan_pk>\d+)/addresses", views_more.AddressViewSet,
+                basename="address")
+router.register("public-ips", views_more.PublicIPViewSet, basename="public-ip")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -111,6 +111,8 @@ class SnapshotViewSet(viewsets.GenericViewSet):
     def initial(self, request: Request, *args: object, **kwargs: object) -> None:
         """Find the VM first: whoever sees it reads its snapshots, its operators change them."""
         super().initial(request, *args, **kwargs)
+        if request.method not in self.allowed_methods:
+            return  # 405 from the handler, before any lookup
         if request.method in SAFE_METHODS:
             self.vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user),
                                         pk=kwargs["vm_pk"])

@@ -11,6 +11,7 @@ ROLES = ("anon", "student", "faculty", "orgadmin", "admin", "other_student", "ot
 SIGNED_IN = ("student", "faculty", "orgadmin", "admin", "other_student", "other_orgadmin")
 SEES = ("student", "faculty", "orgadmin", "admin")  # the student's VM and request
 OPERATES = ("student", "orgadmin", "admin")
+ADMIN = ("admin",)
 
 
 def row(status: int = 200, who: tuple[str, ...] = SIGNED_IN, *, others: int = 404,
@@ -50,6 +51,21 @@ API_MATRIX: dict[tuple[str, str, str | None], dict[str, int]] = {
     ("api:snapshot-list", "post", "snapshots"): write(202),
     ("api:snapshot-detail", "delete", "snapshot"): write(202),
     ("api:snapshot-revert", "post", "snapshot"): write(202),
+    ("api:vm-extra-disks", "get", "vm_extra"): row(200, SEES),
+    ("api:vm-extra-usage", "get", "vm_extra"): row(200, SEES),
+    # A change without a reason: 400 to those who may ask for one.
+    ("api:vm-extra-changes", "post", "vm_extra"): write(400),
+    ("api:disk-detail", "delete", "disk"): write(202),
+    ("api:disk-detach", "post", "disk"): write(202),
+    ("api:host-list", "get", None): row(200, ADMIN),
+    ("api:host-detail", "get", "host"): row(200, ADMIN),
+    ("api:host-usage", "get", "host"): row(200, ADMIN),
+    ("api:vlan-list", "get", None): row(200, ADMIN),
+    ("api:vlan-detail", "get", "vlan"): row(200, ADMIN),
+    ("api:address-list", "get", "addresses"): row(200, ADMIN),
+    ("api:address-detail", "get", "address"): row(200, ADMIN),
+    ("api:public-ip-list", "get", None): row(200, ADMIN),
+    ("api:public-ip-detail", "get", "public_ip"): row(200, ADMIN),
     ("api:operation-list", "get", None): row(),
     ("api:operation-detail", "get", "operation"): row(200, SEES),
     ("api:request-list", "get", None): row(),

@@ -14,6 +14,13 @@ KWARGS = {
     "vm": lambda o: {"pk": o["vm"].pk},
     "snapshot": lambda o: {"vm_pk": o["vm"].pk, "pk": o["snapshot"].pk},
     "snapshots": lambda o: {"vm_pk": o["vm"].pk},
+    "vm_extra": lambda o: {"vm_pk": o["vm"].pk},
+    "disk": lambda o: {"vm_pk": o["vm"].pk, "pk": o["disk"].pk},
+    "host": lambda o: {"pk": o["host"].pk},
+    "vlan": lambda o: {"pk": o["vlan"].pk},
+    "addresses": lambda o: {"vlan_pk": o["vlan"].pk},
+    "address": lambda o: {"vlan_pk": o["vlan"].pk, "pk": o["address"].pk},
+    "public_ip": lambda o: {"pk": o["public_ip"].pk},
     "operation": lambda o: {"pk": o["operation"].pk},
     "request": lambda o: {"pk": o["request"].pk},
     "template": lambda o: {"pk": o["template"].pk},
@@ -50,7 +57,11 @@ def client_for(site, role):
 @pytest.mark.parametrize("key", sorted(API_MATRIX), ids=lambda k: f"{k[0]}-{k[1]}")
 def test_api_matrix(site, objects, django_capture_on_commit_callbacks, key, role):  # noqa: F811
     name, method, kind = key
-    objects = {**objects, "template": site.template, "domain": site.domain}
+    from networking.models import PublicIP
+
+    objects = {**objects, "template": site.template, "domain": site.domain,
+               "address": site.vlan.addresses.first(),
+               "public_ip": PublicIP.objects.create(address="198.51.100.7")}
     kwargs = {"version": "v1", **(KWARGS[kind](objects) if kind else {})}
     url = reverse(name, kwargs=kwargs)
     data = {"reason": "matrix"} if name.startswith("api:request-") else {"name": "matrix"}
