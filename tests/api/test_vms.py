@@ -144,3 +144,23 @@ def test_cursor_pages_of_fifty(site, api, student_vm):
     assert len(second["results"]) == 11 and second["next"] is None
     names = {vm["name"] for vm in first["results"] + second["results"]}
     assert len(names) == 61
+
+
+def test_queries_per_page_are_constant(site, api, student_vm):
+    from vms.models import VirtualMachine
+
+    VirtualMachine.objects.bulk_create([
+        VirtualMachine(name=f"bulk-{i}", owner=site.student, organisation=site.org,
+                       template=site.template, host=site.host, vcpus=1, memory_mib=512,
+                       disk_gib=2, state="shutoff") for i in range(60)])
+    client = api("student")
+    client.get(v1("vms/"))  # the token's last use is written once
+    counts = []
+    for size in (5, 50):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as seen:
+            assert len(client.get(v1(f"vms/?page_size={size}")).json()["results"]) == size
+        counts.append(len(seen))
+    assert counts[0] == counts[1] <= 4
