@@ -51,7 +51,10 @@ ERROR_WORDS = {"400": "Invalid input, field by field", "401": "No valid token or
 
 
 def add_error_responses(result: dict, generator: object, request: object, public: bool) -> dict:
-    """Declare the JSON errors every operation may answer (drf-spectacular post-processing)."""
+    """Declare the JSON errors every operation may answer, and that an empty filter means any.
+
+    A drf-spectacular post-processing hook.
+    """
     result.setdefault("components", {}).setdefault("schemas", {}).setdefault("Error", {
         "type": "object", "required": ["detail"],
         "properties": {"detail": {"type": "string"},
@@ -60,6 +63,10 @@ def add_error_responses(result: dict, generator: object, request: object, public
     for path, methods in result.get("paths", {}).items():
         public_page = path.endswith(("/schema/", "/docs/", "/redoc/"))
         for method, operation in methods.items():
+            for parameter in operation.get("parameters", []):
+                enum = parameter.get("schema", {}).get("enum")
+                if parameter.get("in") == "query" and enum and "" not in enum:
+                    enum.append("")  # an empty choice means any, as the pages' "All"
             codes = ["400", "429"] if public_page else ["400", "401", "403", "404", "429"]
             if method not in ("get", "head", "options") and not public_page:
                 codes.append("409")

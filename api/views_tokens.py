@@ -9,10 +9,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.errors import PortalError
-from core.views import form_errors, require
+from core.views import Confirmation, confirmation_page, confirmed, form_errors, require
 
 from .forms import TokenForm
 from .models import ApiToken
@@ -52,6 +53,13 @@ def token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's tokens (or anyone's, for an admin)."""
     token = get_object_or_404(ApiToken.objects.visible_to(request.user), pk=pk)
     require(request.user.has_perm("api.revoke_token", token))
+    if not confirmed(request):
+        return confirmation_page(request, Confirmation(
+            title=f"Revoke the token {token.name}?",
+            consequences=(
+                f"Every script or program using {token.name} (vmp_{token.prefix}_…) is "
+                "refused from now on. This cannot be undone: make a new token if needed.",),
+            button="Revoke", back_url=reverse("tokens:token_list")))
     token_revoke(token=token, actor=request.user)
     messages.success(request, f"Token {token.name} revoked; it opens nothing any more.")
     if token.owner_id != request.user.pk:

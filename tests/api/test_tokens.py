@@ -63,7 +63,12 @@ def test_revoke_on_the_page(site):
     token, text = token_create(owner=site.student, name="ci")
     assert site.client(site.other_student).post(
         reverse("tokens:token_revoke", args=[token.pk])).status_code == 404
-    response = site.client(site.student).post(reverse("tokens:token_revoke", args=[token.pk]))
+    url = reverse("tokens:token_revoke", args=[token.pk])
+    asked = site.client(site.student).post(url)  # without JavaScript: a page asks first
+    assert asked.status_code == 200 and b"Revoke the token ci?" in asked.content
+    token.refresh_from_db()
+    assert token.revoked_at is None
+    response = site.client(site.student).post(url, {"confirmed": "1"})
     assert response.status_code == 302
     token.refresh_from_db()
     assert token.revoked_at is not None and token.revoked_by == site.student
