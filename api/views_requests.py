@@ -132,7 +132,7 @@ class ApprovalViewSet(viewsets.GenericViewSet, mixins.ListModelMixin):
     @extend_schema(summary="Requests awaiting my decision",
                    responses={200: s.VMRequestSerializer(many=True), **ERRORS_READ})
     def list(self, request: Request, *args: object, **kwargs: object) -> Response:
-        """List the requests awaiting the caller, oldest first by cursor."""
+        """List the requests awaiting the caller, newest first, by cursor pages."""
         return super().list(request, *args, **kwargs)
 
 
