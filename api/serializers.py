@@ -109,10 +109,12 @@ class OperationSerializer(serializers.ModelSerializer):
     requested_by = serializers.CharField(source="requested_by.username", allow_null=True,
                                          default=None)
     children = serializers.SerializerMethodField()
+    detail = serializers.SerializerMethodField(
+        help_text="The hypervisor's own text of a failure: admins only, '' for others.")
 
     class Meta:
         model = Operation
-        fields = ("id", "url", "kind", "status", "progress", "message", "vm", "host_id",
+        fields = ("id", "url", "kind", "status", "progress", "message", "detail", "vm", "host_id",
                   "parent_id", "children", "requested_by", "created_at", "started_at",
                   "finished_at")
         read_only_fields = fields
@@ -120,6 +122,12 @@ class OperationSerializer(serializers.ModelSerializer):
     def get_url(self, op: Operation) -> str:
         """Return the operation's API path, to poll."""
         return api_url("operation-detail", op.pk)
+
+    def get_detail(self, op: Operation) -> str:
+        """Return the raw failure text to admins, as the pages show it only to them."""
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        return op.detail if getattr(user, "is_portal_admin", False) else ""
 
     def get_vm(self, op: Operation) -> str | None:
         """Return the API path of the VM it acts on, if any."""

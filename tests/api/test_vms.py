@@ -164,3 +164,10 @@ def test_queries_per_page_are_constant(site, api, student_vm):
             assert len(client.get(v1(f"vms/?page_size={size}")).json()["results"]) == size
         counts.append(len(seen))
     assert counts[0] == counts[1] <= 4
+
+
+def test_the_hypervisors_words_are_for_admins(site, api, student_vm):
+    op = Operation.objects.get(vm=student_vm)
+    Operation.objects.filter(pk=op.pk).update(detail="virError: qemu said something")
+    assert api("student").get(v1(f"operations/{op.pk}/")).json()["detail"] == ""
+    assert api("admin").get(v1(f"operations/{op.pk}/")).json()["detail"].startswith("virError")
