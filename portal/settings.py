@@ -50,6 +50,9 @@ INSTALLED_APPS = [
     "csp",
     "rules",
     "django_filters",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "core.accounts",
     "portal",
     "hosts",
@@ -58,6 +61,7 @@ INSTALLED_APPS = [
     "vms",
     "monitoring",
     "console",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -342,6 +346,49 @@ PORTAL_CONSOLE_PER_USER = env.int("PORTAL_CONSOLE_PER_USER", default=4)
 # The websocket must carry the session cookie of the token's user (the proxy shares the site's
 # host name); turn off only when the proxy has a host name of its own.
 PORTAL_CONSOLE_SAME_SESSION = env.bool("PORTAL_CONSOLE_SAME_SESSION", default=True)
+
+# The REST API (/api/v1/): personal tokens or the session (with CSRF), the pages' permissions,
+# cursor pages of 50, JSON errors, and PORTAL_API_RATE calls per token (or session) at most.
+PORTAL_API_RATE = env.str("PORTAL_API_RATE", default="1200/minute")
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.TokenAuthentication",
+                                       "rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.PortalUser"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.TokenRateThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.PortalCursorPagination",
+    "DEFAULT_VERSIONING_CLASS": "rest_framework.versioning.URLPathVersioning",
+    "ALLOWED_VERSIONS": ["v1"],
+    "DEFAULT_VERSION": "v1",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser",
+                               "rest_framework.parsers.FormParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "VM portal API",
+    "DESCRIPTION": "Request, approve and operate VMs with the same rules as the pages. "
+                   "Authenticate with a personal token: Authorization: Bearer vmp_...",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "api.schema.add_error_responses"],
+    "ENUM_NAME_OVERRIDES": {
+        "VMStateEnum": "vms.models.VMState", "RequestStageEnum": "vms.models.RequestStage",
+        "RequestKindEnum": "vms.models.RequestKind",
+        "OperationKindEnum": "operations.models.OperationKind",
+        "OperationStatusEnum": "operations.models.OperationStatus",
+        "SnapshotKindEnum": "vms.models.SnapshotKind",
+        "SnapshotStateEnum": "vms.models.SnapshotState",
+    },
+}
 
 CACHES = {
     "default": (env.cache_url("CACHE_URL") if env.str("CACHE_URL", default="")

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from core.auth import PortalAuthenticationForm
 
@@ -26,6 +26,8 @@ urlpatterns = [
     path("people/", include("core.accounts.urls")),
     path("", include("monitoring.urls")),
     path("admin/", admin.site.urls),
+    re_path(r"^api/(?P<version>v1)/", include("api.urls")),
+    path("tokens/", include("api.pages")),
     path("", include("console.urls")),  # before vms: its vms/<pk>/<action>/ is wider
     path("", include("vms.urls")),
 ]

@@ -6,7 +6,9 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from api.tokens import token_create
 from operations.models import Operation, OperationKind, OperationStatus
+from tests.api.matrix import API_ROUTES
 from vms.models import ExtraDisk, Snapshot, VirtualMachine, VMState
 from vms.services.workflow import vm_request_create
 
@@ -102,6 +104,8 @@ MATRIX = {
     "accounts:faculty_search": ("get", None, row(ok=EVERYONE)),
     "accounts:ssh_key_list": ("get", None, row(ok=EVERYONE)),
     "accounts:ssh_key_delete": ("post", "ssh_key", row(go=("student",))),
+    "tokens:token_list": ("get", None, row(ok=EVERYONE)),
+    "tokens:token_revoke": ("post", "api_token", row(go=("student", "admin"))),
     "networking:overview": ("get", None, row(ok=("admin",))),
     "networking:vlan_detail": ("get", "vlan", row(ok=("admin",))),
     "networking:public_pool": ("get", None, row(ok=("admin",))),
@@ -125,8 +129,10 @@ def url_names(resolver: URLResolver | None = None, prefix: str = "") -> set[str]
 
 
 def test_the_matrix_lists_every_url():
-    portal_urls = {n for n in url_names() if not n.startswith("admin:")}
+    portal_urls = {n for n in url_names() if not n.startswith(("admin:", "api:"))}
     assert portal_urls - set(MATRIX) == set(), "add these URLs to the permission matrix"
+    # The API's routes, per method and for a read-only token too: tests/api/matrix.py.
+    assert {n for n in url_names() if n.startswith("api:")} == API_ROUTES
     assert set(MATRIX) - portal_urls - {"admin:index"} == set()
 
 
@@ -154,7 +160,8 @@ def objects(site, django_capture_on_commit_callbacks):
                                         state="attached", target="vdb")
     return {"request": req, "vm": vm, "operation": op, "host": site.host, "vlan": site.vlan,
             "snapshot": snapshot, "disk": disk, "ssh_key": _student_key(site),
-            "person": site.student}
+            "person": site.student,
+            "api_token": token_create(owner=site.student, name="matrix")[0]}
 
 
 def _student_key(site):
