@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
@@ -18,6 +20,21 @@ from tests.api.conftest import token_client
 # The live schema, as the running app serves it (its view reads no database).
 schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", get_wsgi_application())
 EXAMPLES = 15
+
+
+@pytest.fixture(autouse=True)
+def connections_kept():
+    """Keep the test's database connection across calls, as Django's own test client does.
+
+    The WSGI handler closes connections it deems old at each request's start and end; in a
+    test that holds one transaction, that would close it (PostgreSQL: "the connection is
+    closed") between the calls schemathesis makes.
+    """
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
