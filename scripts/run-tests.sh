@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the test tiers one after the other; exit non-zero when any tier fails.
+# Run the test tiers one after the other (the fast and postgres tiers side by side); exit
+# non-zero when any tier fails.
 #
 #   tier 1 fast  2 postgres  3 redis  4 ldap  5 hypervisor  6 browser  7 netns
 #
@@ -44,8 +45,8 @@ SUMMARY=()
 RESULTS=() # "tier:exit code"
 FAILED_TIERS=0
 
-run_tier() { # number
-  local n="$1" name="${TIER_NAMES[$1]}" junit="$ARTIFACTS/junit-tier$1.xml" rc
+tier_exec() { # number: run one tier's pytest, print its output; return its exit code
+  local n="$1" name="${TIER_NAMES[$1]}" junit="$ARTIFACTS/junit-tier$1.xml"
   local tier_env=()
   case "$name" in
     postgres) tier_env=("DATABASE_URL=$POSTGRES_URL") ;;
@@ -57,10 +58,12 @@ run_tier() { # number
   echo "=== tier $n ($name): -m \"${TIER_EXPR[$n]}\" ${tier_env[*]}"
   env "${tier_env[@]}" "$PY" -m pytest -m "${TIER_EXPR[$n]}" --junitxml="$junit" \
     -o junit_family=xunit2 "${EXTRA[@]}"
-  rc=$?
+}
+
+tier_record() { # number, exit code: add the tier to the summary
+  local n="$1" name="${TIER_NAMES[$1]}" rc="$2" counts
   RESULTS+=("$n:$rc")
-  local counts
-  counts="$(junit_counts "$junit")"
+  counts="$(junit_counts "$ARTIFACTS/junit-tier$n.xml")"
   case "$rc" in
     0) SUMMARY+=("tier $n ($name): ok ($counts)") ;;
     5) SUMMARY+=("tier $n: no tests yet") ;;
@@ -69,6 +72,25 @@ run_tier() { # number
       FAILED_TIERS=$((FAILED_TIERS + 1))
       ;;
   esac
+}
+
+run_tier() { # number
+  tier_exec "$1"
+  tier_record "$1" "$?"
+}
+
+# The fast tier (SQLite in memory) and the postgres tier (the same tests on PostgreSQL) share
+# nothing but the CPU: when both are asked for, the postgres tier runs beside the fast one,
+# its output kept in a file and printed once the fast tier has finished.
+run_fast_and_postgres() {
+  local log="$ARTIFACTS/tier2.log" rc_file="$ARTIFACTS/tier2.rc"
+  rm -f "$log" "$rc_file"
+  (tier_exec 2 >"$log" 2>&1; echo "$?" >"$rc_file") &
+  local beside=$!
+  run_tier 1
+  wait "$beside"
+  cat "$log"
+  tier_record 2 "$(cat "$rc_file" 2>/dev/null || echo 1)"
 }
 
 # Prints "P passed, F failed, S skipped" for one JUnit file (zeros when it is missing).
@@ -105,7 +127,20 @@ for n in "${TIERS[@]}"; do
     echo "run-tests: unknown tier '$n' (1-$LAST_TIER)" >&2
     exit 2
   fi
-  run_tier "$n"
+done
+BESIDE=""
+if [ "${TIER_NAMES[1]}" = fast ] && [ "${TIER_NAMES[2]:-}" = postgres ] &&
+  [[ " ${TIERS[*]} " == *" 1 "* ]] && [[ " ${TIERS[*]} " == *" 2 "* ]]; then
+  BESIDE=yes
+fi
+for n in "${TIERS[@]}"; do
+  if [ "$BESIDE" ] && [ "$n" = 1 ]; then
+    run_fast_and_postgres
+  elif [ "$BESIDE" ] && [ "$n" = 2 ]; then
+    continue
+  else
+    run_tier "$n"
+  fi
 done
 
 echo
