@@ -2,7 +2,7 @@
 
 from csp.decorators import csp_update
 from django.http import HttpRequest, JsonResponse
-from django.urls import path, re_path
+from django.urls import path, re_path, reverse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import (
     SpectacularAPIView,
@@ -20,6 +20,33 @@ app_name = "api"
 def not_found(request: HttpRequest, *args: object, **kwargs: object) -> JsonResponse:
     """Answer any other path under /api/v1/ with the API's JSON 404, not the HTML page."""
     return JsonResponse({"detail": "Not found."}, status=404)
+
+
+# The lists a client starts from, named as in the index (`api_root`).
+INDEX = {"vms": "api:vm-list", "operations": "api:operation-list",
+         "requests": "api:request-list", "approvals": "api:approval-list",
+         "templates": "api:template-list", "security_domains": "api:security-domain-list",
+         "hosts": "api:host-list", "vlans": "api:vlan-list", "public_ips": "api:public-ip-list"}
+
+
+@csrf_exempt  # GET only; any other method is refused without a change
+def api_root(request: HttpRequest, version: str = "v1") -> JsonResponse:
+    """Answer /api/v1/ with where to start: the schema, its pages and each list's URL.
+
+    Public, as the schema is: it names URLs, never data (each list answers by its own rules).
+    """
+    if request.method not in ("GET", "HEAD"):
+        return JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405,
+                            headers={"Allow": "GET, HEAD"})
+    def here(route: str) -> str:
+        return request.build_absolute_uri(reverse(route, kwargs={"version": version}))
+
+    return JsonResponse({
+        "schema": here("api:schema"), "docs": here("api:docs"), "redoc": here("api:redoc"),
+        "resources": {name: here(route) for name, route in INDEX.items()},
+        "authentication": "Authorization: Bearer <token>; make one on /tokens/ "
+                          "(your name → API tokens).",
+    })
 
 
 router = SimpleRouter()
@@ -41,6 +68,7 @@ router.register(r"vlans/(?P<vlan_pk>\d+)/addresses", views_more.AddressViewSet,
 router.register("public-ips", views_more.PublicIPViewSet, basename="public-ip")
 
 urlpatterns = [
+    path("", api_root, name="root"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     # Redoc runs its search in a worker it makes from a blob: URL, on this page only.

@@ -35,6 +35,7 @@ PUBLIC = row(200, anon=200)  # the schema and its pages
 
 # (route name, method, object kind) -> status per role
 API_MATRIX: dict[tuple[str, str, str | None], dict[str, int]] = {
+    ("api:root", "get", None): PUBLIC,
     ("api:schema", "get", None): PUBLIC,
     ("api:docs", "get", None): PUBLIC,
     ("api:redoc", "get", None): PUBLIC,

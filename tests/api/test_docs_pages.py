@@ -28,3 +28,18 @@ def test_swagger_script_and_schema_are_served():
     assert schema["info"]["title"] == "VM portal API"
     assert "tokenAuth" in schema["components"]["securitySchemes"]
     assert all(path.startswith("/api/v1/") for path in schema["paths"])
+
+
+def test_the_index_says_where_to_start_and_unknown_paths_answer_json():
+    index = Client().get("/api/v1/")
+    assert index.status_code == 200
+    body = index.json()
+    assert body["schema"] == "http://testserver/api/v1/schema/"
+    assert body["resources"]["vms"] == "http://testserver/api/v1/vms/"
+    # Every list it names answers (here 401: no token), none is a dead link.
+    for url in body["resources"].values():
+        assert Client().get(url).status_code == 401, url
+    refused = Client().post("/api/v1/")
+    assert refused.status_code == 405 and refused.json()["detail"] == 'Method "POST" not allowed.'
+    lost = Client().get("/api/v1/nothing-here/")
+    assert lost.status_code == 404 and lost.json() == {"detail": "Not found."}
