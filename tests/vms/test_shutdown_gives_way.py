@@ -75,6 +75,12 @@ def test_routine_failures_stay_out_of_the_attention_list_and_the_dashboard_count
     assert "did not shut down within 120 s" in everything
     assert routine in site.client(site.student).get(
         reverse("vms:vm_detail", args=[vm.pk])).context["operations"]
+    # Dismissing is for the attention list, which a routine failure is not on: no button
+    # for it, while the real failure keeps one (Retry stays for both).
+    dismiss = [reverse("vms:operation_dismiss", args=[o.pk]) for o in (routine, real)]
+    for page in (everything, admin.get(reverse("vms:vm_detail", args=[vm.pk])).content.decode()):
+        assert dismiss[0] not in page and dismiss[1] in page
+        assert reverse("vms:operation_retry", args=[routine.pk]) in page
 
 
 def test_force_off_during_the_wait_ends_the_shut_down_and_then_runs(
