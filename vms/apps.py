@@ -40,10 +40,11 @@ class VmsConfig(AppConfig):
         from vms.services.undo import steps_register
 
         target_register("vm", VMHooks())
-        # While the cloud is shut down, no VM is started or changed.
+        # While the cloud is shut down, no VM is started or changed; nor one a respawn moves.
         from operations.registry import request_guard_register
 
         request_guard_register(cloud_power.cloud_request_guard)
+        request_guard_register(respawn.respawn_request_guard)
         # Hosts are powered off only with none of their VMs running.
         from hosts.power import host_running_vms_source_set
         from vms.selectors import host_running_vm_names

@@ -21,6 +21,7 @@ from tests.virt_host import write_node_file
 from tests.vms.test_lifecycle import act, install
 from vms.models import VirtualMachine, VMState
 from vms.services import respawn
+from vms.services.lifecycle import vm_action_request
 from vms.services.respawn import host_respawn_request
 
 pytestmark = pytest.mark.django_db
@@ -328,3 +329,24 @@ def test_only_admins_may_respawn(site, role, django_capture_on_commit_callbacks)
         reverse("vms:host_respawn", args=[site.host.pk]), {"confirmed": "1", "checked": "1"})
     assert response.status_code == 404
     assert not Operation.objects.filter(kind=OperationKind.HOST_RESPAWN).exists()
+
+
+def test_no_operation_on_a_vm_while_a_respawn_is_moving_it(site, hv2,
+                                                            django_capture_on_commit_callbacks):
+    vm, _ = install(site, django_capture_on_commit_callbacks)
+    # The respawn has placed lab1 on hv2 (its steps name it) but not started it yet.
+    VirtualMachine.objects.filter(pk=vm.pk).update(host=hv2)
+    moving = Operation.objects.create(
+        kind=OperationKind.HOST_RESPAWN, host=down(site.host), status=OperationStatus.RUNNING,
+        steps=[{"step": "respawn_place", "vm": vm.pk, "source": site.host.pk}])
+    vm.refresh_from_db()
+    with (django_capture_on_commit_callbacks(execute=False),
+          pytest.raises(PortalError, match="lab1 is being started again on another host, as "
+                                           "hv1 is down")):
+        vm_action_request(vm=vm, kind=OperationKind.DESTROY, actor=site.admin)
+    assert not vm.operations.filter(kind=OperationKind.DESTROY).exists()
+    # Once that VM is done (its steps forgotten), it may be acted on again.
+    Operation.objects.filter(pk=moving.pk).update(steps=[])
+    with django_capture_on_commit_callbacks(execute=False):
+        vm_action_request(vm=vm, kind=OperationKind.DESTROY, actor=site.admin)
+    assert vm.operations.filter(kind=OperationKind.DESTROY).count() == 1

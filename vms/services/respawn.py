@@ -177,6 +177,24 @@ def _respawn_one(op: Operation, vm: VirtualMachine, dead: Host) -> str:
     return f"{vm.name} on {dest.name} ({how})"
 
 
+def respawn_request_guard(kind: str, vm: object, host: object,
+                          parent: Operation | None = None) -> str | None:
+    """Refuse any operation on a VM that a respawn is moving right now (registered in ready()).
+
+    The respawn holds the dead host; once the VM's recorded host is its new one, that scope no
+    longer covers it, so until the VM is defined and started there, its steps (kept on the
+    respawn only while that VM is under way) say it is still being moved.
+    """
+    if vm is None or kind == OperationKind.HOST_RESPAWN:
+        return None
+    for op in (Operation.objects.active().filter(kind=OperationKind.HOST_RESPAWN)
+               .select_related("host")):
+        if any(step.get("vm") == vm.pk for step in op.steps):
+            return (f"{vm.name} is being started again on another host, as {op.host.name} is "
+                    "down; wait a minute for it to finish, then try again.")
+    return None
+
+
 def _left(op: Operation, vm: VirtualMachine, dead: Host, reason: str) -> str:
     """Mark a VM that stays on the dead host as needing attention; return it in words."""
     VirtualMachine.objects.filter(pk=vm.pk).exclude(state=VMState.DELETED).update(
