@@ -9,7 +9,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -22,7 +21,7 @@ from networking.filters import AddressFilter
 from networking.models import VLAN, PrivateIP, PublicIP
 from operations.models import OperationKind
 from vms.forms import VMChangeForm
-from vms.models import RequestKind, VirtualMachine
+from vms.models import RequestKind
 from vms.models.snapshots import ExtraDisk
 from vms.services.changes import disk_action_request
 from vms.services.workflow import vm_change_request_create
@@ -31,7 +30,7 @@ from . import serializers as s
 from . import serializers_more as m
 from .pagination import ListFiltersOnly
 from .schema import ERRORS, ERRORS_READ, form_checked
-from .views_vms import ACCEPTED, accepted, operable_vm
+from .views_vms import ACCEPTED, OnOneVM, accepted, operable_vm
 
 PERIOD = OpenApiParameter("period", str, enum=list(PERIODS), default="day",
                           description="The period the series covers, ending now.")
@@ -62,22 +61,11 @@ def _period(request: Request) -> str:
     return period
 
 
-class VMExtrasViewSet(viewsets.GenericViewSet):
+class VMExtrasViewSet(OnOneVM, viewsets.GenericViewSet):
     """A VM's extra disks, change requests and usage."""
 
     serializer_class = m.ChangeRequestCreateSerializer
     pagination_class = None
-
-    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
-        """Find the VM first: whoever sees it reads, its operators change it."""
-        super().initial(request, *args, **kwargs)
-        if request.method not in self.allowed_methods:
-            return  # 405 from the handler, before any lookup
-        if request.method in SAFE_METHODS:
-            self.vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user),
-                                        pk=kwargs["vm_pk"])
-        else:
-            self.vm = operable_vm(request, kwargs["vm_pk"])
 
     @extend_schema(summary="List a VM's extra disks",
                    responses={200: s.DiskSerializer(many=True), **ERRORS_READ})

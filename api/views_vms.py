@@ -97,7 +97,27 @@ class VMViewSet(ListFiltersOnly, viewsets.ReadOnlyModelViewSet):
     resume = _power(OperationKind.RESUME, "Resume")
 
 
-class SnapshotViewSet(viewsets.GenericViewSet):
+class OnOneVM:
+    """A view set under /vms/<vm_pk>/: the VM is found first, as its page would find it.
+
+    Whoever sees the VM reads (a 404 for anyone else); only its operators change anything.
+    """
+
+    vm: VirtualMachine
+
+    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
+        """Find the VM before the handler runs, once authentication has passed."""
+        super().initial(request, *args, **kwargs)
+        if request.method not in self.allowed_methods:
+            return  # 405 from the handler, before any lookup
+        if request.method in SAFE_METHODS:
+            self.vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user),
+                                        pk=kwargs["vm_pk"])
+        else:
+            self.vm = operable_vm(request, kwargs["vm_pk"])
+
+
+class SnapshotViewSet(OnOneVM, viewsets.GenericViewSet):
     """The snapshots of one VM: listed to whoever sees it; taken, reverted, deleted by operators."""
 
     serializer_class = s.SnapshotSerializer
@@ -107,17 +127,6 @@ class SnapshotViewSet(viewsets.GenericViewSet):
     def get_queryset(self):  # noqa: ANN201 - a queryset of snapshots
         """Return the VM's snapshots (the VM checked first)."""
         return Snapshot.objects.filter(vm=self.vm)
-
-    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
-        """Find the VM first: whoever sees it reads its snapshots, its operators change them."""
-        super().initial(request, *args, **kwargs)
-        if request.method not in self.allowed_methods:
-            return  # 405 from the handler, before any lookup
-        if request.method in SAFE_METHODS:
-            self.vm = get_object_or_404(VirtualMachine.objects.visible_to(request.user),
-                                        pk=kwargs["vm_pk"])
-        else:
-            self.vm = operable_vm(request, kwargs["vm_pk"])
 
     @extend_schema(summary="List a VM's snapshots",
                    responses={200: s.SnapshotSerializer(many=True), **ERRORS_READ})

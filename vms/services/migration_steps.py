@@ -14,8 +14,7 @@ nothing is touched: the step is left for an administrator, who is told where the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from core.errors import PortalError
 from hosts.models import Host
@@ -24,28 +23,24 @@ from hosts.virt.migration import SnapshotMetadata
 from networking.models import PrivateIP
 from networking.services import dhcp_backend, dhcp_entry
 from operations.models import Operation
-from operations.runner import RunFenced, operation_steps_undo
 from operations.undo import Step, step_register
 
 from ..models import VirtualMachine
+from .steps import given_back
 
 logger = logging.getLogger(__name__)
 
 
-@contextmanager
-def migration_given_back(op: Operation, vm: VirtualMachine) -> Iterator[None]:
-    """Give back every step recorded by the body if it fails, then re-raise."""
-    try:
-        yield
-    except RunFenced:
-        raise  # taken over: the reconciler or the retry owns what this run took
-    except BaseException:
-        # BaseException: a worker's time limit arrives as SystemExit.
-        operation_steps_undo(op, vm)
+def migration_given_back(op: Operation, vm: VirtualMachine) -> AbstractContextManager[None]:
+    """Give back every step recorded by the body if it fails, then re-raise; the VM keeps
+    its state (it stays on its source)."""
+
+    def arguments_reread() -> None:
         # The port's step gave it back in the row; the runner records this very object.
         op.arguments = Operation.objects.filter(pk=op.pk).values_list(
             "arguments", flat=True).first() or op.arguments
-        raise
+
+    return given_back(op, vm, after=arguments_reread)
 
 
 def _destination(vm: VirtualMachine, step: Step) -> Host | None:

@@ -8,7 +8,7 @@ idempotent, so a retried operation picks up what is already there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -65,8 +65,10 @@ def _record(build: Build, step: str, **facts: object) -> Step:
 
 
 @contextmanager
-def given_back(op: Operation, vm: VirtualMachine) -> Iterator[None]:
-    """Give back every step recorded by the body if it fails, mark the VM failed, re-raise."""
+def given_back(op: Operation, vm: VirtualMachine,
+               after: Callable[[], object] | None = None) -> Iterator[None]:
+    """Give back every step recorded by the body if it fails, then call `after` (by default,
+    mark the VM failed: an install or clone that did not finish), and re-raise."""
     try:
         yield
     except RunFenced:
@@ -75,7 +77,10 @@ def given_back(op: Operation, vm: VirtualMachine) -> Iterator[None]:
         # BaseException: django-q's time limit arrives as SystemExit, and what was taken
         # must be given back before the worker goes (KeyboardInterrupt is re-raised too).
         operation_steps_undo(op, vm)
-        VirtualMachine.objects.filter(pk=vm.pk).update(state=VMState.FAILED)
+        if after is None:
+            VirtualMachine.objects.filter(pk=vm.pk).update(state=VMState.FAILED)
+        else:
+            after()
         raise
 
 
