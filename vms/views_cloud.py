@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,17 +18,11 @@ from .services.cloud_power import (
     ACTED_HOST_STATES,
     CLOUD_KINDS,
     MANAGE,
-    SAVED_STATES,
     cloud_bootup_request,
+    cloud_hosts_now,
     cloud_shutdown_open,
     cloud_shutdown_request,
 )
-
-
-def _hosts_now() -> list[Host]:
-    """Return the hosts a shutdown would act on, each with how many of its VMs run."""
-    return list(Host.objects.filter(status__in=ACTED_HOST_STATES).annotate(
-        running=Count("vms", filter=Q(vms__state__in=SAVED_STATES))).order_by("name"))
 
 
 @login_required
@@ -37,7 +30,7 @@ def cloud_overview(request: HttpRequest) -> HttpResponse:
     """Show what a shutdown would do, the one under way or done, and the bootup (admins)."""
     require(request.user.has_perm(MANAGE))
     record = cloud_shutdown_open()
-    hosts = _hosts_now()
+    hosts = cloud_hosts_now()
     operations = Operation.objects.filter(kind__in=CLOUD_KINDS).select_related(
         "requested_by")[:6]
     return render(request, "vms/cloud.html", {
@@ -66,7 +59,7 @@ def cloud_shutdown(request: HttpRequest) -> HttpResponse:
     """Ask, then queue the whole-cloud shutdown (admins)."""
     require(request.user.has_perm(MANAGE))
     if not confirmed(request):
-        hosts = _hosts_now()
+        hosts = cloud_hosts_now()
         return confirmation_page(request, Confirmation(
             title="Shut the whole cloud down?",
             consequences=(

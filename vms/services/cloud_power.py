@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from core.errors import PortalError
@@ -85,6 +86,12 @@ def _next_part(op: Operation) -> str:
                            arguments={**op.arguments, "part": part})
     return (f"Stopped before the workers' time limit; part {part} (operation {nxt.pk}) "
             "continues from here.")
+
+
+def cloud_hosts_now() -> list[Host]:
+    """Return the hosts a shutdown would act on, each with how many of its VMs it would save."""
+    return list(Host.objects.filter(status__in=ACTED_HOST_STATES).annotate(
+        running=Count("vms", filter=Q(vms__state__in=SAVED_STATES))).order_by("name"))
 
 
 def cloud_shutdown_open() -> CloudShutdown | None:
